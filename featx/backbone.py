@@ -1,0 +1,208 @@
+"""A backbone ready to embed: an exported ONNX file, its spec, and an ONNX Runtime session.
+
+Examples
+--------
+>>> import featx, numpy as np
+>>> bb = featx.load_backbone("efficientnet-lite0")          # exported on first use  # doctest: +SKIP
+>>> bb.embed([np.zeros((28, 28), np.uint8)]).shape                                     # doctest: +SKIP
+(1, 1280)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .decode import check_text, decode_image
+from .errors import InputError, NonFiniteOutputError, SpecError
+from .export import read_spec_file, sha256_file, spec_path_for
+from .preprocess import TextTokenizer, image_batch
+from .registry import BackboneSpec, exported_dir, get_spec
+from .runtime import Session
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Backbone:
+    """An exported backbone: ``decode`` -> ``prepare`` -> ``run``, or all three with :meth:`embed`.
+
+    Parameters
+    ----------
+    onnx_path : path
+        The exported ``.onnx`` file; its spec JSON must sit beside it (``model.json``).
+    providers, threads :
+        Passed to :class:`featx.runtime.Session`.
+    """
+
+    def __init__(self, onnx_path, *, providers=None, threads: int | None = None):
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise SpecError(f"no ONNX model at {self.onnx_path}")
+        self.record = read_spec_file(spec_path_for(self.onnx_path))
+        self.spec = BackboneSpec.from_dict(self.record["spec"])
+        self.sha256 = sha256_file(self.onnx_path)
+        self.session = Session(self.onnx_path, providers=providers, threads=threads)
+        self._tokenizer = None
+        if self.spec.modality == "text":
+            tok = self.record.get("tokenizer") or {}
+            self.tokenizer_path = self.onnx_path.parent / tok.get("file", f"{self.onnx_path.stem}.tokenizer.json")
+            if not self.tokenizer_path.is_file():
+                raise SpecError(f"text backbone {self.spec.name!r} has no tokenizer file at {self.tokenizer_path}")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_tokenizer"] = None
+        return state
+
+    def __repr__(self):
+        return f"Backbone({self.spec.name!r}, {self.spec.modality}, dim={self.dim}, onnx={str(self.onnx_path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def modality(self) -> str:
+        return self.spec.modality
+
+    @property
+    def dim(self) -> int:
+        return int(self.spec.dim)
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(self.tokenizer_path, self.spec.preprocess.max_length)
+        return self._tokenizer
+
+    @property
+    def fingerprint(self) -> dict:
+        """What the features depend on: the model file's bytes and the preprocessing."""
+        fp = {"name": self.spec.name, "onnx_sha256": self.sha256, "preprocess": self.spec.preprocess.to_dict(),
+              "dim": self.dim}
+        if self.spec.modality == "text":
+            fp["tokenizer_sha256"] = sha256_file(self.tokenizer_path)
+        return fp
+
+    @property
+    def fingerprint_id(self) -> str:
+        """A short hash of :attr:`fingerprint`."""
+        blob = json.dumps(self.fingerprint, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # -- the three steps -------------------------------------------------------
+    def decode(self, item, item_id=None):
+        """One raw item -> RGB uint8 array (images) or checked str (texts)."""
+        if self.modality == "image":
+            return decode_image(item, item_id=item_id)
+        return check_text(item, item_id=item_id)
+
+    def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
+        """Decoded items -> model feeds (a batch)."""
+        if self.modality == "image":
+            return {self.session.input_names[0]: image_batch(decoded, self.spec.preprocess)}
+        return self.tokenizer.encode(decoded).feeds(self.session.input_names)
+
+    def run(self, feeds) -> np.ndarray:
+        """Model feeds -> float32 (n, d)."""
+        return self.session.run(feeds)
+
+    # -- convenience -----------------------------------------------------------
+    def embed(self, inputs, batch_size: int = DEFAULT_BATCH_SIZE, ids: Sequence | None = None) -> np.ndarray:
+        """Embed items, in input order, as a float32 (n, d) array.
+
+        Parameters
+        ----------
+        inputs : sequence or numpy.ndarray
+            Images: paths, bytes, PIL images, uint8 arrays, a uint8 batch (n, H, W[, C]),
+            or a model-ready float32 NCHW batch. Texts: a list of strings.
+        batch_size : int
+        ids : sequence, optional
+            Names for the items in error messages (default: their position).
+
+        Raises
+        ------
+        InputError, ModelInputError, NonFiniteOutputError
+        """
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(inputs, str):
+            raise InputError("embed() takes a sequence of items; wrap a single item in a list: embed([item])")
+        if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.dtype != np.uint8:
+            return self._embed_tensor(inputs, batch_size)
+        items = list(inputs)
+        names = [f"#{i}" for i in range(len(items))] if ids is None else [str(i) for i in ids]
+        if len(names) != len(items):
+            raise InputError(f"got {len(items)} inputs but {len(names)} ids")
+        out = np.empty((len(items), self.dim), np.float32)
+        for start in range(0, len(items), batch_size):
+            chunk = slice(start, start + batch_size)
+            decoded = [self.decode(item, name) for item, name in zip(items[chunk], names[chunk])]
+            out[chunk] = self._checked(self.run(self.prepare(decoded)), names[chunk])
+        return out
+
+    def _embed_tensor(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        if x.dtype != np.float32:
+            raise InputError(
+                f"a pre-made image batch must be float32 NCHW (n, 3, {self.spec.preprocess.size}, "
+                f"{self.spec.preprocess.size}), got {x.dtype.name} {x.shape}; use x.astype(np.float32), "
+                "or pass uint8 images to have featx preprocess them"
+            )
+        if x.ndim != 4 or x.shape[1] != 3:
+            hint = " (this looks like NHWC: use x.transpose(0, 3, 1, 2))" if x.ndim == 4 and x.shape[-1] == 3 else ""
+            raise InputError(f"a pre-made image batch must be float32 NCHW (n, 3, H, W), got shape {x.shape}{hint}")
+        name = self.session.input_names[0]
+        parts = [self._checked(self.run({name: x[i:i + batch_size]}), [f"#{j}" for j in range(i, min(i + batch_size, len(x)))])
+                 for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+
+    @staticmethod
+    def _checked(features: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        bad = ~np.isfinite(features).all(axis=1)
+        if bad.any():
+            which = [names[i] for i in np.flatnonzero(bad)[:5]]
+            raise NonFiniteOutputError(f"the model produced NaN/inf features for item(s) {', '.join(which)}")
+        return features
+
+
+def exported_path(name: str) -> Path:
+    """Where ``featx export NAME`` puts a registered backbone."""
+    return exported_dir() / f"{get_spec(name).file_stem}.onnx"
+
+
+def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
+    """A backbone name or ``.onnx`` path -> the ONNX file, exporting on first use."""
+    text = str(name_or_path)
+    if text.endswith(".onnx") or Path(text).is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise SpecError(f"no ONNX model at {path}")
+        return path
+    path = exported_path(text)
+    if path.is_file() and spec_path_for(path).is_file():
+        return path
+    if not export_if_missing:
+        raise SpecError(f"backbone {text!r} is not exported yet; run `featx export {text}`")
+    from .export import export
+
+    return export(text).onnx_path
+
+
+def load_backbone(name_or_path, *, providers=None, threads: int | None = None) -> Backbone:
+    """Load a backbone by registry name (exported on first use) or by ``.onnx`` path.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``"efficientnet-lite0"``, ``"all-minilm-l6-v2"``, ``"timm:resnet50"``,
+        ``"hf:ID"`` or a path to an exported ``.onnx`` file (with its ``.json`` spec beside it).
+    providers : str or list, optional
+        ONNX Runtime providers; default picks CUDA when usable, else CPU.
+    threads : int, optional
+        Intra-op threads.
+    """
+    return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads)

@@ -1,0 +1,217 @@
+"""Raw items -> clean model inputs: RGB uint8 images and checked texts.
+
+The bad-input policy lives here. Every failure is an :class:`~featx.errors.InputError`
+that names the item and says what to do; nothing is replaced by a neighbour, and no
+process-wide Pillow setting (``MAX_IMAGE_PIXELS``, ``LOAD_TRUNCATED_IMAGES``) is changed.
+
+Examples
+--------
+>>> import numpy as np
+>>> from featx.decode import decode_image, check_text
+>>> decode_image(np.zeros((8, 8), np.uint8)).shape
+(8, 8, 3)
+>>> check_text("  hello ")
+'  hello '
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+#: Images with more pixels than this are refused before decoding (decompression bombs).
+#: 16384 x 16384; raise it per call with ``max_pixels=`` for genuinely huge photos.
+MAX_PIXELS = 16384 * 16384
+#: Texts longer than this many characters are refused (the tokenizer truncates far earlier).
+MAX_TEXT_CHARS = 1_000_000
+#: Background for transparent pixels.
+BACKGROUND = (255, 255, 255)
+
+
+def describe(item, item_id=None) -> str:
+    """A short name for an item, for error messages."""
+    if item_id is not None:
+        return repr(str(item_id))
+    if isinstance(item, (str, Path)):
+        return repr(str(item))
+    if isinstance(item, np.ndarray):
+        return f"<array {item.dtype} {item.shape}>"
+    return f"<{type(item).__name__}>"
+
+
+def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode one image to an RGB ``uint8`` array of shape (H, W, 3).
+
+    Parameters
+    ----------
+    item : str, Path, bytes, PIL.Image.Image or numpy.ndarray
+        A file path, encoded bytes, a Pillow image, or a decoded image array:
+        (H, W) or (H, W, 1|3|4), ``uint8``, ``uint16`` (scaled to 8 bits) or float in [0, 1].
+    item_id : str, optional
+        How the item is named in errors (defaults to the path).
+    max_pixels : int
+        Refuse images with more pixels, checked from the header before decoding.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not an image, truncated data, too many pixels, bad array.
+    """
+    name = describe(item, item_id)
+    if isinstance(item, np.ndarray):
+        return _array_to_rgb(item, name)
+    if isinstance(item, Image.Image):
+        return _pil_to_rgb(item, name)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        if len(item) == 0:
+            raise InputError(f"image {name} is empty (0 bytes)")
+        return _open_and_decode(io.BytesIO(item), name, max_pixels)
+    if isinstance(item, (str, Path)):
+        path = Path(item)
+        if str(item) == "":
+            raise InputError("image path is an empty string; pass a file path, bytes, a PIL image or an array")
+        if not path.exists():
+            raise InputError(f"image {name}: no such file ({path})")
+        if path.is_dir():
+            raise InputError(f"image {name} is a directory, not an image file ({path})")
+        if path.stat().st_size == 0:
+            raise InputError(f"image {name} is an empty file (0 bytes): {path}")
+        try:
+            with open(path, "rb") as f:
+                return _open_and_decode(f, name, max_pixels)
+        except PermissionError:
+            raise InputError(f"image {name} cannot be read (permission denied): {path}") from None
+    raise InputError(
+        f"image {name}: unsupported input type {type(item).__name__}; "
+        "pass a file path, bytes, a PIL image or a uint8 array"
+    )
+
+
+def _open_and_decode(fp, name: str, max_pixels: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        # Pillow warns (and above 2x its global limit raises) on huge images; we check ourselves.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp)
+        except Image.DecompressionBombError:
+            raise InputError(
+                f"image {name} declares too many pixels (decompression bomb?); refused before decoding"
+            ) from None
+        except UnidentifiedImageError:
+            raise InputError(f"image {name} is not a readable image (unknown or corrupt format)") from None
+        except OSError as e:
+            raise InputError(f"image {name} cannot be opened: {e}") from None
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise InputError(
+                    f"image {name} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                    "(decompression bomb guard); refused before decoding. Pass max_pixels= to allow it."
+                )
+            if w == 0 or h == 0:
+                raise InputError(f"image {name} has an empty size {w}x{h}")
+            try:
+                img.seek(0)  # first frame of animations
+                img.load()
+            except (OSError, SyntaxError, ValueError, EOFError) as e:
+                raise InputError(f"image {name} is damaged or truncated ({e}); re-encode or remove it") from None
+            return _pil_to_rgb(img, name)
+
+
+def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF must not lose the image
+        pass
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16 and mode != "I":
+            arr = arr.astype(np.uint16)
+        hi = 65535.0 if (mode != "I" or arr.max(initial=0) > 255) else 255.0
+        return _grey_to_rgb(np.clip(np.round(arr.astype(np.float64) * (255.0 / hi)), 0, 255).astype(np.uint8))
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(f"image {name} (mode F) contains NaN or infinite pixels")
+        hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+        return _grey_to_rgb(np.clip(np.round(arr * (255.0 / hi)), 0, 255).astype(np.uint8))
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif mode == "P":
+        img = img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, BACKGROUND + (255,))
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _grey_to_rgb(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
+        raise InputError(
+            f"image {name}: expected an array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+            f"got {arr.shape}. Channels-first arrays must be transposed to channels-last."
+        )
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = np.round(arr.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise InputError(f"image {name} contains NaN or infinite values")
+        if arr.min() < 0 or arr.max() > 1:
+            raise InputError(
+                f"image {name}: float images must hold values in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]; "
+                "pass uint8 instead"
+            )
+        out = np.round(arr * 255.0).astype(np.uint8)
+    else:
+        raise InputError(f"image {name}: unsupported dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+    if out.ndim == 2:
+        return _grey_to_rgb(out)
+    if out.shape[2] == 4:
+        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(out), "RGBA"), name)
+    return np.ascontiguousarray(out)
+
+
+def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Check one text: a non-empty ``str``. NUL characters become spaces.
+
+    Raises
+    ------
+    InputError
+        ``None``, a non-string, an empty or blank string, or an absurdly long text.
+    """
+    name = describe(item, item_id) if item_id is not None else "text"
+    if item is None or (isinstance(item, float) and np.isnan(item)):
+        raise InputError(f"{name} is missing (None/NaN); give it a text or remove the row")
+    if not isinstance(item, str):
+        raise InputError(f"{name} must be a str, got {type(item).__name__} {item!r:.50}")
+    if not item.strip():
+        raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
+    if len(item) > max_chars:
+        raise InputError(f"{name} has {len(item):,} characters, over the limit of {max_chars:,}")
+    return item.replace("\x00", " ") if "\x00" in item else item
+
+
+def readable_path(path) -> bool:
+    """True when ``path`` is an existing, readable regular file."""
+    return os.path.isfile(path) and os.access(path, os.R_OK)

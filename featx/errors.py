@@ -1,0 +1,70 @@
+"""Every error featx raises on purpose, in one place.
+
+Each class also derives from the builtin that fits, so callers can catch
+``FeatxError`` or the builtin (``ValueError``, ``FileNotFoundError``...).
+Messages name the item, say what was expected and what was found, and what to do.
+"""
+
+
+class FeatxError(Exception):
+    """Base class of all featx errors."""
+
+
+class SpecError(FeatxError, ValueError):
+    """A backbone spec or name is invalid or unknown."""
+
+
+class MissingDependencyError(FeatxError, ImportError):
+    """An optional dependency (torch, a model package...) is not installed."""
+
+
+class ExportError(FeatxError, RuntimeError):
+    """Export to ONNX failed, or its parity check with PyTorch failed."""
+
+
+class InputError(FeatxError, ValueError):
+    """An input item (image, text, array) cannot be used; the message names it."""
+
+
+class ModelInputError(FeatxError, ValueError):
+    """A batch does not match what the ONNX model expects (dtype, rank, shape, names)."""
+
+
+class NonFiniteOutputError(FeatxError, ValueError):
+    """The model produced NaN or infinite values for an item."""
+
+
+class DataSourceError(FeatxError, ValueError):
+    """A dataset (folder, manifest, builtin) cannot be read."""
+
+
+class CacheError(FeatxError, RuntimeError):
+    """The embedding cache cannot be used as asked."""
+
+
+class CacheLockedError(CacheError):
+    """Another process holds the cache's writer lock."""
+
+
+class CacheMismatchError(CacheError):
+    """The cache holds features of a different model file or preprocessing."""
+
+
+class CacheCorruptError(CacheError):
+    """A committed file of the cache is damaged."""
+
+
+class ItemFailedError(FeatxError, RuntimeError):
+    """An item failed during extraction with ``on_error='raise'``."""
+
+    def __init__(self, item_id, reason):
+        self.item_id = item_id
+        self.reason = reason
+        super().__init__(
+            f"item {item_id!r} failed: {reason}. Committed work is kept; fix or remove "
+            "the item, or re-run with --on-error skip to record it and go on."
+        )
+
+
+class UntrustedTypeError(FeatxError, ValueError):
+    """A saved head contains types outside featx's trusted list."""

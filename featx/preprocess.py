@@ -1,0 +1,139 @@
+"""Pure preprocessing: decoded items -> model-ready batches.
+
+Images: resize the shorter side, centre-crop, scale and normalise -> NCHW float32.
+Texts: the ``tokenizers`` library with explicit truncation, padded per batch to its
+longest sequence (dynamic padding), truncations counted.
+
+Examples
+--------
+>>> import numpy as np
+>>> from featx.registry import ImagePreprocess
+>>> from featx.preprocess import image_batch
+>>> cfg = ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3)
+>>> image_batch([np.zeros((40, 50, 3), np.uint8)], cfg).shape
+(1, 3, 32, 32)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .registry import ImagePreprocess
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def resize_and_crop(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> RGB uint8 (size, size, 3): shorter side to ``resize``, centre crop."""
+    img = Image.fromarray(rgb, "RGB")
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.resize is None:
+        return np.asarray(img.resize((cfg.size, cfg.size), resample))
+    w, h = img.size
+    scale = cfg.resize / min(w, h)
+    new_w, new_h = max(cfg.size, round(w * scale)), max(cfg.size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample)
+    left, top = (new_w - cfg.size) // 2, (new_h - cfg.size) // 2
+    return np.asarray(img.crop((left, top, left + cfg.size, top + cfg.size)))
+
+
+def normalize_into(out: np.ndarray, rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
+    """Write ``(rgb / 255 - mean) / std`` of an (S, S, 3) uint8 image into ``out`` (3, S, S) float32."""
+    scale = (1.0 / (255.0 * np.asarray(cfg.std, np.float32)))[:, None, None]
+    offset = (np.asarray(cfg.mean, np.float32) / np.asarray(cfg.std, np.float32))[:, None, None]
+    np.multiply(rgb.transpose(2, 0, 1), scale, out=out, casting="unsafe")
+    out -= offset
+    return out
+
+
+def preprocess_image(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
+    """One decoded RGB uint8 image -> (3, size, size) float32, ready for the model."""
+    out = np.empty((3, cfg.size, cfg.size), np.float32)
+    return normalize_into(out, resize_and_crop(rgb, cfg), cfg)
+
+
+def image_batch(rgbs: Sequence[np.ndarray], cfg: ImagePreprocess) -> np.ndarray:
+    """Decoded RGB uint8 images -> one (n, 3, size, size) float32 batch."""
+    out = np.empty((len(rgbs), 3, cfg.size, cfg.size), np.float32)
+    for i, rgb in enumerate(rgbs):
+        normalize_into(out[i], resize_and_crop(rgb, cfg), cfg)
+    return out
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token ids of a batch of texts, padded to the longest one.
+
+    ``n_truncated`` counts the texts cut at ``max_length`` tokens.
+    """
+
+    input_ids: np.ndarray  # (n, L) int64
+    attention_mask: np.ndarray  # (n, L) int64
+    token_type_ids: np.ndarray  # (n, L) int64
+    n_truncated: int
+
+    def feeds(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The arrays the model asks for, by input name."""
+        return {name: getattr(self, name) for name in names}
+
+
+class TextTokenizer:
+    """A ``tokenizers`` tokenizer with truncation at ``max_length`` and per-batch padding.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``tokenizer.json`` file (Hugging Face ``tokenizers`` format).
+    max_length : int
+        Longest sequence in tokens, special tokens included.
+    """
+
+    def __init__(self, path, max_length: int):
+        from tokenizers import Tokenizer
+
+        self.path = Path(path)
+        self.max_length = int(max_length)
+        self._tok = Tokenizer.from_file(str(self.path))
+        self._tok.no_padding()
+        self._tok.enable_truncation(self.max_length)
+        pad = self._tok.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+
+    def __getstate__(self):
+        return {"path": self.path, "max_length": self.max_length}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["max_length"])
+
+    def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Token counts after truncation (for sorting texts by length)."""
+        return np.array([len(e.ids) for e in self._tok.encode_batch(list(texts))], dtype=np.int64)
+
+    def encode(self, texts: Sequence[str]) -> TokenBatch:
+        encodings = self._tok.encode_batch(list(texts))
+        n = len(encodings)
+        length = max((len(e.ids) for e in encodings), default=1)
+        ids = np.full((n, length), self.pad_id, np.int64)
+        mask = np.zeros((n, length), np.int64)
+        types = np.zeros((n, length), np.int64)
+        truncated = 0
+        for i, e in enumerate(encodings):
+            k = len(e.ids)
+            ids[i, :k] = e.ids
+            mask[i, :k] = 1
+            types[i, :k] = e.type_ids
+            truncated += bool(e.overflowing)
+        return TokenBatch(ids, mask, types, truncated)

@@ -1,0 +1,222 @@
+"""The ONNX Runtime session: providers, threads, input validation, ``run(feeds) -> (n, d)``.
+
+One session per process, created lazily on first use and dropped when pickled
+(sessions cannot be pickled), so a :class:`Session` travels to worker processes.
+
+Provider choice: ``providers=None`` (or ``"auto"``) asks for CUDA only when the
+CUDA provider is built in *and* an NVIDIA driver really loads, so a CPU-only
+machine never prints ORT's wall of CUDA errors; after creation the providers
+are verified and a silent fallback to CPU is reported loudly.
+
+Examples
+--------
+>>> from featx.runtime import resolve_providers
+>>> resolve_providers("cpu")
+['CPUExecutionProvider']
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import ModelInputError, SpecError
+
+log = logging.getLogger("featx")
+
+_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> tuple[bool, str]:
+    """Whether CUDA can really be used: ``(usable, reason)``."""
+    ort = _ort()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False, "no NVIDIA driver (libcuda.so.1 does not load)"
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when installed that way
+        except Exception as e:  # pragma: no cover - GPU machines only
+            log.debug("onnxruntime.preload_dlls failed: %s", e)
+    return True, "NVIDIA driver found and the CUDA provider is built in"
+
+
+def resolve_providers(providers=None) -> list[str]:
+    """Normalise a provider request to ORT provider names.
+
+    ``None`` or ``"auto"`` picks CUDA (then CPU) when :func:`cuda_status` says it is usable,
+    else CPU. Accepts short names (``cpu``, ``cuda``, ``tensorrt``) or full names,
+    as a list or a comma-separated string.
+    """
+    if providers is None or providers == "auto" or providers == ["auto"]:
+        usable, _ = cuda_status()
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if usable else ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    available = _ort().get_available_providers()
+    names = []
+    for p in providers:
+        name = _ALIASES.get(str(p).lower(), p)
+        if name not in available:
+            raise SpecError(
+                f"provider {p!r} is not available in this onnxruntime; available: {', '.join(available)}"
+            )
+        names.append(name)
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+    return names
+
+
+def default_threads() -> int:
+    """Intra-op threads: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Session:
+    """A lazily created ONNX Runtime session over one model file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.onnx`` file.
+    providers : str or list of str, optional
+        ``None``/``"auto"`` (CUDA when usable, else CPU), or names such as ``"cpu"``.
+    threads : int, optional
+        Intra-op threads; defaults to the cores available to this process.
+    """
+
+    def __init__(self, path, providers=None, threads: int | None = None):
+        self.path = str(path)
+        self.providers = providers
+        self.threads = threads
+        self._session = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._create()
+        return self._session
+
+    def _create(self):
+        ort = _ort()
+        requested = resolve_providers(self.providers)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(self.threads or default_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only; featx reports fallbacks itself
+        try:
+            session = ort.InferenceSession(self.path, sess_options=opts, providers=requested)
+        except Exception as e:
+            raise SpecError(f"onnxruntime cannot load {self.path}: {e}") from None
+        got = session.get_providers()
+        missing = [p for p in requested if p not in got]
+        if missing:
+            msg = (
+                f"onnxruntime fell back from {', '.join(missing)} to {', '.join(got)} for {self.path}; "
+                "extraction will run on the CPU. Run `featx doctor` to see why."
+            )
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        return session
+
+    @property
+    def active_providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    @property
+    def inputs(self):
+        return self.session.get_inputs()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def validate(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Check names, dtype, rank and static dimensions against the model; say expected vs got."""
+        expected = {i.name: i for i in self.inputs}
+        if set(feeds) != set(expected):
+            raise ModelInputError(
+                f"model {os.path.basename(self.path)} expects inputs {sorted(expected)}, got {sorted(feeds)}"
+            )
+        for name, arg in expected.items():
+            arr = feeds[name]
+            if not isinstance(arr, np.ndarray):
+                raise ModelInputError(f"input {name!r} must be a numpy array, got {type(arr).__name__}")
+            want = _ORT_DTYPES.get(arg.type)
+            if want is not None and arr.dtype != want:
+                raise ModelInputError(
+                    f"input {name!r}: expected dtype {np.dtype(want).name}, got {arr.dtype.name}"
+                    + (" (convert with .astype(np.float32))" if want is np.float32 else "")
+                )
+            shape = list(arg.shape)
+            if arr.ndim != len(shape):
+                raise ModelInputError(
+                    f"input {name!r}: expected rank {len(shape)} {_shape_str(shape)}, got shape {arr.shape}"
+                )
+            for axis, (dim, got) in enumerate(zip(shape, arr.shape)):
+                if isinstance(dim, int) and dim != got:
+                    hint = ""
+                    if axis == 0 and dim == 1:
+                        hint = "; the model was exported with a static batch of 1: re-export it with a dynamic batch axis, or use batch_size=1"
+                    elif len(shape) == 4 and axis == 1 and arr.shape[-1] == dim:
+                        hint = "; this looks like NHWC: transpose to NCHW with x.transpose(0, 3, 1, 2)"
+                    raise ModelInputError(
+                        f"input {name!r}: expected shape {_shape_str(shape)}, got {arr.shape} (axis {axis}){hint}"
+                    )
+
+    def run(self, feeds: Mapping[str, np.ndarray], validate: bool = True) -> np.ndarray:
+        """Run one batch; returns the first output as float32 (n, d)."""
+        if validate:
+            self.validate(feeds)
+        out = self.session.run(None, dict(feeds))[0]
+        if out.ndim != 2:
+            raise ModelInputError(
+                f"model {os.path.basename(self.path)} returned shape {out.shape}; featx needs pooled (n, d) "
+                "features: export the backbone cut at its pooled bottleneck"
+            )
+        return out.astype(np.float32, copy=False)
+
+
+def _shape_str(shape: Sequence) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + ")"
