@@ -19,7 +19,7 @@ Examples
 --------
 >>> table = read_builtin("digits", "test")
 >>> table.modality, len(table.ids), table.ids[0], table.refs[0].shape, table.labels[0]
-('image', 450, 'digits/0005', (8, 8), '5')
+('image', 450, 'digits/0021', (8, 8), '1')
 """
 
 from __future__ import annotations
@@ -340,6 +340,7 @@ def write_json_atomically(path: Path, data: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; it holds public data
         os.replace(tmp, path)
     except OSError:
         Path(tmp).unlink(missing_ok=True)

@@ -10,6 +10,10 @@ class FeatxError(Exception):
     """Base class of all featx errors."""
 
 
+class ParameterError(FeatxError, ValueError):
+    """A function or estimator parameter has an invalid value; the message names both."""
+
+
 class SpecError(FeatxError, ValueError):
     """A backbone spec or name is invalid or unknown."""
 

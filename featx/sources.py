@@ -25,7 +25,7 @@ Examples
 ('builtin:digits:train', 'image', 1347, ('0', '1', '2'))
 >>> small = subset(ds, 100, seed=0)
 >>> len(small), small.items[0].id, small.items[0].ref.dtype.name
-(100, 'digits/0000', 'uint8')
+(100, 'digits/0001', 'uint8')
 """
 
 from __future__ import annotations

@@ -1,0 +1,125 @@
+"""Immutable shard files: one committed unit of extraction work.
+
+A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``)
+and the items that failed (``failed/ids``, ``failed/stamps``, ``failed/reasons``), with a
+checksum over all of it in its attributes. It is written to a temporary name, fsynced and
+renamed into place: it either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .layout import CHUNK_BYTES, tmp_path
+
+STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class ShardData:
+    """The content of one shard (embedded rows and failures)."""
+
+    ids: list[str]
+    stamps: list[str]
+    embeddings: np.ndarray
+    failed_ids: list[str] = field(default_factory=list)
+    failed_stamps: list[str] = field(default_factory=list)
+    failed_reasons: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self.failed_ids)
+
+    def checksum(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.embeddings).tobytes())
+        for part in (self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons):
+            h.update("\x1f".join(part).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()
+
+
+def chunk_rows(dim: int, itemsize: int) -> int:
+    return max(1, CHUNK_BYTES // max(1, dim * itemsize))
+
+
+def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str, dtype: str = "float32",
+                durable: bool = True) -> Path:
+    """Write ``data`` to ``final`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    emb = np.asarray(data.embeddings, dtype=dtype)
+    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            n, dim = emb.shape
+            chunks = (min(n, chunk_rows(dim, emb.itemsize)), dim) if n else None
+            f.create_dataset("embeddings", data=emb, chunks=chunks)
+            _strings_dataset(f, "ids", stored.ids)
+            _strings_dataset(f, "stamps", stored.stamps)
+            _strings_dataset(f, "failed/ids", stored.failed_ids)
+            _strings_dataset(f, "failed/stamps", stored.failed_stamps)
+            _strings_dataset(f, "failed/reasons", stored.failed_reasons)
+            f.attrs["model"] = model
+            f.attrs["fingerprint_id"] = fingerprint_id
+            f.attrs["dtype"] = dtype
+            f.attrs["checksum"] = stored.checksum()
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    return write_atomically(Path(final), write, durable=durable)
+
+
+def _strings_dataset(f, name: str, values) -> None:
+    f.create_dataset(name, data=np.array(list(values), dtype=object), dtype=STR)
+
+
+def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]:
+    """Read a shard: ``(data, attrs)``. With ``embeddings=False`` the array is left empty (cheap scan)."""
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        emb = f["embeddings"][()] if embeddings else np.empty((0, 0), np.float32)
+        data = ShardData(
+            ids=_strings(f["ids"]),
+            stamps=_strings(f["stamps"]),
+            embeddings=emb,
+            failed_ids=_strings(f["failed/ids"]),
+            failed_stamps=_strings(f["failed/stamps"]),
+            failed_reasons=_strings(f["failed/reasons"]),
+        )
+        if len(data.ids) != f["embeddings"].shape[0] or len(data.stamps) != len(data.ids):
+            raise ValueError(f"{len(data.ids)} ids but {f['embeddings'].shape[0]} embedding rows")
+    return data, attrs
+
+
+def _strings(ds) -> list[str]:
+    return [s for s in ds.asstr()[()]] if ds.shape[0] else []
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(final: Path, write, durable: bool = True) -> Path:
+    """Call ``write(tmp_path)``, then fsync and rename the result onto ``final``."""
+    final = Path(final)
+    tmp = tmp_path(final)
+    try:
+        write(tmp)
+        if durable:
+            _fsync_path(tmp)
+        os.replace(tmp, final)
+        if durable:
+            _fsync_path(final.parent, directory=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final

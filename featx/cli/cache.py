@@ -1,0 +1,96 @@
+"""``featx extract``, ``featx info``, ``featx verify``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("extract", help="embed a dataset into an HDF5 cache (resumable)")
+    p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, or builtin:NAME")
+    p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
+    p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="stop at the first bad item (default) or record it and go on")
+    p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--shard-size", type=int, default=1024, help="items per committed shard")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type")
+    p.add_argument("--limit", type=int, default=None, help="a stratified subset of N items (seeded)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes computing shards (0: in-process)")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--path-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--id-column", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("info", help="show what a cache holds")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="check a cache's files; exit 1 on damage")
+    p.add_argument("cache", type=Path)
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_extract(args) -> int:
+    from ..extract import extract
+    from ..sources import open_dataset
+
+    dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
+                           label_column=args.label_column, id_column=args.id_column, limit=args.limit)
+    executor = None
+    if args.workers and args.workers > 0:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
+    try:
+        report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
+                         providers=args.providers, threads=args.threads, shard_size=args.shard_size,
+                         dtype=args.dtype, executor=executor, progress=False if args.no_progress else None)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    print(report.summary())
+    for line in report.failure_lines():
+        print(line)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ..cache.inspect import info
+
+    data = info(args.cache)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    ds = data["dataset"]
+    print(f"cache    {data['cache']}")
+    if ds:
+        classes = f", {len(ds['classes'])} classes" if ds["classes"] else ", unlabelled"
+        print(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
+    for name, m in data["models"].items():
+        print(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "
+              f"dim {m['dim']} {m['dtype']}; {m['shards']} shards, {m['bytes'] / 2**20:.1f} MiB; "
+              f"fingerprint {m['fingerprint_id']}")
+        for item_id, reason in m["failures"].items():
+            print(f"         failed {item_id}: {reason}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..cache.inspect import verify
+
+    report = verify(args.cache)
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"DAMAGED: {problem}", file=sys.stderr)
+    print(f"{'ok' if report.ok else 'damaged'}: {report.checked_shards} shard(s) checked in {report.cache}")
+    return 0 if report.ok else 1

@@ -1,0 +1,363 @@
+"""Orchestration: dataset -> skip what is cached -> batches -> ONNX Runtime -> committed shards.
+
+Decoding and preprocessing run in a thread pool, a few batches ahead of inference
+(bounded, so memory stays flat on huge datasets); ONNX Runtime releases the GIL, so both
+overlap. Texts are sorted by length so that each batch is padded only to its own longest
+text; rows are stored by id, so the order of work never changes the result.
+
+The unit of work is a shard of items. :func:`embed_items` turns items into a
+:class:`~featx.cache.ShardData` and touches no file: in-process it is fed batch by batch;
+with ``executor=`` (a ``concurrent.futures.Executor``: a process pool, a Dask
+``client.get_executor()``, ...) whole shards are computed by workers and only this
+process, the coordinator holding the cache lock, commits them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import errno
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backbone import Backbone, load_backbone
+from .cache import CacheStore, ShardData, WriterLock
+from .errors import CacheError, ItemFailedError, ParameterError
+from .sources import Dataset, Item, open_dataset
+
+log = logging.getLogger("featx")
+
+ON_ERROR = ("raise", "skip")
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_SHARD_SIZE = 1024
+#: A shard is committed at the latest this many seconds after the previous one.
+COMMIT_EVERY_S = 60.0
+
+
+@dataclass
+class ExtractReport:
+    """What one extraction did."""
+
+    dataset: str
+    model: str
+    cache: str
+    items: int
+    embedded: int = 0
+    cached: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # id -> reason, this run
+    failed_before: int = 0
+    truncated: int = 0
+    shards: int = 0
+    seconds: float = 0.0
+    providers: tuple[str, ...] = ()
+
+    @property
+    def items_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.embedded} embedded", f"{self.cached} cached already"]
+        if self.failed or self.failed_before:
+            parts.append(f"{len(self.failed) + self.failed_before} skipped")
+        if self.truncated:
+            parts.append(f"{self.truncated} texts truncated")
+        return (f"{self.model} on {self.dataset}: {', '.join(parts)} of {self.items} items "
+                f"in {self.seconds:.1f} s ({self.items_per_s:.1f} items/s) -> {self.cache}")
+
+    def failure_lines(self, limit: int = 10) -> list[str]:
+        lines = [f"  skipped {item_id}: {reason}" for item_id, reason in list(self.failed.items())[:limit]]
+        if len(self.failed) > limit:
+            lines.append(f"  ... and {len(self.failed) - limit} more (see `featx info`)")
+        return lines
+
+
+@dataclass
+class _Prepared:
+    items: list[Item]  # the items that decoded (feeds rows, in order)
+    feeds: dict | None
+    failures: list[tuple[Item, str]]
+    truncated: int = 0
+
+
+# ------------------------------------------------------------------- pure-ish pieces
+def plan(dataset: Dataset, is_done) -> list[Item]:
+    """Items still to embed, texts sorted by length (longest first) for dynamic padding."""
+    todo = [item for item in dataset.items if not is_done(item.id, item.stamp or "")]
+    if dataset.modality == "text":
+        todo.sort(key=lambda item: -len(item.ref) if isinstance(item.ref, str) else 0)
+    return todo
+
+
+def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def prepare(backbone: Backbone, items: list[Item], on_error: str) -> _Prepared:
+    """Decode and preprocess one batch; bad items become failures (or raise)."""
+    decoded, ok, failures = [], [], []
+    for item in items:
+        try:
+            decoded.append(backbone.decode(item.ref, item.id))
+            ok.append(item)
+        except Exception as e:  # one bad item never stops the batch in skip mode
+            reason = str(e) if hasattr(e, "args") and e.args else type(e).__name__
+            if on_error == "raise":
+                raise ItemFailedError(item.id, reason) from e
+            failures.append((item, reason))
+    if not ok:
+        return _Prepared([], None, failures)
+    feeds = backbone.prepare(decoded)
+    truncated = 0
+    if backbone.modality == "text":
+        mask = feeds["attention_mask"]
+        truncated = int((mask.sum(1) >= backbone.spec.preprocess.max_length).sum())
+    return _Prepared(ok, feeds, failures, truncated)
+
+
+def infer(backbone: Backbone, prepared: _Prepared, on_error: str) -> tuple[list[Item], np.ndarray, list[tuple[Item, str]]]:
+    """Run one prepared batch; rows with NaN/inf become failures (or raise)."""
+    if prepared.feeds is None:
+        return [], np.empty((0, backbone.dim), np.float32), list(prepared.failures)
+    features = backbone.run(prepared.feeds)
+    finite = np.isfinite(features).all(axis=1)
+    failures = list(prepared.failures)
+    if not finite.all():
+        bad = [prepared.items[i] for i in np.flatnonzero(~finite)]
+        if on_error == "raise":
+            raise ItemFailedError(bad[0].id, "the model produced NaN/inf features")
+        failures += [(item, "the model produced NaN/inf features") for item in bad]
+    kept = [item for item, keep in zip(prepared.items, finite) if keep]
+    return kept, features[finite], failures
+
+
+def prefetch(backbone: Backbone, chunks: Iterator[list[Item]], on_error: str, workers: int, depth: int):
+    """Yield prepared batches in order, preparing up to ``depth`` ahead in ``workers`` threads."""
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featx-prep") as pool:
+        pending: deque = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(prepare, backbone, chunk, on_error))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = DEFAULT_BATCH_SIZE,
+                on_error: str = "raise") -> ShardData:
+    """Embed items into one :class:`ShardData` (a worker's unit of work; writes no file)."""
+    buffer = _ShardBuffer(backbone.dim)
+    for chunk in batches(items, batch_size):
+        buffer.add(*infer(backbone, prepare(backbone, chunk, on_error), on_error))
+    return buffer.take()
+
+
+def _embed_task(onnx_path: str, providers, threads, items, batch_size: int, on_error: str) -> ShardData:
+    """Executor entry point: one backbone per worker process, created once."""
+    key = (onnx_path, str(providers), threads)
+    backbone = _WORKER_BACKBONES.get(key)
+    if backbone is None:
+        backbone = _WORKER_BACKBONES[key] = Backbone(onnx_path, providers=providers, threads=threads)
+    return embed_items(backbone, items, batch_size=batch_size, on_error=on_error)
+
+
+_WORKER_BACKBONES: dict = {}
+
+
+class _ShardBuffer:
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.items: list[Item] = []
+        self.parts: list[np.ndarray] = []
+        self.failures: list[tuple[Item, str]] = []
+
+    def __len__(self):
+        return len(self.items) + len(self.failures)
+
+    def add(self, items, features, failures):
+        self.items += items
+        if len(items):
+            self.parts.append(features)
+        self.failures += failures
+
+    def take(self) -> ShardData:
+        emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
+        data = ShardData(
+            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
+            failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
+            failed_reasons=[r for _, r in self.failures],
+        )
+        self.items, self.parts, self.failures = [], [], []
+        return data
+
+
+# ------------------------------------------------------------------- the coordinator
+def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
+            providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+            prep_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
+            progress: bool | None = None, durable: bool = True) -> ExtractReport:
+    """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
+
+    Parameters
+    ----------
+    data : str or Dataset
+        A folder, manifest, ``.txt`` file or ``builtin:NAME`` (see :func:`featx.sources.open_dataset`).
+    model : str, path or Backbone
+        A registered backbone name, an exported ``.onnx`` path, or a loaded :class:`Backbone`.
+    cache : path
+        The cache directory (created when missing).
+    batch_size : int
+        Items per ONNX Runtime call.
+    on_error : {"raise", "skip"}
+        ``"raise"`` stops at the first bad item, naming it (committed work is kept);
+        ``"skip"`` records it with its reason and goes on.
+    providers, threads :
+        ONNX Runtime providers and intra-op threads (see :class:`featx.runtime.Session`).
+    shard_size : int
+        Items per committed shard: at most this much work is lost when the process dies.
+    prep_workers : int, optional
+        Threads decoding and preprocessing ahead of inference (default: 2).
+    dtype : {"float32", "float16"}
+        Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).
+    executor : concurrent.futures.Executor, optional
+        Compute shards in these workers (processes, a Dask or Ray executor); this process commits.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    durable : bool
+        fsync each committed shard (survives power loss, not only process death).
+
+    Returns
+    -------
+    ExtractReport
+
+    Examples
+    --------
+    >>> report = featx.extract("builtin:digits", model="efficientnet-lite0", cache="digits.cache")  # doctest: +SKIP
+    >>> print(report.summary())                                                                    # doctest: +SKIP
+    """
+    _check_params(batch_size, on_error, shard_size, dtype)
+    t0 = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else open_dataset(data)
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, providers=providers, threads=threads)
+    if dataset.modality != backbone.modality:
+        raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "
+                         f"{dataset.modality}s; pick a {dataset.modality} backbone")
+    store = CacheStore(cache)
+    store.create()
+    report = ExtractReport(dataset.name, backbone.name, str(cache), len(dataset))
+    with WriterLock(store.root):
+        store.remove_temporaries()
+        listing = store.read_listing()
+        if listing is not None and listing.name != dataset.name:
+            raise CacheError(f"cache {cache} holds the dataset {listing.name!r}, not {dataset.name!r}; "
+                             "use one cache per dataset (several backbones can share it)")
+        store.register_model(backbone.fingerprint, backbone.fingerprint_id, dtype)
+        store.write_listing(dataset.name, dataset.modality, dataset.ids(), dataset.labels(),
+                            [i.stamp for i in dataset.items])
+        state = store.scan(backbone.name)
+        for path, reason in state.damaged:
+            store.quarantine(path, reason)
+        todo = plan(dataset, state.is_done)
+        report.cached = sum(1 for item in dataset.items if item.id in state.rows
+                            and state.is_done(item.id, item.stamp or ""))
+        report.failed_before = len(dataset) - len(todo) - report.cached
+        commit = _Committer(store, backbone, dtype, durable, report)
+        bar = _progress_bar(len(todo), backbone.name, progress)
+        try:
+            if executor is None:
+                _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report)
+            else:
+                _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar)
+        finally:
+            bar.close()
+            if report.shards:
+                store.rebuild_index()
+            elif not (store.root / "index.h5").exists():
+                store.rebuild_index()
+    report.providers = tuple(backbone.session.active_providers) if report.embedded else ()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+class _Committer:
+    """Commits shards and counts them in the report; turns ENOSPC into a clear error."""
+
+    def __init__(self, store: CacheStore, backbone: Backbone, dtype: str, durable: bool, report: ExtractReport):
+        self.store, self.backbone, self.dtype, self.durable, self.report = store, backbone, dtype, durable, report
+
+    def __call__(self, data: ShardData) -> None:
+        if not len(data):
+            return
+        try:
+            self.store.commit(self.backbone.name, data, fingerprint_id=self.backbone.fingerprint_id,
+                              dtype=self.dtype, durable=self.durable)
+        except OSError as e:
+            if e.errno == errno.ENOSPC or "No space left" in str(e) or "errno = 28" in str(e):
+                raise CacheError(
+                    f"disk full while writing a shard to {self.store.root}: {self.report.embedded} items committed "
+                    "in this run are intact. Free some space and run the same command again to resume."
+                ) from None
+            raise
+        self.report.shards += 1
+        self.report.embedded += len(data.ids)
+        self.report.failed.update(zip(data.failed_ids, data.failed_reasons))
+
+
+def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
+    buffer = _ShardBuffer(backbone.dim)
+    last_commit = time.monotonic()
+    workers = prep_workers or 2
+    try:
+        for prepared in prefetch(backbone, batches(todo, batch_size), on_error, workers, depth=2 * workers + 1):
+            report.truncated += prepared.truncated
+            buffer.add(*infer(backbone, prepared, on_error))
+            bar.update(len(prepared.items) + len(prepared.failures))
+            if len(buffer) >= shard_size or time.monotonic() - last_commit > COMMIT_EVERY_S:
+                commit(buffer.take())
+                last_commit = time.monotonic()
+    except ItemFailedError:
+        commit(buffer.take())  # keep the good work done before the bad item
+        raise
+    commit(buffer.take())
+
+
+def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar):
+    args = (str(backbone.onnx_path), backbone.session.providers, backbone.session.threads)
+    futures = {executor.submit(_embed_task, *args, chunk, batch_size, on_error): len(chunk)
+               for chunk in batches(todo, shard_size)}
+    try:
+        for fut in cf.as_completed(futures):
+            commit(fut.result())
+            bar.update(futures[fut])
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _progress_bar(total: int, name: str, progress: bool | None):
+    from tqdm.auto import tqdm
+
+    enabled = sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=total, desc=f"featx {name}", unit="item", disable=not enabled, smoothing=0.1,
+                dynamic_ncols=True)
+
+
+def _check_params(batch_size, on_error, shard_size, dtype) -> None:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ParameterError(f"The 'batch_size' parameter of extract must be an int in [1, inf). Got {batch_size!r} instead.")
+    if on_error not in ON_ERROR:
+        raise ParameterError(f"The 'on_error' parameter of extract must be one of {ON_ERROR}. Got {on_error!r} instead.")
+    if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+        raise ParameterError(f"The 'shard_size' parameter of extract must be an int in [1, inf). Got {shard_size!r} instead.")
+    if dtype not in ("float32", "float16"):
+        raise ParameterError(f"The 'dtype' parameter of extract must be 'float32' or 'float16'. Got {dtype!r} instead.")
