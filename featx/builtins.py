@@ -79,10 +79,12 @@ class BuiltinSpec:
 
 
 def featx_data_dir() -> Path:
-    """Where fetched data live: ``$FEATX_HOME/data`` (default ``~/.cache/featx/data``)."""
+    """Where fetched data live: ``$FEATX_DATA``, default ``$FEATX_HOME/data`` (``~/.cache/featx/data``)."""
+    import os
+
     from .registry import featx_home
 
-    return featx_home() / "data"
+    return Path(os.environ["FEATX_DATA"]).expanduser() if os.environ.get("FEATX_DATA") else featx_home() / "data"
 
 
 # --------------------------------------------------------------------------- digits

@@ -280,10 +280,10 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
                 _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar)
         finally:
             bar.close()
-            if report.shards:
+            try:  # cheap (ids and virtual mappings only); the listing may have changed
                 store.rebuild_index()
-            elif not (store.root / "index.h5").exists():
-                store.rebuild_index()
+            except OSError as e:  # derived data: never mask the real outcome; the next run rebuilds it
+                log.warning("could not rebuild %s/index.h5 (%s); the next extract rebuilds it", store.root, e)
     report.providers = tuple(backbone.session.active_providers) if report.embedded else ()
     report.seconds = time.perf_counter() - t0
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,23 +56,22 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
     emb = np.asarray(data.embeddings, dtype=dtype)
     stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons)
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            n, dim = emb.shape
-            chunks = (min(n, chunk_rows(dim, emb.itemsize)), dim) if n else None
-            f.create_dataset("embeddings", data=emb, chunks=chunks)
-            _strings_dataset(f, "ids", stored.ids)
-            _strings_dataset(f, "stamps", stored.stamps)
-            _strings_dataset(f, "failed/ids", stored.failed_ids)
-            _strings_dataset(f, "failed/stamps", stored.failed_stamps)
-            _strings_dataset(f, "failed/reasons", stored.failed_reasons)
-            f.attrs["model"] = model
-            f.attrs["fingerprint_id"] = fingerprint_id
-            f.attrs["dtype"] = dtype
-            f.attrs["checksum"] = stored.checksum()
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    def fill(f) -> None:
+        n, dim = emb.shape
+        chunks = (min(n, chunk_rows(dim, emb.itemsize)), dim) if n else None
+        f.create_dataset("embeddings", data=emb, chunks=chunks)
+        _strings_dataset(f, "ids", stored.ids)
+        _strings_dataset(f, "stamps", stored.stamps)
+        _strings_dataset(f, "failed/ids", stored.failed_ids)
+        _strings_dataset(f, "failed/stamps", stored.failed_stamps)
+        _strings_dataset(f, "failed/reasons", stored.failed_reasons)
+        f.attrs["model"] = model
+        f.attrs["fingerprint_id"] = fingerprint_id
+        f.attrs["dtype"] = dtype
+        f.attrs["checksum"] = stored.checksum()
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-    return write_atomically(Path(final), write, durable=durable)
+    return write_h5_atomically(Path(final), fill, durable=durable)
 
 
 def _strings_dataset(f, name: str, values) -> None:
@@ -123,3 +123,15 @@ def write_atomically(final: Path, write, durable: bool = True) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def write_h5_atomically(final: Path, fill, durable: bool = True) -> Path:
+    """Build an HDF5 file in memory with ``fill(h5py.File)``, then publish it with :func:`write_atomically`.
+
+    HDF5 never writes to disk itself: a full disk (ENOSPC) is met by a plain ``write``, which
+    raises a clean ``OSError``, rather than inside the HDF5 library, which can crash the process.
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver=("earliest", "v110")) as f:
+        fill(f)
+    return write_atomically(final, lambda tmp: tmp.write_bytes(buffer.getbuffer()), durable=durable)

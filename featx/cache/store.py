@@ -20,7 +20,7 @@ from .. import __version__
 from ..errors import CacheCorruptError, CacheError, CacheMismatchError
 from . import layout
 from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
-from .shards import STR, ShardData, read_shard, write_atomically, write_shard
+from .shards import STR, ShardData, read_shard, write_atomically, write_h5_atomically, write_shard
 
 log = logging.getLogger("featx")
 
@@ -105,16 +105,15 @@ class CacheStore:
 
     # ---------------------------------------------------------------- listing
     def write_listing(self, name: str, modality: str, ids, labels, stamps) -> None:
-        def write(tmp):
-            with h5py.File(tmp, "w") as f:
-                f.attrs["name"] = name
-                f.attrs["modality"] = modality
-                f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR)
-                f.create_dataset("stamps", data=np.array([s or "" for s in stamps], dtype=object), dtype=STR)
-                if labels is not None:
-                    f.create_dataset("labels", data=np.array([str(v) for v in labels], dtype=object), dtype=STR)
+        def fill(f):
+            f.attrs["name"] = name
+            f.attrs["modality"] = modality
+            f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR)
+            f.create_dataset("stamps", data=np.array([s or "" for s in stamps], dtype=object), dtype=STR)
+            if labels is not None:
+                f.create_dataset("labels", data=np.array([str(v) for v in labels], dtype=object), dtype=STR)
 
-        write_atomically(self.root / DATASET, write)
+        write_h5_atomically(self.root / DATASET, fill)
 
     def read_listing(self) -> Listing | None:
         path = self.root / DATASET
@@ -278,20 +277,19 @@ class CacheStore:
         """Write ``index.h5``: the listing, and per backbone virtual datasets over its shards."""
         listing = self.read_listing()
 
-        def write(tmp):
-            with h5py.File(tmp, "w") as f:
-                f.attrs["featx"] = __version__
-                f.attrs["format"] = layout.FORMAT
-                if listing is not None:
-                    g = f.create_group("dataset")
-                    g.attrs["name"] = listing.name
-                    g.create_dataset("ids", data=listing.ids, dtype=STR)
-                    if listing.labels is not None:
-                        g.create_dataset("labels", data=listing.labels, dtype=STR)
-                for name in self.model_names():
-                    self._index_model(f, tmp.parent, name, listing)
+        def fill(f):
+            f.attrs["featx"] = __version__
+            f.attrs["format"] = layout.FORMAT
+            if listing is not None:
+                g = f.create_group("dataset")
+                g.attrs["name"] = listing.name
+                g.create_dataset("ids", data=listing.ids, dtype=STR)
+                if listing.labels is not None:
+                    g.create_dataset("labels", data=listing.labels, dtype=STR)
+            for name in self.model_names():
+                self._index_model(f, self.root, name, listing)
 
-        return write_atomically(self.root / INDEX, write, durable=False)
+        return write_h5_atomically(self.root / INDEX, fill, durable=False)
 
     def _index_model(self, f, where: Path, name: str, listing: Listing | None) -> None:
         record = self.read_model(name)
