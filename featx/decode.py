@@ -205,11 +205,12 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise InputError(f"{name} is missing (None/NaN); give it a text or remove the row")
     if not isinstance(item, str):
         raise InputError(f"{name} must be a str, got {type(item).__name__} {item!r:.50}")
-    if not item.strip():
-        raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
     if len(item) > max_chars:
         raise InputError(f"{name} has {len(item):,} characters, over the limit of {max_chars:,}")
-    return item.replace("\x00", " ") if "\x00" in item else item
+    text = item.replace("\x00", " ") if "\x00" in item else item
+    if not text.strip():  # NUL-only counts as blank too
+        raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
+    return text
 
 
 def readable_path(path) -> bool:

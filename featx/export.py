@@ -216,7 +216,10 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     onnx_path = out_dir / f"{spec.file_stem}.onnx"
     if not force and onnx_path.exists() and spec_path_for(onnx_path).exists():
         record = read_spec_file(spec_path_for(onnx_path))
-        return ExportResult(onnx_path, spec_path_for(onnx_path), record["parity"]["max_abs_diff"], record["onnx"]["sha256"])
+        # Reuse only an intact export: a damaged or swapped .onnx file is exported again.
+        if record["onnx"].get("sha256") == sha256_file(onnx_path):
+            return ExportResult(onnx_path, spec_path_for(onnx_path), record["parity"]["max_abs_diff"],
+                                record["onnx"]["sha256"])
     module, spec, tokenizer_json = build_torch_backbone(spec)
     return export_module(module, spec, out_dir, tokenizer_json=tokenizer_json, opset=opset)
 
@@ -254,16 +257,18 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
     onnx_path = out_dir / f"{stem}.onnx"
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}-") as tmp:
         tmp_onnx = Path(tmp) / f"{stem}.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, str(tmp_onnx), input_names=names, output_names=["features"],
-                dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-            )
         import onnx
 
-        model = onnx.load(str(tmp_onnx))
-        onnx.checker.check_model(model)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, args, str(tmp_onnx), input_names=names, output_names=["features"],
+                    dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+                )
+            onnx.checker.check_model(onnx.load(str(tmp_onnx)))
+        except Exception as e:
+            raise ExportError(f"{spec.name}: torch.onnx.export (opset {opset}) failed: {e}") from e
         from .runtime import Session
 
         session = Session(tmp_onnx, providers="cpu")

@@ -176,8 +176,10 @@ class Session:
         """Check names, dtype, rank and static dimensions against the model; say expected vs got."""
         expected = {i.name: i for i in self.inputs}
         if set(feeds) != set(expected):
+            missing, extra = sorted(set(expected) - set(feeds)), sorted(set(feeds) - set(expected))
             raise ModelInputError(
                 f"model {os.path.basename(self.path)} expects inputs {sorted(expected)}, got {sorted(feeds)}"
+                + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
             )
         for name, arg in expected.items():
             arr = feeds[name]

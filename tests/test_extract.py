@@ -217,3 +217,23 @@ def test_modality_mismatch_and_bad_parameters(tiny_text_onnx, tiny_image_onnx, t
         featx.extract(digits(5), tiny_image_onnx, tmp_path / "file")
     with pytest.raises(CacheError, match="no cache at"):
         featx.load_features(tmp_path / "nothing")
+
+
+def test_cli_extract_info_verify(tiny_image_onnx, image_files, tmp_path, capsys):
+    from featx.cli import main
+
+    (image_files / "shapes" / "broken.png").write_bytes(b"not a png")
+    cache = tmp_path / "c"
+    args = ["extract", str(image_files), "--model", str(tiny_image_onnx), "--cache", str(cache), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "featx: error: item 'shapes/broken.png' failed: image 'shapes/broken.png' is not a readable image" in err
+    assert main(args + ["--on-error", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-image on folder:" in out and "1 skipped of 8 items" in out
+    assert "skipped shapes/broken.png: image 'shapes/broken.png' is not a readable image" in out
+    assert main(["info", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "8 image items, 2 classes" in out and "tiny-image: 7 embedded, 1 failed, 0 missing; dim 8 float32" in out
+    assert main(["verify", str(cache)]) == 0
+    assert "ok: " in capsys.readouterr().out
