@@ -182,6 +182,9 @@ def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
         if not path.is_file():
             raise SpecError(f"no ONNX model at {path}")
         return path
+    variant = exported_dir() / f"{text}.onnx"  # e.g. "efficientnet-lite0-int8" from `featx export --quantize`
+    if variant.is_file() and spec_path_for(variant).is_file():
+        return variant
     path = exported_path(text)
     if path.is_file() and spec_path_for(path).is_file():
         return path

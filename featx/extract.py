@@ -118,6 +118,8 @@ def prepare(backbone: Backbone, items: list[Item], on_error: str) -> _Prepared:
     if backbone.modality == "text":
         mask = feeds["attention_mask"]
         truncated = int((mask.sum(1) >= backbone.spec.preprocess.max_length).sum())
+    if backbone.session.uses_io_binding:  # on a GPU: upload here, while the previous batch runs
+        feeds = backbone.session.to_device(feeds)
     return _Prepared(ok, feeds, failures, truncated)
 
 

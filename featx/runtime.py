@@ -28,6 +28,7 @@ import ctypes
 import functools
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -165,17 +166,25 @@ class Session:
         self.allow_spinning = allow_spinning
         self._session = None
         self._device = None  # (kind, id), known once the session exists
+        self._lock = threading.Lock()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_session"] = None
         state["_device"] = None
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def session(self):
         if self._session is None:
-            self._session = self._create()
+            with self._lock:  # prefetch threads may ask at the same time as the main thread
+                if self._session is None:
+                    self._session = self._create()
         return self._session
 
     def _create(self):

@@ -304,3 +304,10 @@ def test_minilm_int8_dynamic_and_fp16(minilm_onnx, tmp_path):
     r16 = quantize(minilm_onnx, "fp16", out_dir=tmp_path)
     got16 = featx.load_backbone(r16.onnx_path).embed(texts)
     assert cosine_rows(ref, got16).min() >= 0.999
+
+
+def test_a_variant_in_featx_home_loads_by_name(tiny_image_onnx, featx_home, sample_rgbs):
+    result = quantize(tiny_image_onnx, "int8", calibration_size=16, out_dir=featx_home / "models")
+    backbone = featx.load_backbone("tiny-image-int8")
+    assert backbone.onnx_path == result.onnx_path and backbone.name == "tiny-image-int8"
+    assert backbone.embed(sample_rgbs).shape == (2, 8)
