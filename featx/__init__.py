@@ -12,5 +12,26 @@ from .errors import FeatxError  # noqa: E402
 from .extract import ExtractReport, extract  # noqa: E402
 from .sources import Dataset, Item, open_dataset  # noqa: E402
 
+# scikit-learn-based parts load on first use (importing sklearn costs ~2 s).
+_LAZY = {
+    "EmbeddingTransformer": "transformer",
+    "head_pipeline": "heads", "head_grid": "heads", "select_head": "heads", "train_heads": "heads",
+    "SelectionResult": "heads",
+    "evaluate_predictions": "evaluate", "save_report": "evaluate",  # featx.evaluate is the module
+    "save_head": "persist", "load_head": "persist", "read_metadata": "persist",
+    "load_pipeline": "pipeline", "run_pipeline": "pipeline",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'featx' has no attribute {name!r}")
+
+
 __all__ = ["Backbone", "Dataset", "ExtractReport", "FeatxError", "Item", "extract", "load_backbone",
-           "load_features", "open_dataset", "__version__"]
+           "load_features", "open_dataset", "__version__", *_LAZY]

@@ -54,6 +54,10 @@ class CacheMismatchError(CacheError):
     """The cache holds features of a different model file or preprocessing."""
 
 
+class CacheDatasetError(CacheError):
+    """The cache was made for another dataset (one cache holds one dataset)."""
+
+
 class CacheCorruptError(CacheError):
     """A committed file of the cache is damaged."""
 
@@ -72,3 +76,7 @@ class ItemFailedError(FeatxError, RuntimeError):
 
 class UntrustedTypeError(FeatxError, ValueError):
     """A saved head contains types outside featx's trusted list."""
+
+
+class HeadError(FeatxError, ValueError):
+    """A saved head cannot be read, or does not fit the features or backbone it is used with."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from .backbone import Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
-from .errors import CacheError, ItemFailedError, ParameterError
+from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError
 from .sources import Dataset, Item, open_dataset
 
 log = logging.getLogger("featx")
@@ -261,7 +261,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         store.remove_temporaries()
         listing = store.read_listing()
         if listing is not None and listing.name != dataset.name:
-            raise CacheError(f"cache {cache} holds the dataset {listing.name!r}, not {dataset.name!r}; "
+            raise CacheDatasetError(f"cache {cache} holds the dataset {listing.name!r}, not {dataset.name!r}; "
                              "use one cache per dataset (several backbones can share it)")
         store.register_model(backbone.fingerprint, backbone.fingerprint_id, dtype)
         store.write_listing(dataset.name, dataset.modality, dataset.ids(), dataset.labels(),

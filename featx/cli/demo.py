@@ -1,0 +1,29 @@
+"""``featx demo``: the digits pipeline end to end on the bundled backbone and bundled data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def demo_pipeline() -> Path:
+    """``pipelines/digits.toml`` from a checkout, or the copy shipped inside the wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "pipelines" / "digits.toml", here.parent / "pipelines" / "digits.toml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"digits.toml not found beside {here}; reinstall featx")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the digits pipeline (EfficientNet-Lite0 + logreg/SVM/kNN) end to end")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from ..pipeline import run_pipeline
+
+    path = demo_pipeline()
+    print(f"featx demo: {path.name} -> {args.out}/ (export, extract, train, evaluate, report)")
+    run_pipeline(path, out_dir=args.out)
+    return 0
