@@ -1,0 +1,361 @@
+"""featx bench: the harness end to end on tiny data, its pure parts, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from featx.bench import (
+    SCHEMA,
+    BenchConfig,
+    Meter,
+    conclude,
+    load_splits,
+    parse_sizes,
+    preset,
+    resolve_sizes,
+    run_benchmark,
+    slug,
+    summarize,
+    train_positions,
+)
+from featx.cli import main
+from featx.errors import ParameterError
+
+BASELINES = {"majority class", "raw pixels + logreg"}
+FROZEN = {"frozen: logreg", "frozen: svm", "frozen: knn", "frozen: best by CV"}
+FINETUNED = {"fine-tune: head only", "fine-tune: partial", "fine-tune: full", "from scratch"}
+ROW_KEYS = {"strategy", "family", "size", "seed", "n_train", "accuracy", "balanced_accuracy", "macro_f1",
+            "extract_s", "fit_s", "finetune_s", "total_s", "peak_rss_mb", "trainable_params",
+            "predict_ms_per_item", "params", "confusion_matrix"}
+TEST_SIZE = 40
+
+
+def tiny_cnn_backbone():
+    torch = pytest.importorskip("torch")
+    from featx.finetune import TorchBackbone
+    from featx.registry import BackboneSpec, ImagePreprocess
+
+    class TinyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+            self.blocks = torch.nn.ModuleList(
+                [torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+                 for _ in range(4)])
+
+        def forward(self, x):
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return x.mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    spec = BackboneSpec(name="tiny-cnn", modality="image", source={"kind": "python"},
+                        preprocess=ImagePreprocess(size=16, resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
+    return TorchBackbone(TinyCNN(), spec)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole harness on builtin:digits: 2 sizes x 2 seeds, fine-tuning at one size, 2 steps."""
+    out = tmp_path_factory.mktemp("bench-out")
+    config = BenchConfig(
+        dataset="builtin:digits", backbone=tiny_cnn_backbone(), sizes=(1, 3), seeds=(0, 1), test_size=TEST_SIZE,
+        cv=2, finetune_sizes=(3,), finetune_seeds=(0,), lr_select_per_class=3, min_steps=2, max_steps=2,
+        lrs={"head": (3e-2, 1e-2), "partial": (1e-2,), "full": (1e-2,), "scratch": (1e-2,)},
+        threads=1, cache=str(out / "cache"),
+    )
+    lines = []
+    doc = run_benchmark(config, out, command="featx bench (test)", progress=lines.append)
+    return doc, out, lines
+
+
+def test_every_row_is_present_and_no_row_failed(tiny_run):
+    doc, _, _ = tiny_run
+    assert doc["errors"] == []
+    got = {}
+    for row in doc["rows"]:
+        got.setdefault((row["size"], row["seed"]), set()).add(row["strategy"])
+    assert got == {("1", 0): BASELINES | FROZEN, ("1", 1): BASELINES | FROZEN,
+                   ("3", 0): BASELINES | FROZEN | FINETUNED, ("3", 1): BASELINES | FROZEN}
+    assert len(doc["rows"]) == 6 * 4 + 4
+    assert {r["n_train"] for r in doc["rows"] if r["size"] == "1"} == {10}
+    assert {r["n_train"] for r in doc["rows"] if r["size"] == "3"} == {30}
+
+
+def test_json_schema_and_file(tiny_run):
+    doc, out, _ = tiny_run
+    on_disk = json.loads((out / "digits.json").read_text())
+    assert on_disk["schema"] == SCHEMA == "featx-bench/1"
+    for key in ("dataset", "modality", "backbone", "preprocess", "command", "config", "machine", "splits",
+                "extraction", "parity", "lr_selection", "finetune", "rows", "summary", "conclusion", "headline",
+                "errors", "plots", "best_probe", "memory_method", "latency_method", "total_seconds"):
+        assert key in on_disk, key
+    assert on_disk["rows"] == json.loads(json.dumps(doc["rows"]))
+    for row in on_disk["rows"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert 0.0 <= row[metric] <= 1.0
+        assert row["total_s"] == pytest.approx(row["extract_s"] + row["fit_s"] + row["finetune_s"])
+        assert row["peak_rss_mb"] >= 0 and row["predict_ms_per_item"] > 0
+    assert on_disk["machine"]["cpu"] and on_disk["machine"]["usable_cores"] >= 1
+    assert "scikit-learn" in on_disk["machine"]["versions"]
+    assert on_disk["extraction"]["embedded"] + on_disk["extraction"]["cached"] == on_disk["extraction"]["items"]
+    assert on_disk["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_one_test_set_for_every_row(tiny_run):
+    doc, _, _ = tiny_run
+    true_counts = {tuple(np.asarray(r["confusion_matrix"]).sum(1)) for r in doc["rows"]}
+    assert len(true_counts) == 1
+    assert sum(next(iter(true_counts))) == TEST_SIZE == doc["splits"]["test_items"]
+    for row in doc["rows"]:  # accuracy is the confusion matrix's trace
+        cm = np.asarray(row["confusion_matrix"])
+        assert row["accuracy"] == pytest.approx(np.trace(cm) / TEST_SIZE)
+
+
+def test_finetuned_rows_count_what_they_train(tiny_run):
+    doc, _, _ = tiny_run
+    rows = {r["strategy"]: r for r in doc["rows"] if r["family"] == "finetune"}
+    stem, block = 3 * 8 * 9 + 8, 8 * 8 * 9 + 8 + 16
+    backbone = stem + 4 * block
+    head = 8 * 10 + 10
+    assert rows["fine-tune: head only"]["trainable_params"] == head
+    assert rows["fine-tune: partial"]["trainable_params"] == backbone - stem - 2 * block + head
+    assert rows["fine-tune: full"]["trainable_params"] == backbone + head
+    assert rows["from scratch"]["trainable_params"] == backbone + head
+    assert all(r["finetune_s"] > 0 and r["extract_s"] == 0 and r["params"]["steps"] == 2 for r in rows.values())
+    assert doc["finetune"]["partial_frozen"] == "stem + first 2 of 4 blocks"
+
+
+def test_learning_rate_chosen_on_validation(tiny_run):
+    doc, _, _ = tiny_run
+    sel = doc["lr_selection"]
+    assert (sel["train_items"], sel["val_items"]) == (20, 10)  # 3 per class: 2 train, 1 validation
+    head = sel["modes"]["head"]
+    assert head["grid"] == [3e-2, 1e-2]
+    accs = head["val_accuracy"]
+    assert accs[f"{head['chosen']:g}"] == max(accs.values())
+    row = next(r for r in doc["rows"] if r["strategy"] == "fine-tune: head only")
+    assert row["params"]["lr"] == head["chosen"]
+
+
+def test_frozen_rows_use_the_cache_and_selection(tiny_run):
+    doc, _, _ = tiny_run
+    for row in doc["rows"]:
+        if row["family"] == "frozen":
+            assert row["extract_s"] == pytest.approx(doc["extraction"]["per_item_s"] * row["n_train"])
+    with_cv = [r for r in doc["rows"] if r["strategy"] == "frozen: logreg" and r["size"] == "3"]
+    assert all(r["cv_score"] is not None and r["cv_folds"] == 2 for r in with_cv)
+    no_cv = [r for r in doc["rows"] if r["strategy"] == "frozen: logreg" and r["size"] == "1"]
+    assert all(r["cv_score"] is None for r in no_cv)  # one item per class: defaults, no selection
+    best = [r for r in doc["rows"] if r["strategy"] == "frozen: best by CV" and r["size"] == "3"]
+    for r in best:
+        heads = [h for h in doc["rows"] if h["family"] == "frozen" and h["size"] == "3" and h["seed"] == r["seed"]
+                 and h["strategy"] != "frozen: best by CV"]
+        assert r["cv_score"] == max(h["cv_score"] for h in heads)
+        assert r["fit_s"] == pytest.approx(sum(h["fit_s"] for h in heads))
+
+
+def test_conclusion_is_computed_from_the_summary(tiny_run):
+    doc, _, _ = tiny_run
+    summary = doc["summary"]
+    for size in ("1", "3"):
+        ranked = sorted((e for e in summary if e["size"] == size), key=lambda e: -e["accuracy_mean"])
+        assert any(line.startswith(f"At {size} samples/class the best is {ranked[0]['strategy']} ")
+                   for line in doc["conclusion"])
+    probe = next(e for e in summary if e["size"] == "3" and e["strategy"] == "frozen: best by CV")
+    full = next(e for e in summary if e["size"] == "3" and e["strategy"] == "fine-tune: full")
+    if full["accuracy_mean"] > 0:
+        percent = round(100 * probe["accuracy_mean"] / full["accuracy_mean"])
+        assert doc["headline"].startswith(f"At 3 samples/class the probe (frozen: best by CV) reaches {percent}% of "
+                                          "fine-tune: full accuracy")
+        assert doc["headline"] in doc["conclusion"]
+
+
+def test_report_and_plots_are_written(tiny_run):
+    doc, out, lines = tiny_run
+    md = (out / "digits.md").read_text()
+    assert md.startswith("# Frozen features vs fine-tuning: builtin:digits")
+    assert "Command: `featx bench (test)`" in md and "Machine: " in md
+    for strategy in BASELINES | FROZEN | FINETUNED:
+        assert f"| {strategy} |" in md
+    for line in doc["conclusion"]:
+        assert f"- {line}" in md
+    for name in ("digits-learning-curves.png", "digits-accuracy-vs-cost.png", "digits-confusion.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in md
+    assert doc["plots"] == {"learning_curves": "digits-learning-curves.png",
+                            "accuracy_vs_cost": "digits-accuracy-vs-cost.png",
+                            "confusion_matrix": "digits-confusion.png"}
+    assert any("fine-tune: full" in line for line in lines)  # progress was reported
+
+
+# ------------------------------------------------------------------ pure parts
+def _entry(strategy, family, size, acc, std, total, seeds=3, latency=1.0):
+    return {"strategy": strategy, "family": family, "size": size, "n_seeds": seeds, "n_train": 10,
+            "accuracy_mean": acc, "accuracy_std": std, "total_s_mean": total, "predict_ms_per_item_mean": latency}
+
+
+def test_conclude_names_winners_regimes_and_ratios():
+    summary = [
+        _entry("majority class", "baseline", "1", 0.10, 0.0, 0.0),
+        _entry("frozen: best by CV", "frozen", "1", 0.60, 0.05, 2.0),
+        _entry("fine-tune: full", "finetune", "1", 0.40, 0.05, 100.0),
+        _entry("frozen: best by CV", "frozen", "100", 0.85, 0.01, 20.0),
+        _entry("fine-tune: full", "finetune", "100", 0.90, 0.01, 400.0, latency=5.0),
+    ]
+    doc = {"summary": summary, "rows": [], "machine": {"usable_cores": 2}, "errors": []}
+    lines, headline = conclude(doc)
+    assert lines[0] == ("At 1 samples/class the best is frozen: best by CV (60.0% ± 5.0%), 20.0 points ahead of "
+                        "the best of fine-tuning, fine-tune: full (40.0% ± 5.0%).")
+    assert lines[1].startswith("At 100 samples/class the best is fine-tune: full (90.0% ± 1.0%), 5.0 points ahead "
+                               "of the best of frozen-feature heads, frozen: best by CV (85.0% ± 1.0%)")
+    assert lines[2] == "Regimes: frozen-feature heads at 1; fine-tuning at 100 samples/class."
+    assert headline == ("At 100 samples/class the probe (frozen: best by CV) reaches 94% of fine-tune: full accuracy "
+                        "(85.0% vs 90.0%) at 1/20 of its training cost (20.0 s extraction + head vs 400.0 s "
+                        "fine-tuning on 2 cores).")
+    assert "Prediction: 1.00 ms/item for the probe (extraction + head) vs 5.00 ms/item for the fine-tuned model." \
+        in lines
+
+
+def test_conclude_calls_a_tie_within_noise():
+    summary = [_entry("frozen: best by CV", "frozen", "5", 0.80, 0.03, 1.0),
+               _entry("fine-tune: full", "finetune", "5", 0.79, 0.02, 50.0)]
+    lines, _ = conclude({"summary": summary, "rows": [], "machine": {"usable_cores": 2}, "errors": []})
+    assert lines[0] == ("At 5 samples/class the best is frozen: best by CV (80.0% ± 3.0%), 1.0 points ahead of the "
+                        "best of fine-tuning, fine-tune: full (79.0% ± 2.0%) (within one std over seeds: a tie).")
+    single = [_entry("frozen: best by CV", "frozen", "5", 0.80, 0.0, 1.0, seeds=1),
+              _entry("fine-tune: full", "finetune", "5", 0.79, 0.0, 50.0, seeds=1)]
+    lines, _ = conclude({"summary": single, "rows": [], "machine": {"usable_cores": 2}, "errors": []})
+    assert lines[0] == ("At 5 samples/class the best is frozen: best by CV (80.0%), 1.0 points ahead of the best of "
+                        "fine-tuning, fine-tune: full (79.0%).")
+
+
+def test_summarize_means_and_stds():
+    rows = [{"strategy": "s", "family": "frozen", "size": "5", "n_train": 50, "accuracy": a,
+             "balanced_accuracy": a, "macro_f1": a, "extract_s": 1.0, "fit_s": 2.0, "finetune_s": 0.0,
+             "total_s": 3.0, "peak_rss_mb": 10.0, "predict_ms_per_item": 0.5, "trainable_params": 100}
+            for a in (0.7, 0.9)]
+    (entry,) = summarize(rows)
+    assert entry["accuracy_mean"] == pytest.approx(0.8) and entry["accuracy_std"] == pytest.approx(0.1)
+    assert entry["n_seeds"] == 2 and entry["total_s_mean"] == 3.0
+
+
+def test_training_subsets_are_nested_and_the_test_set_fixed():
+    config = BenchConfig(dataset="builtin:digits", seeds=(0, 1), test_size=50)
+    splits = load_splits(config)
+    small, large = set(train_positions(splits, 0, 2)), set(train_positions(splits, 0, 7))
+    assert small < large and len(small) == 20 and len(large) == 70
+    assert set(train_positions(splits, 1, 2)) != small
+    assert len(train_positions(splits, 0, "all")) == len(splits.train) == 1347
+    again = load_splits(BenchConfig(dataset="builtin:digits", seeds=(5,), test_size=50))
+    assert again.test.ids() == splits.test.ids() and len(splits.test) == 50
+    assert not set(splits.test.ids()) & set(splits.train.ids())
+    # sizes beyond every class's count collapse into one
+    assert resolve_sizes(splits, (1, 500, 1000, "all")) == [1, 500]
+
+
+def test_holdout_when_the_dataset_has_no_test_split(tmp_path):
+    manifest = tmp_path / "texts.csv"
+    rows = ["text,label"] + [f"text number {i},{'a' if i % 2 else 'b'}" for i in range(40)]
+    manifest.write_text("\n".join(rows) + "\n")
+    splits = load_splits(BenchConfig(dataset=str(manifest), seeds=(0,), test_size=None))
+    assert len(splits.test) == 10 and len(splits.train) == 30
+    assert not set(splits.test.ids()) & set(splits.train.ids())
+    assert "stratified 25% holdout" in splits.test_note
+
+
+def test_parse_sizes_and_names():
+    assert parse_sizes("1, 5,10,all") == (1, 5, 10, "all")
+    with pytest.raises(ParameterError, match="sizes must be positive ints or 'all'"):
+        parse_sizes("1,0")
+    with pytest.raises(ParameterError, match="sizes must be positive ints or 'all'"):
+        parse_sizes("ten")
+    assert slug("builtin:fashion-mnist") == "fashion-mnist"
+    assert slug("/data/my reviews.csv") == "my-reviews"
+    cfg = preset("fine-foods", modality="text")
+    assert (cfg.dataset, cfg.max_length, cfg.test_size, cfg.sizes[-1]) == ("builtin:fine-foods", 128, 500, "all")
+    quick = preset("fashion-mnist", quick=True, modality="image", seeds=(0,))
+    assert quick.quick and quick.seeds == (0,) and quick.image_size == 112
+
+
+def test_meter_sees_an_allocation():
+    with Meter() as m:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB
+        block.sum()
+    del block
+    assert m.seconds > 0
+    assert m.peak_mb > 40 or not m.peak_mb  # 0 only without psutil, where ru_maxrss may not move
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_frozen_only_with_an_onnx_path_and_a_preprocess_override(tmp_path, tiny_image_onnx, capsys, featx_home):
+    out = tmp_path / "results"
+    argv = ["bench", "--dataset", "digits", "--backbone", str(tiny_image_onnx), "--image-size", "16",
+            "--sizes", "1,2", "--seeds", "1", "--modes", "none", "--heads", "logreg", "--test-size", "20",
+            "--cv", "2", "--threads", "1", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "builtin:digits: 6 rows, 0 failed" in printed
+    doc = json.loads((out / "digits.json").read_text())
+    assert doc["command"] == ("featx bench --dataset digits --backbone " + str(tiny_image_onnx) + " --sizes 1,2 "
+                              "--seeds 1 --test-size 20 --image-size 16 --heads logreg --modes none --cv 2 "
+                              "--threads 1 --cache " + str(tmp_path / "cache") + " --out " + str(out))
+    # the override is a copy of the ONNX with its own spec (so cached features never mix)
+    assert doc["backbone"] == "tiny-image-16px"
+    assert doc["preprocess"]["size"] == 16
+    copied = featx_home / "bench-models" / "tiny-image-16px.json"
+    assert json.loads(copied.read_text())["spec"]["preprocess"]["size"] == 16
+    assert {r["strategy"] for r in doc["rows"]} == {"majority class", "raw pixels + logreg", "frozen: logreg"}
+    assert "lr_selection" not in doc and doc["finetune"]["modes"] == []
+    # a second run reuses the cache: nothing embedded again, the rate is timed on a sample
+    assert main(argv) == 0
+    again = json.loads((out / "digits.json").read_text())
+    assert again["extraction"]["embedded"] == 0 and again["extraction"]["cached"] == again["extraction"]["items"]
+    assert "the cache was warm" in again["extraction"]["per_item_method"]
+
+
+def test_cli_refuses_bad_options(capsys):
+    assert main(["bench", "--dataset", "digits", "--sizes", "0"]) == 2
+    assert "sizes must be positive ints or 'all'" in capsys.readouterr().err
+    assert main(["bench", "--dataset", "digits", "--test-size", "many"]) == 2
+    assert "--test-size must be an int or 'all'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_lite0_end_to_end_at_32px(tmp_path, lite0_onnx):
+    """The registered backbone through the CLI: every row, fine-tuning 1 step at 32 px."""
+    out = tmp_path / "results"
+    argv = ["bench", "--dataset", "digits", "--image-size", "32", "--sizes", "2", "--seeds", "1",
+            "--finetune-sizes", "2", "--min-steps", "1", "--max-steps", "1", "--lr-select-per-class", "2",
+            "--test-size", "20", "--cv", "2", "--threads", "1", "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--quiet"]
+    assert main(argv) == 0
+    doc = json.loads((out / "digits.json").read_text())
+    assert doc["errors"] == []
+    assert {r["strategy"] for r in doc["rows"]} == BASELINES | FROZEN | FINETUNED
+    assert doc["backbone"] == "efficientnet-lite0-32px" and doc["parity"]["max_abs_diff"] < 1e-4
+    rows = {r["strategy"]: r for r in doc["rows"]}
+    assert rows["fine-tune: head only"]["trainable_params"] == 1280 * 10 + 10
+    assert math.isfinite(rows["fine-tune: full"]["accuracy"])
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("featx.bench", "featx.finetune"):
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.failed == 0, name
+
+
+def test_cli_onnx_file_needs_modes_none(tmp_path, tiny_image_onnx, capsys):
+    argv = ["bench", "--dataset", "digits", "--backbone", str(tiny_image_onnx), "--sizes", "2", "--seeds", "1",
+            "--test-size", "20", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert "is an ONNX file" in capsys.readouterr().err and not (tmp_path / "digits.json").exists()
