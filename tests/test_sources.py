@@ -311,6 +311,7 @@ def test_fine_foods_keeps_a_fast_copy(tmp_path: Path, monkeypatch):
     package = tmp_path / "data" / "r-cran-modeldata"
     package.mkdir(parents=True)
     (package / "usr").symlink_to(real_package / "usr")
+    monkeypatch.delenv("FEATX_DATA", raising=False)
     monkeypatch.setenv("FEATX_HOME", str(tmp_path))
     first = open_dataset("builtin:fine-foods:test")
     assert (package / "featx-fine-foods.json").is_file()
@@ -323,6 +324,7 @@ def test_fine_foods_keeps_a_fast_copy(tmp_path: Path, monkeypatch):
 
 
 def test_fine_foods_missing_says_how_to_fetch(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("FEATX_DATA", raising=False)
     monkeypatch.setenv("FEATX_HOME", str(tmp_path))
     with pytest.raises(DataSourceError) as info:
         open_dataset("builtin:fine-foods")
