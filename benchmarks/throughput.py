@@ -469,6 +469,7 @@ def section_b(b: Bench, models):
     b.row("b", "Lite0 int8 ORT vs int8 ceiling (ORT MatMulInteger / 0.8 GOP)", rates["int8"]["median"], int8_ceiling,
           "img/s", note="ratio = fraction of the int8 ceiling")
     b.log(f"  probe fp32 {acc32:.4f}, int8 {acc8:.4f}")
+    float16_storage_effect(b, "Lite0 / Fashion-MNIST", f32, ytr, yte, acc32, res)
 
     # -- MiniLM dynamic int8
     b.log("b. quantize MiniLM (dynamic int8)")
@@ -504,6 +505,18 @@ def section_b(b: Bench, models):
     b.row("b", "MiniLM probe accuracy on fine-foods, int8 vs fp32", acc8, acc32, "accuracy",
           note=f"{100 * (acc8 - acc32):+.2f} points (goal: >= -0.5)")
     b.log(f"  probe fp32 {acc32:.4f}, int8 {acc8:.4f}")
+    float16_storage_effect(b, "MiniLM / fine-foods", g32, ytr, yte, acc32, b.results["b_minilm"])
+
+
+def float16_storage_effect(b: Bench, what: str, features, ytr, yte, acc32: float, res: dict) -> None:
+    """``featx extract --dtype float16``: the probe trained and tested on features stored as float16."""
+    half = tuple(f.astype(np.float16).astype(np.float32) for f in features)
+    acc16 = probe_accuracy(half[0], ytr, half[1], yte)
+    res["float16_storage"] = {"acc_fp32": acc32, "acc_fp16_storage": acc16, "delta_points": 100 * (acc16 - acc32),
+                              "max_abs_diff": float(max(np.abs(h - f).max() for h, f in zip(half, features)))}
+    b.row("b", f"{what} probe accuracy, float16 cache storage vs float32", acc16, acc32, "accuracy",
+          note=f"{100 * (acc16 - acc32):+.2f} points; half the disk")
+    b.log(f"  float16 storage: probe {acc16:.4f} vs {acc32:.4f}")
 
 
 def write_pngs(folder: Path, n: int) -> Path:
