@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import FeatxError, ParameterError
+from .files import write_text_atomically
 
 SCHEMA = "featx-bench/1"
 FAMILIES = ("baseline", "frozen", "finetune")
@@ -1159,15 +1160,9 @@ def write_outputs(doc: dict, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stem = doc["slug"]
     doc["plots"] = make_plots(doc, out, stem)
-    _write_atomic(out / f"{stem}.json", json.dumps(doc, indent=1, default=str))
-    _write_atomic(out / f"{stem}.md", render_markdown(doc))
+    write_text_atomically(out / f"{stem}.json", json.dumps(doc, indent=1, default=str))
+    write_text_atomically(out / f"{stem}.md", render_markdown(doc))
     return doc["plots"]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def make_plots(doc: dict, out: Path, stem: str) -> dict:

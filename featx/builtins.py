@@ -42,6 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import DataSourceError, MissingDependencyError
+from .files import write_text_atomically
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -336,16 +337,9 @@ def read_json_copy(path: Path) -> dict:
 def write_json_atomically(path: Path, data: dict) -> None:
     """Write to a unique temporary name, then rename; a failure only costs speed next time."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_text_atomically(path, json.dumps(data, ensure_ascii=False))
     except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; it holds public data
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass
 
 
 # --------------------------------------------------------------------------- registry and fetch

@@ -211,8 +211,3 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
     if not text.strip():  # NUL-only counts as blank too
         raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
     return text
-
-
-def readable_path(path) -> bool:
-    """True when ``path`` is an existing, readable regular file."""
-    return os.path.isfile(path) and os.access(path, os.R_OK)

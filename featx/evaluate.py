@@ -19,14 +19,13 @@ True
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError
+from .files import json_default, write_atomically
 
 __all__ = ["evaluate", "evaluate_predictions", "to_markdown", "save_report"]
 
@@ -180,7 +179,7 @@ def plot_confusion(report: Mapping[str, Any], path, title: str | None = None) ->
     ax.set_title(title or f"accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}")
     fig.tight_layout()
     path = Path(path)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
 
 
@@ -197,31 +196,11 @@ def save_report(report: Mapping[str, Any], out_dir, name: str = "report", title:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}-confusion.png"}
-    text = json.dumps(report, indent=2, default=_json_default)
-    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(text + "\n"))
+    text = json.dumps(report, indent=2, default=json_default)
+    write_atomically(paths["json"], lambda tmp: Path(tmp).write_text(text + "\n"))
     md = to_markdown(report, title=title)
-    _atomic_write(paths["markdown"], lambda tmp: Path(tmp).write_text(md))
+    write_atomically(paths["markdown"], lambda tmp: Path(tmp).write_text(md))
     plot_confusion(report, paths["png"], title=title)
     return paths
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ Any ``torch.nn.Module`` that maps an NCHW float batch (or token ids + mask) to
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, MissingDependencyError, SpecError
+from .files import sha256_file
 from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, exported_dir, get_spec
 
 PARITY_TOLERANCE = 1e-4
@@ -68,14 +68,6 @@ def _import(module: str, package: str):
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(f"this backbone needs the package {package!r}: pip install {package}") from None
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- torch wrappers

@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import errno
 import logging
-import os
 import sys
 import time
 from collections import deque

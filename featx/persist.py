@@ -32,15 +32,13 @@ True
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import HeadError, UntrustedTypeError
+from .files import json_default, sha256_file, write_atomically
 
 __all__ = ["TRUSTED_TYPES", "save_head", "load_head", "read_metadata", "metadata_path", "file_types",
            "HEAD_FORMAT"]
@@ -95,23 +93,6 @@ def metadata_path(path) -> Path:
     return _head_path(path).with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_head(estimator, path, *, metadata: Mapping[str, Any] | None = None) -> Path:
@@ -151,38 +132,28 @@ def save_head(estimator, path, *, metadata: Mapping[str, Any] | None = None) -> 
         raise HeadError(f"cannot save an unfitted head: {e}") from None
     meta = dict(metadata or {})
     try:
-        json.dumps(meta, default=_json_default)  # refuse bad metadata before writing anything
+        json.dumps(meta, default=json_default)  # refuse bad metadata before writing anything
     except TypeError as e:
         raise HeadError(f"head metadata must be JSON-serialisable: {e}") from None
     path = _head_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: sio.dump(estimator, tmp))
+    write_atomically(path, lambda tmp: sio.dump(estimator, tmp))
     classes = getattr(estimator, "classes_", None)
     meta.setdefault("classes", None if classes is None else [str(c) for c in classes])
     meta.update({
         "format": HEAD_FORMAT,
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "featx": __version__,
         "sklearn": sklearn.__version__,
         "skops": skops.__version__,
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    text = json.dumps(meta, indent=2, default=_json_default)
-    _atomic(metadata_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+    text = json.dumps(meta, indent=2, default=json_default)
+    write_atomically(metadata_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
     return path
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def file_types(path) -> list[str]:
@@ -245,7 +216,7 @@ def load_head(path, *, trusted_types=TRUSTED_TYPES):
     meta_file = metadata_path(path)
     if meta_file.is_file():
         expected = read_metadata(path).get("sha256")
-        if expected and expected != _sha256(path):
+        if expected and expected != sha256_file(path):
             raise HeadError(f"{path} does not match {meta_file.name} (sha256 differs): the head was replaced or "
                             "damaged after saving; save it again")
     named = set(file_types(path))

@@ -399,7 +399,7 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
 
 
 def _write_summary(result: PipelineResult, out: Path) -> None:
-    from .evaluate import _atomic_write
+    from .files import write_atomically
 
     c = result.config
     data = {"name": c.name, "pipeline": c.source, "backbone": result.backbone, "fingerprint_id": result.fingerprint_id,
@@ -408,7 +408,7 @@ def _write_summary(result: PipelineResult, out: Path) -> None:
             "files": result.files}
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, default=str)
-    _atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_atomically(out / "summary.json", lambda tmp: Path(tmp).write_text(text + "\n"))
     md = (f"# {c.name}\n\n{result.backbone} on {c.train} ({result.n_train} train, {result.n_test} test), "
           f"{c.cv}-fold CV, seed {c.seed}.\n\n{result.table()}\n")
-    _atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(md))
+    write_atomically(out / "summary.md", lambda tmp: Path(tmp).write_text(md))

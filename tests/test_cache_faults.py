@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import featx
-from featx.cache import CacheStore
 from featx.cache.inspect import verify
 from featx.cli import main
 from featx.errors import CacheError, CacheLockedError

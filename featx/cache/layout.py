@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..files import TMP_PREFIX  # noqa: F401  (re-exported: temporaries inside a cache)
+
 FORMAT = 1
 MARKER = "featx-cache.json"
 LOCK = "LOCK"
@@ -31,7 +33,6 @@ MODELS = "models"
 SHARDS = "shards"
 QUARANTINE = "quarantine"
 MODEL_JSON = "model.json"
-TMP_PREFIX = ".tmp-"
 SHARD_RE = re.compile(r"^shard-(\d{6,})\.h5$")
 #: Target size of one HDF5 chunk of embeddings (rows x dim), for fast sequential reads.
 CHUNK_BYTES = 1 << 20
@@ -52,10 +53,3 @@ def shard_name(seq: int) -> str:
 def safe_name(name: str) -> str:
     """A backbone name as a folder name (``timm:resnet50`` -> ``timm-resnet50``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
-
-
-def tmp_path(final: Path, tag: str = "") -> Path:
-    import os
-    import secrets
-
-    return final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}.{secrets.token_hex(4)}{tag}")

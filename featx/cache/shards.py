@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .layout import CHUNK_BYTES, tmp_path
+from ..files import write_atomically
+from .layout import CHUNK_BYTES
 
 STR = h5py.string_dtype("utf-8")
 
@@ -98,31 +98,6 @@ def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]
 
 def _strings(ds) -> list[str]:
     return [s for s in ds.asstr()[()]] if ds.shape[0] else []
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(final: Path, write, durable: bool = True) -> Path:
-    """Call ``write(tmp_path)``, then fsync and rename the result onto ``final``."""
-    final = Path(final)
-    tmp = tmp_path(final)
-    try:
-        write(tmp)
-        if durable:
-            _fsync_path(tmp)
-        os.replace(tmp, final)
-        if durable:
-            _fsync_path(final.parent, directory=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
 
 
 def write_h5_atomically(final: Path, fill, durable: bool = True) -> Path:

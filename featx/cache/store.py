@@ -20,7 +20,8 @@ from .. import __version__
 from ..errors import CacheCorruptError, CacheError, CacheMismatchError
 from . import layout
 from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
-from .shards import STR, ShardData, read_shard, write_atomically, write_h5_atomically, write_shard
+from ..files import write_text_atomically
+from .shards import STR, ShardData, read_shard, write_h5_atomically, write_shard
 
 log = logging.getLogger("featx")
 
@@ -93,7 +94,7 @@ class CacheStore:
         if not self.exists():
             marker = {"format": layout.FORMAT, "featx": __version__,
                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            write_atomically(self.root / MARKER, lambda tmp: tmp.write_text(json.dumps(marker, indent=2)))
+            write_text_atomically(self.root / MARKER, json.dumps(marker, indent=2), durable=True)
 
     def remove_temporaries(self) -> int:
         """Delete temporary files left by a killed writer (call only while holding the lock)."""
@@ -162,7 +163,7 @@ class CacheStore:
         if existing is None:
             mdir = layout.model_dir(self.root, name)
             (mdir / layout.SHARDS).mkdir(parents=True, exist_ok=True)
-            write_atomically(mdir / MODEL_JSON, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+            write_text_atomically(mdir / MODEL_JSON, json.dumps(record, indent=2), durable=True)
             return
         old = existing["fingerprint"]
         changed = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]

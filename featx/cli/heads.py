@@ -195,10 +195,10 @@ def cmd_predict(args) -> int:
     if args.out is None:
         sys.stdout.write(buf.getvalue())
     else:
-        from ..evaluate import _atomic_write
+        from ..files import write_atomically
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+        write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
         print(f"wrote {len(X)} predictions to {args.out}", file=sys.stderr)
     if labels is not None and len(X):
         acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
