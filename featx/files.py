@@ -9,7 +9,7 @@ Examples
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> path = write_text_atomically(folder / "a.json", '{"x": 1}')
 >>> path.read_text(), sha256_file(path)[:12]
-('{"x": 1}', '5041bf1f713d')
+('{"x": 1}', '613fe5aa6534')
 """
 
 from __future__ import annotations
