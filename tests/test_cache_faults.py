@@ -170,7 +170,7 @@ def test_damaged_or_missing_index_is_rebuilt(tiny_image_onnx, tmp_path, referenc
 
 def test_failure_between_writing_and_publishing_leaves_nothing_behind(tiny_image_onnx, tmp_path, reference,
                                                                       monkeypatch):
-    import featx.cache.shards as shards
+    import featx.files as files  # shards are published through featx.files.write_atomically
 
     cache = tmp_path / "cache"
     calls = {"n": 0}
@@ -182,13 +182,13 @@ def test_failure_between_writing_and_publishing_leaves_nothing_behind(tiny_image
             raise OSError("simulated failure while publishing")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(shards.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     ds = featx.open_dataset(DATA, limit=N)
     with pytest.raises(OSError, match="simulated failure"):
         featx.extract(ds, tiny_image_onnx, cache, shard_size=SHARD, batch_size=10)
     assert no_temporaries(cache)
     assert len(list(cache.glob("models/tiny-image/shards/*.h5"))) == 2
-    monkeypatch.setattr(shards.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     report = featx.extract(ds, tiny_image_onnx, cache, shard_size=SHARD, batch_size=10)
     assert (report.embedded, report.cached) == (N - 2 * SHARD, 2 * SHARD)
     assert_same_as_reference(cache, reference)
