@@ -17,7 +17,6 @@ Examples
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 

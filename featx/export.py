@@ -13,6 +13,7 @@ Any ``torch.nn.Module`` that maps an NCHW float batch (or token ids + mask) to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -27,6 +28,7 @@ import numpy as np
 
 from .errors import ExportError, MissingDependencyError, SpecError
 from .files import sha256_file
+from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, exported_dir, get_spec
 
 PARITY_TOLERANCE = 1e-4
@@ -191,7 +193,8 @@ def parity_feeds(spec: BackboneSpec, tokenizer_json=None) -> dict[str, np.ndarra
 
 # ---------------------------------------------------------------- export
 def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, quantize: str | None = None,
-           precision: str = "fp32", calibration=None, calibration_size: int | None = None) -> ExportResult:
+           precision: str = "fp32", calibration=None, calibration_size: int | None = None,
+           fuse: bool = True) -> ExportResult:
     """Export a registered backbone (or ``timm:``/``hf:`` recipe) to ONNX with its spec.
 
     Parameters
@@ -212,6 +215,9 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
         Data for int8 calibration and for the variant's parity check (a featx dataset source).
     calibration_size : int, optional
         Calibration items (default :data:`featx.quantize.DEFAULT_CALIBRATION_SIZE`).
+    fuse : bool
+        Text encoders: fuse attention into ONNX Runtime's kernels (faster; the file then runs
+        on ONNX Runtime only). ``False`` keeps the portable op-by-op graph.
 
     Returns
     -------
@@ -229,7 +235,7 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
             raise ParameterError(f"The 'precision' parameter of export must be 'fp32' or 'fp16'. Got {precision!r} instead.")
         if quantize is not None and precision != "fp32":
             raise ParameterError("export takes quantize='int8' or precision='fp16', not both (int8 weights are not fp16)")
-        base = export(name, out_dir, opset=opset, force=force)
+        base = export(name, out_dir, opset=opset, force=force, fuse=fuse)
         result = make_variant(base.onnx_path, quantize or precision, calibration=calibration,
                               calibration_size=calibration_size or DEFAULT_CALIBRATION_SIZE, force=force)
         return ExportResult(result.onnx_path, result.spec_path, result.max_abs_diff, result.sha256)
@@ -238,20 +244,26 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     onnx_path = out_dir / f"{spec.file_stem}.onnx"
     if not force and onnx_path.exists() and spec_path_for(onnx_path).exists():
         record = read_spec_file(spec_path_for(onnx_path))
-        # Reuse only an intact export: a damaged or swapped .onnx file is exported again.
-        if record["onnx"].get("sha256") == sha256_file(onnx_path):
+        # Reuse only an intact export made with the same choices: a damaged or swapped .onnx file,
+        # or one exported with another opset or fusion choice, is exported again.
+        same_choices = (record["onnx"].get("opset") == opset
+                        and record.get("fusion", {}).get("requested", False) == (fuse and spec.modality == "text"))
+        if same_choices and record["onnx"].get("sha256") == sha256_file(onnx_path):
             return ExportResult(onnx_path, spec_path_for(onnx_path), record["parity"]["max_abs_diff"],
                                 record["onnx"]["sha256"])
     module, spec, tokenizer_json = build_torch_backbone(spec)
-    return export_module(module, spec, out_dir, tokenizer_json=tokenizer_json, opset=opset)
+    return export_module(module, spec, out_dir, tokenizer_json=tokenizer_json, opset=opset, fuse=fuse)
 
 
 def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, opset: int = DEFAULT_OPSET,
-                  tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+                  tolerance: float = PARITY_TOLERANCE, fuse: bool = True) -> ExportResult:
     """Export any pooled ``torch.nn.Module`` with its spec, and check parity on real inputs.
 
     Image modules take ``pixel_values`` (n, 3, H, W) float32; text modules take
     ``input_ids, attention_mask, token_type_ids`` (n, L) int64; both return (n, d).
+    A text module holding a Hugging Face encoder is exported with eager attention and,
+    when ``fuse``, rewritten into ONNX Runtime's fused attention kernels (:mod:`featx.fuse`);
+    the fused graph is kept only when it passes the same parity check.
 
     Raises
     ------
@@ -281,8 +293,9 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
         tmp_onnx = Path(tmp) / f"{stem}.onnx"
         import onnx
 
+        shape = encoder_shape(module) if fuse and spec.modality == "text" else None
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), (eager_attention(module) if shape else contextlib.nullcontext()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module, args, str(tmp_onnx), input_names=names, output_names=["features"],
@@ -291,16 +304,17 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
             onnx.checker.check_model(onnx.load(str(tmp_onnx)))
         except Exception as e:
             raise ExportError(f"{spec.name}: torch.onnx.export (opset {opset}) failed: {e}") from e
+        diff = _parity(spec, tmp_onnx, feeds, reference, tolerance)
+        fusion = {"requested": bool(fuse and spec.modality == "text"), "fused_ops": {}}
+        if shape:
+            fusion |= _fuse(spec, tmp_onnx, Path(tmp) / "fused.onnx", shape, feeds, reference, tolerance)
+            fused_diff = fusion.pop("max_abs_diff", None)
+            if fusion["fused_ops"]:
+                os.replace(Path(tmp) / "fused.onnx", tmp_onnx)
+                fusion["unfused_max_abs_diff"], diff = diff, fused_diff
         from .runtime import Session
 
         session = Session(tmp_onnx, providers="cpu")
-        got = session.run(feeds)
-        diff = float(np.abs(got - reference).max())
-        if not np.isfinite(diff) or diff > tolerance:
-            raise ExportError(
-                f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs) on real inputs, "
-                f"over the tolerance {tolerance:g}; the export is not trustworthy and was not saved"
-            )
         spec = spec.replace(dim=int(reference.shape[1]))
         tok_name = None
         if tokenizer_json is not None:
@@ -319,6 +333,7 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
             },
             "tokenizer": None if tok_name is None else {"file": tok_name, "sha256": sha256_file(Path(tmp) / tok_name)},
             "exporter": _versions(),
+            "fusion": fusion,
             "parity": {
                 "max_abs_diff": diff,
                 "tolerance": tolerance,
@@ -334,6 +349,34 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
             os.replace(Path(tmp) / tok_name, out_dir / tok_name)
         os.replace(Path(tmp) / "spec.json", spec_path_for(onnx_path))
     return ExportResult(onnx_path, spec_path_for(onnx_path), diff, record["onnx"]["sha256"])
+
+
+def _parity(spec, onnx_path, feeds, reference, tolerance) -> float:
+    """Max abs difference of ONNX Runtime vs the PyTorch ``reference``; raises over ``tolerance``."""
+    from .runtime import Session
+
+    diff = float(np.abs(Session(onnx_path, providers="cpu").run(feeds) - reference).max())
+    if not np.isfinite(diff) or diff > tolerance:
+        raise ExportError(
+            f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs) on real inputs, "
+            f"over the tolerance {tolerance:g}; the export is not trustworthy and was not saved"
+        )
+    return diff
+
+
+def _fuse(spec, src, dst, shape, feeds, reference, tolerance) -> dict:
+    """Fuse the encoder graph (see :mod:`featx.fuse`); keep the result only when it passes parity."""
+    heads, hidden = shape
+    record = {"tool": f"onnxruntime.transformers.optimizer (model_type={MODEL_TYPE!r}, num_heads={heads}, "
+                      f"hidden_size={hidden}, opt_level=0)"}
+    try:
+        fused = fuse_encoder(src, dst, heads, hidden)
+        diff = _parity(spec, dst, feeds, reference, tolerance) if fused else None
+    except Exception as e:  # the plain export stays valid: say why it was kept, and go on
+        warnings.warn(f"{spec.name}: attention fusion skipped, the unfused graph is kept ({type(e).__name__}: "
+                      f"{str(e)[:200]})", RuntimeWarning, stacklevel=3)
+        return record | {"fused_ops": {}, "skipped": f"{type(e).__name__}: {str(e)[:300]}"}
+    return record | {"fused_ops": fused, "max_abs_diff": diff}
 
 
 def _dims(shape) -> list:

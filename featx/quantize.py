@@ -528,6 +528,7 @@ def _preprocessed(base_path: Path, tmp: Path) -> Path:
 
 def _build(method, base_path, out_path, tmp, calib, calibration_method, reduce_range) -> dict:
     """Write the variant to ``out_path``; return what was done (tool, settings)."""
+    import onnx
     import onnxruntime.quantization as q
 
     try:
@@ -561,12 +562,14 @@ def _build(method, base_path, out_path, tmp, calib, calibration_method, reduce_r
             pre = _preprocessed(base_path, tmp)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                # Fused ONNX Runtime ops (featx.fuse) are untyped for ONNX shape inference: their
+                # outputs are float32, which the quantizer must be told.
                 q.quantize_dynamic(str(pre), str(out_path), per_channel=True, reduce_range=bool(reduce_range),
-                                   weight_type=q.QuantType.QInt8)
+                                   weight_type=q.QuantType.QInt8,
+                                   extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             return {"tool": "onnxruntime.quantization.quantize_dynamic after quant_pre_process",
                     "settings": {"format": "QOperator (dynamic)", "per_channel": True, "activation_type": "uint8 (dynamic)",
                                  "weight_type": "int8", "preprocessing": "quant_pre_process (skip_symbolic_shape)"}}
-        import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(onnx.load(str(base_path)), keep_io_types=True)

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false",
+                   help="text encoders: keep the portable op-by-op graph instead of ONNX Runtime's fused "
+                        "attention kernels (faster, but ONNX Runtime only)")
     variant = p.add_mutually_exclusive_group()
     variant.add_argument("--quantize", choices=["int8"], default=None,
                          help="also write NAME-int8.onnx: static QDQ int8 calibrated on --calibration (CNNs), "
@@ -52,7 +55,7 @@ def cmd_export(args) -> int:
     import sys
 
     from ..errors import ParameterError
-    from ..export import export
+    from ..export import export, read_spec_file
 
     mode = args.quantize or (args.precision if args.precision != "fp32" else None)
     if mode is None and (args.calibration is not None or args.calibration_size is not None):
@@ -65,11 +68,14 @@ def cmd_export(args) -> int:
                                  "to make a variant of it, or a backbone name to export")
         base = Path(args.name)
     else:
-        result = export(args.name, args.out, opset=args.opset, force=args.force)
+        result = export(args.name, args.out, opset=args.opset, force=args.force, fuse=args.fuse)
         print(f"exported {args.name} -> {result.onnx_path}")
         print(f"spec      {result.spec_path}")
         print(f"sha256    {result.sha256}")
         print(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
+        fused = read_spec_file(result.spec_path).get("fusion", {}).get("fused_ops")
+        if fused:
+            print("fused     " + ", ".join(f"{op} x{n}" for op, n in fused.items()) + " (ONNX Runtime kernels)")
         base = result.onnx_path
     if mode is None:
         return 0
