@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .backbone import DEFAULT_BATCH_SIZE
 from .errors import FeatxError, ParameterError
 from .files import write_text_atomically
 
@@ -100,7 +101,7 @@ class BenchConfig:
     batch_size: int | None = None  # default: 32 images, 16 texts
     frozen_blocks: int | None = None
     threads: int = 2
-    extract_batch_size: int = 32
+    extract_batch_size: int = DEFAULT_BATCH_SIZE
     cache: str | None = None
     quick: bool = False
 

@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .backbone import Backbone, load_backbone
+from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
 from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError
 from .sources import Dataset, Item, open_dataset
@@ -33,7 +33,6 @@ from .sources import Dataset, Item, open_dataset
 log = logging.getLogger("featx")
 
 ON_ERROR = ("raise", "skip")
-DEFAULT_BATCH_SIZE = 32
 DEFAULT_SHARD_SIZE = 1024
 #: A shard is committed at the latest this many seconds after the previous one.
 COMMIT_EVERY_S = 60.0

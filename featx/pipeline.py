@@ -14,7 +14,7 @@ A pipeline is a TOML file (see ``pipelines/``)::
 
     [backbone]
     model = "efficientnet-lite0"     # name, timm:/hf: recipe, or .onnx path
-    batch_size = 32
+    batch_size = 16
     on_error = "raise"               # or "skip": bad items are recorded and left out
     # providers = "cpu"; threads = 2
 
@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .backbone import DEFAULT_BATCH_SIZE
 from .errors import DataSourceError, ParameterError
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
@@ -71,7 +72,7 @@ class PipelineConfig:
     per_class: int | None = None
     test_limit: int | None = None
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     on_error: str = "raise"
     providers: Any = None
     threads: int | None = None
@@ -120,7 +121,7 @@ class PipelineConfig:
         config = cls(
             name=str(name), train=str(ds["train"]), model=str(bb["model"]), test=ds.get("test"),
             test_size=ds.get("test_size"), limit=ds.get("limit"), per_class=ds.get("per_class"),
-            test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size", 32),
+            test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size", DEFAULT_BATCH_SIZE),
             on_error=bb.get("on_error", "raise"), providers=bb.get("providers"), threads=bb.get("threads"),
             heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
             grids=dict(hd.get("grids", {})), out_dir=out.get("dir"), cache=out.get("cache"), source=source,
@@ -251,7 +252,7 @@ def _datasets(config: PipelineConfig):
     return train, test
 
 
-def embed_dataset(backbone, dataset, *, batch_size: int = 32, on_error: str = "raise", warn=None):
+def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None):
     """Embed a dataset in memory (no cache): ``(X, y, ids)`` like :func:`featx.load_features`.
 
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)

@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .backbone import DEFAULT_BATCH_SIZE
 from .errors import CacheDatasetError, CacheError, CacheLockedError, InputError, ItemFailedError, NonFiniteOutputError, ParameterError
 
 __all__ = ["EmbeddingTransformer"]
@@ -63,7 +64,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         A cache directory of this transformer's own: embeddings of items seen before are read
         from it instead of recomputed (items are keyed by file path and stamp, or by a hash of
         the text / pixels). Don't point it at a cache made by ``featx extract`` for a dataset.
-    batch_size : int, default=32
+    batch_size : int, default=16
         Items per ONNX Runtime call. Features do not depend on it beyond ~1e-6.
     providers : str or list of str, optional
         ONNX Runtime providers (``"cpu"``, ``"cuda"``...); default: CUDA when usable, else CPU.
@@ -99,7 +100,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     array(['great'], dtype='<U5')
     """
 
-    def __init__(self, model="efficientnet-lite0", cache=None, batch_size=32, providers=None, threads=None,
+    def __init__(self, model="efficientnet-lite0", cache=None, batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None,
                  on_error="raise"):
         self.model = model
         self.cache = cache

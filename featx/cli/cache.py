@@ -6,13 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from ..backbone import DEFAULT_BATCH_SIZE
+
 
 def register(sub) -> None:
     p = sub.add_parser("extract", help="embed a dataset into an HDF5 cache (resumable)")
     p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per ONNX Runtime call (default %(default)s; 64+ on GPUs)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or record it and go on")
     p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")

@@ -7,6 +7,8 @@ import io
 import sys
 from pathlib import Path
 
+from ..backbone import DEFAULT_BATCH_SIZE
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="select and fit heads (logreg/svm/knn) on cached features by cross-validation")
@@ -33,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: print to stdout)")
     p.add_argument("--model", default=None,
                    help="where to load the backbone from (default: as recorded in the head's metadata)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per ONNX Runtime call (default %(default)s)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or leave it out and go on")
     p.add_argument("--text-column", default=None)
