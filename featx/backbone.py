@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .decode import check_text, decode_image
-from .errors import InputError, NonFiniteOutputError, SpecError
+from .errors import InputError, NonFiniteOutputError, ParameterError, SpecError
 from .export import read_spec_file, sha256_file, spec_path_for
 from .preprocess import TextTokenizer, image_batch
 from .registry import BackboneSpec, exported_dir, get_spec
@@ -39,14 +40,20 @@ class Backbone:
         The exported ``.onnx`` file; its spec JSON must sit beside it (``model.json``).
     providers, threads :
         Passed to :class:`featx.runtime.Session`.
+    jpeg_draft : bool
+        Images: decode JPEGs at a reduced scale (see :class:`featx.registry.ImagePreprocess`).
     """
 
-    def __init__(self, onnx_path, *, providers=None, threads: int | None = None):
+    def __init__(self, onnx_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False):
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise SpecError(f"no ONNX model at {self.onnx_path}")
         self.record = read_spec_file(spec_path_for(self.onnx_path))
         self.spec = BackboneSpec.from_dict(self.record["spec"])
+        if jpeg_draft:
+            if self.spec.modality != "image":
+                raise ParameterError(f"jpeg_draft applies to image backbones; {self.spec.name!r} is a text backbone")
+            self.spec = self.spec.replace(preprocess=dataclasses.replace(self.spec.preprocess, jpeg_draft=True))
         self.sha256 = sha256_file(self.onnx_path)
         self.session = Session(self.onnx_path, providers=providers, threads=threads)
         self._tokenizer = None
@@ -101,7 +108,7 @@ class Backbone:
     def decode(self, item, item_id=None):
         """One raw item -> RGB uint8 array (images) or checked str (texts)."""
         if self.modality == "image":
-            return decode_image(item, item_id=item_id)
+            return decode_image(item, item_id=item_id, jpeg_min_side=self.spec.preprocess.jpeg_min_side)
         return check_text(item, item_id=item_id)
 
     def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
@@ -198,7 +205,7 @@ def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
     return export(text).onnx_path
 
 
-def load_backbone(name_or_path, *, providers=None, threads: int | None = None) -> Backbone:
+def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False) -> Backbone:
     """Load a backbone by registry name (exported on first use) or by ``.onnx`` path.
 
     Parameters
@@ -210,5 +217,8 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None) -
         ONNX Runtime providers; default picks CUDA when usable, else CPU.
     threads : int, optional
         Intra-op threads.
+    jpeg_draft : bool
+        Images: decode JPEGs at a reduced scale, several times faster on photos; features
+        change slightly and are cached apart (see :class:`featx.registry.ImagePreprocess`).
     """
-    return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads)
+    return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads, jpeg_draft=jpeg_draft)

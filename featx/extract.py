@@ -17,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import errno
 import logging
+import os
+import socket
 import sys
 import time
 from collections import deque
@@ -162,12 +164,23 @@ def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = 
     return buffer.take()
 
 
-def _embed_task(onnx_path: str, providers, threads, items, batch_size: int, on_error: str) -> ShardData:
-    """Executor entry point: one backbone per worker process, created once."""
-    key = (onnx_path, str(providers), threads)
+def _embed_task(onnx_path: str, providers, threads, jpeg_draft: bool, fingerprint_id: str, items, batch_size: int,
+                on_error: str) -> ShardData:
+    """Executor entry point: one backbone per worker process, created once.
+
+    The worker checks that its backbone (the model file as *it* sees it, the preprocessing)
+    has the coordinator's fingerprint, so a node with another file at the same path fails
+    instead of committing features of another model.
+    """
+    key = (onnx_path, str(providers), threads, jpeg_draft)
     backbone = _WORKER_BACKBONES.get(key)
     if backbone is None:
-        backbone = _WORKER_BACKBONES[key] = Backbone(onnx_path, providers=providers, threads=threads)
+        backbone = _WORKER_BACKBONES[key] = Backbone(onnx_path, providers=providers, threads=threads,
+                                                     jpeg_draft=jpeg_draft)
+    if backbone.fingerprint_id != fingerprint_id:
+        raise CacheError(f"worker {socket.gethostname()} pid {os.getpid()}: the backbone at {onnx_path} has "
+                         f"fingerprint {backbone.fingerprint_id}, the coordinator's has {fingerprint_id}; "
+                         "give every worker the same model file")
     return embed_items(backbone, items, batch_size=batch_size, on_error=on_error)
 
 
@@ -205,7 +218,7 @@ class _ShardBuffer:
 def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
             providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             prep_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
-            progress: bool | None = None, durable: bool = True) -> ExtractReport:
+            progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False) -> ExtractReport:
     """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
 
     Parameters
@@ -235,6 +248,10 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         Show a progress bar (default: when stderr is a terminal).
     durable : bool
         fsync each committed shard (survives power loss, not only process death).
+    jpeg_draft : bool
+        Images: decode JPEGs at a reduced scale, several times faster on photo-sized files;
+        the features change slightly and are cached apart from full decoding's
+        (see :class:`featx.registry.ImagePreprocess`). For a loaded ``model``, set it there.
 
     Returns
     -------
@@ -248,7 +265,13 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     _check_params(batch_size, on_error, shard_size, dtype)
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
-    backbone = model if isinstance(model, Backbone) else load_backbone(model, providers=providers, threads=threads)
+    if isinstance(model, Backbone):
+        if jpeg_draft:
+            raise ParameterError("jpeg_draft=True with a loaded Backbone: load it with "
+                                 "featx.load_backbone(..., jpeg_draft=True) instead")
+        backbone = model
+    else:
+        backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
     if dataset.modality != backbone.modality:
         raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "
                          f"{dataset.modality}s; pick a {dataset.modality} backbone")
@@ -332,7 +355,8 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
 
 
 def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar):
-    args = (str(backbone.onnx_path), backbone.session.providers, backbone.session.threads)
+    args = (str(backbone.onnx_path), backbone.session.providers, backbone.session.threads,
+            getattr(backbone.spec.preprocess, "jpeg_draft", False), backbone.fingerprint_id)
     futures = {executor.submit(_embed_task, *args, chunk, batch_size, on_error): len(chunk)
                for chunk in batches(todo, shard_size)}
     try:
