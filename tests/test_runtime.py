@@ -228,3 +228,18 @@ def test_validate_can_be_skipped_but_ort_still_refuses(tiny_image_onnx):
         warnings.simplefilter("ignore")
         with pytest.raises(Exception):  # onnxruntime's own (cryptic) error
             s.run({"pixel_values": np.zeros((2, 3, 8, 8), np.float64)}, validate=False)
+
+
+@pytest.mark.parametrize("env, expected", [(None, True), ("1", True), ("0", False), ("off", False)])
+def test_spinning_follows_ort_default_unless_the_environment_says_no(tiny_image_onnx, monkeypatch, env, expected):
+    if env is None:
+        monkeypatch.delenv("FEATX_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("FEATX_SPINNING", env)
+    s = Session(tiny_image_onnx, providers="cpu", threads=1)
+    assert s.allow_spinning is expected
+    assert Session(tiny_image_onnx, providers="cpu", allow_spinning=not expected).allow_spinning is (not expected)
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    assert s.run({"pixel_values": x}).shape == (1, 8)  # the option reaches a working session
+    cfg = s.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert cfg == ("1" if expected else "0")
