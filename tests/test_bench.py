@@ -34,33 +34,8 @@ ROW_KEYS = {"strategy", "family", "size", "seed", "n_train", "accuracy", "balanc
 TEST_SIZE = 40
 
 
-def tiny_cnn_backbone():
-    torch = pytest.importorskip("torch")
-    from featx.finetune import TorchBackbone
-    from featx.registry import BackboneSpec, ImagePreprocess
-
-    class TinyCNN(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
-            self.blocks = torch.nn.ModuleList(
-                [torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
-                 for _ in range(4)])
-
-        def forward(self, x):
-            x = self.stem(x)
-            for block in self.blocks:
-                x = block(x)
-            return x.mean(dim=(2, 3))
-
-    torch.manual_seed(0)
-    spec = BackboneSpec(name="tiny-cnn", modality="image", source={"kind": "python"},
-                        preprocess=ImagePreprocess(size=16, resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
-    return TorchBackbone(TinyCNN(), spec)
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_cnn_backbone):
     """The whole harness on builtin:digits: 2 sizes x 2 seeds, fine-tuning at one size, 2 steps."""
     out = tmp_path_factory.mktemp("bench-out")
     config = BenchConfig(

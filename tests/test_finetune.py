@@ -21,27 +21,10 @@ from featx.finetune import (  # noqa: E402
     require_torch,
     steps_for,
 )
-from featx.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec  # noqa: E402
+from featx.registry import BackboneSpec, TextPreprocess, get_spec  # noqa: E402
 from featx.sources import open_dataset, subset  # noqa: E402
 
 THREADS = 1  # the test machine's cores are shared: one torch thread is fastest there
-
-
-class TinyCNN(torch.nn.Module):
-    """stem (conv 3->8) + 4 blocks (conv 8->8, batch norm, relu) + global average pool -> (n, 8)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
-        self.blocks = torch.nn.ModuleList(
-            [torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
-             for _ in range(4)])
-
-    def forward(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return x.mean(dim=(2, 3))
 
 
 class TinyText(torch.nn.Module):
@@ -60,13 +43,6 @@ class TinyText(torch.nn.Module):
         return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def tiny_image_backbone(seed=0) -> TorchBackbone:
-    torch.manual_seed(seed)
-    spec = BackboneSpec(name="tiny-cnn", modality="image", source={"kind": "python"}, dim=8,
-                        preprocess=ImagePreprocess(size=16, resize=None, mean=(0.5,) * 3, std=(0.5,) * 3))
-    return TorchBackbone(TinyCNN(), spec)
-
-
 @pytest.fixture(scope="module")
 def digits():
     train = subset(open_dataset("builtin:digits:train"), per_class=8, seed=0)
@@ -78,9 +54,9 @@ def _params(module):
     return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
-def test_modes_train_exactly_the_parameters_they_claim(digits):
+def test_modes_train_exactly_the_parameters_they_claim(digits, tiny_cnn_backbone):
     X, y, _, _ = digits
-    tb = tiny_image_backbone()
+    tb = tiny_cnn_backbone()
     module = tb.module
     n_classes = 10
     stem = count_parameters(module.stem)
@@ -113,18 +89,18 @@ def test_modes_train_exactly_the_parameters_they_claim(digits):
     assert all(torch.equal(p, before[n]) for n, p in module.named_parameters())
 
 
-def test_scratch_reinitialises_the_weights(digits):
+def test_scratch_reinitialises_the_weights(digits, tiny_cnn_backbone):
     X, y, _, _ = digits
-    tb = tiny_image_backbone(seed=123)  # another seed than the fine-tuning's: a real re-draw
+    tb = tiny_cnn_backbone(seed=123)  # another seed than the fine-tuning's: a real re-draw
     result = finetune(tb, X, y, mode="scratch", lr=1e-9, steps=1, seed=0, threads=THREADS)
     w0 = tb.module.stem[0].weight
     w1 = result.model.backbone.stem[0].weight
     assert not torch.allclose(w0, w1, atol=1e-4)  # lr 1e-9: the difference is the re-initialisation
 
 
-def test_same_seed_same_model_and_other_seed_differs(digits):
+def test_same_seed_same_model_and_other_seed_differs(digits, tiny_cnn_backbone):
     X, y, X_test, _ = digits
-    tb = tiny_image_backbone()
+    tb = tiny_cnn_backbone()
     a = finetune(tb, X, y, mode="full", lr=1e-2, steps=4, seed=3, threads=THREADS)
     b = finetune(tb, X, y, mode="full", lr=1e-2, steps=4, seed=3, threads=THREADS)
     c = finetune(tb, X, y, mode="full", lr=1e-2, steps=4, seed=4, threads=THREADS)
@@ -133,9 +109,9 @@ def test_same_seed_same_model_and_other_seed_differs(digits):
     assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
 
 
-def test_learns_real_digits_and_predicts_labels(digits):
+def test_learns_real_digits_and_predicts_labels(digits, tiny_cnn_backbone):
     X, y, X_test, y_test = digits
-    tb = tiny_image_backbone()
+    tb = tiny_cnn_backbone()
     result = finetune(tb, X, y, mode="full", lr=3e-2, steps=60, batch_size=40, seed=0, val=(X_test, y_test),
                       eval_every=30, threads=THREADS)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -150,10 +126,10 @@ def test_learns_real_digits_and_predicts_labels(digits):
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
 
 
-def test_head_mode_matches_training_on_the_frozen_features(digits):
+def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_backbone):
     """Head-only fine-tuning trains the linear layer on features equal to the backbone's eval output."""
     X, y, X_test, _ = digits
-    tb = tiny_image_backbone()
+    tb = tiny_cnn_backbone()
     result = finetune(tb, X, y, mode="head", lr=1e-2, steps=5, seed=0, threads=THREADS)
     from featx.preprocess import image_batch
     from featx.decode import decode_image
@@ -201,9 +177,9 @@ def test_steps_rule():
     assert steps_for(5000, 32, 3, max_steps=150) == 150
 
 
-def test_bad_parameters_are_named(digits):
+def test_bad_parameters_are_named(digits, tiny_cnn_backbone):
     X, y, _, _ = digits
-    tb = tiny_image_backbone()
+    tb = tiny_cnn_backbone()
     with pytest.raises(InputError, match=r"The 'mode' parameter of finetune must be one of .*Got 'last' instead"):
         finetune(tb, X, y, mode="last", steps=1)
     with pytest.raises(InputError, match=r"The 'lr' parameter of finetune must be a float in \(0, inf\). Got 0"):
