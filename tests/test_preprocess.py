@@ -58,10 +58,18 @@ def test_resize_none_squashes():
     assert (out[:, :8] == 0).all() and (out[:, 8:] == 200).all()  # whole width kept
 
 
+def test_small_image_upsampled_in_its_crop_window_equals_full_resize():
+    """A 28 x 28 Fashion-MNIST-sized image: resampling only the crop window is exact when upsampling."""
+    rgb = np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    cfg = get_spec("efficientnet-lite0").preprocess
+    full = np.asarray(Image.fromarray(rgb).resize((256, 256), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(resize_and_crop(rgb, cfg), full[16:240, 16:240])
+
+
 def test_extreme_aspect_ratio_matches_full_resize():
     """A very long strip is resampled only in its crop window, with the same result as a full resize."""
     yy, xx = np.mgrid[0:40, 0:1200]
-    rgb = np.stack([xx % 256, yy * 6, xx // 5 % 256], -1).astype(np.uint8)  # 30:1, over the 16:1 cut-off
+    rgb = np.stack([xx % 256, yy * 6, xx // 5 % 256], -1).astype(np.uint8)  # 30:1
     out = resize_and_crop(rgb, SMALL)
     full = np.asarray(Image.fromarray(rgb).resize((1080, 36), Image.Resampling.BICUBIC))
     ref = full[2:34, 524:556]
