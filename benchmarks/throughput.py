@@ -293,7 +293,7 @@ def section_ceiling(b: Bench):
     s = b.sizes
     b.log(f"FLOP ceiling: numpy sgemm {s.gemm_n}^3 and ORT GEMMs with {b.threads} threads")
     sg = sgemm_gflops(s.gemm_n)
-    ort_rates = ort_gemm_rates(min(s.gemm_n, 1024), b.threads)
+    ort_rates = ort_gemm_rates(s.gemm_n, b.threads)
     b.results["ceiling"] = {"numpy_sgemm_gflops": sg, "ort_matmul_fp32_gflops": ort_rates["fp32_gflops"],
                             "ort_matmulinteger_int8_gops": ort_rates["int8_gops"],
                             "lite0_fp32_ceiling_img_s": sg * 1e9 / (2 * LITE0_GMAC * 1e9),
@@ -449,8 +449,8 @@ def section_b(b: Bench, models):
     s8 = Session(q.onnx_path, providers="cpu", threads=b.threads)
     # the GEMM ceilings run in the same alternation, so that all sides see the same load
     sgemm, sgemm_gflop = gemm_runner("numpy-sgemm", s.gemm_n, b.threads)
-    ogemm, ogemm_gflop = gemm_runner("ort-fp32", min(s.gemm_n, 1024), b.threads)
-    igemm, igemm_gop = gemm_runner("ort-int8", min(s.gemm_n, 1024), b.threads)
+    ogemm, ogemm_gflop = gemm_runner("ort-fp32", s.gemm_n, b.threads)
+    igemm, igemm_gop = gemm_runner("ort-int8", s.gemm_n, b.threads)
     rates = alternate({"fp32": lambda: run_pool(s32.run, pool, calls), "int8": lambda: run_pool(s8.run, pool, calls),
                        "sgemm_gflops": sgemm, "ort_sgemm_gflops": ogemm, "int8_gemm_gops": igemm},
                       {"fp32": calls * s.batch, "int8": calls * s.batch, "sgemm_gflops": sgemm_gflop,

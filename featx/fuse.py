@@ -8,8 +8,9 @@ measured 1.2x faster for all-MiniLM-L6-v2 on 2 CPU cores (``benchmarks/throughpu
 The fusion matches the graph that *eager* attention exports, not the one
 PyTorch's SDPA exports, hence :func:`eager_attention` around the export.
 
-The fused file runs on ONNX Runtime only (ops in the ``com.microsoft`` domain);
-``featx export --no-fuse`` keeps the portable graph.
+The fused file runs on ONNX Runtime only (ops in the ``com.microsoft`` domain), and its
+attention reads the mask as a count of leading real tokens: inputs must be padded on the
+right, as featx's tokenizer does. ``featx export --no-fuse`` keeps the portable graph.
 """
 
 from __future__ import annotations
