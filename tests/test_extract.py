@@ -237,3 +237,15 @@ def test_cli_extract_info_verify(tiny_image_onnx, image_files, tmp_path, capsys)
     assert "8 image items, 2 classes" in out and "tiny-image: 7 embedded, 1 failed, 0 missing; dim 8 float32" in out
     assert main(["verify", str(cache)]) == 0
     assert "ok: " in capsys.readouterr().out
+
+
+def test_real_minilm_fast_path_equals_one_by_one(minilm_onnx, tmp_path):
+    """The fused graph, token-sorted batches padded per batch and prefetching threads give the
+    embeddings of one text at a time, unpadded and sequential."""
+    ds = subset(open_dataset("builtin:fine-foods:test"), 48, seed=1)
+    report = featx.extract(ds, minilm_onnx, tmp_path / "c", batch_size=16, prep_workers=2)
+    assert report.embedded == 48
+    X, _, ids = featx.load_features(tmp_path / "c")
+    assert list(ids) == ds.ids()
+    one_by_one = featx.load_backbone(minilm_onnx).embed([i.ref for i in ds.items], batch_size=1)
+    np.testing.assert_allclose(X, one_by_one, atol=1e-5)
