@@ -93,7 +93,10 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_resumes(tiny_image_onnx, tmp_pa
     cache = tmp_path / "cache"
     cmd = [*extract_cmd(tiny_image_onnx, cache)]
     cmd[cmd.index("--limit") + 1] = "10000"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (`make test &`) ignores SIGINT, and a child inherits that (Python then
+    # installs no KeyboardInterrupt handler): give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_shards(cache, 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
