@@ -17,6 +17,7 @@ A pipeline is a TOML file (see ``pipelines/``)::
     batch_size = 16
     on_error = "raise"               # or "skip": bad items are recorded and left out
     # providers = "cpu"; threads = 2
+    # jpeg_draft = true              # images: decode JPEGs at reduced scale (faster on photos)
 
     [heads]
     kinds = ["logreg", "svm", "knn"] # or "all"
@@ -53,7 +54,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 _SECTIONS = {
     "dataset": {"train", "test", "test_size", "limit", "per_class", "test_limit", "seed"},
-    "backbone": {"model", "batch_size", "on_error", "providers", "threads"},
+    "backbone": {"model", "batch_size", "on_error", "providers", "threads", "jpeg_draft"},
     "heads": {"kinds", "cv", "n_jobs", "seed", "grids"},
     "output": {"dir", "cache"},
 }
@@ -76,6 +77,7 @@ class PipelineConfig:
     on_error: str = "raise"
     providers: Any = None
     threads: int | None = None
+    jpeg_draft: bool = False
     heads: tuple[str, ...] = ("logreg", "svm", "knn")
     cv: int = 5
     n_jobs: int | None = -1
@@ -123,7 +125,7 @@ class PipelineConfig:
             test_size=ds.get("test_size"), limit=ds.get("limit"), per_class=ds.get("per_class"),
             test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size", DEFAULT_BATCH_SIZE),
             on_error=bb.get("on_error", "raise"), providers=bb.get("providers"), threads=bb.get("threads"),
-            heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
+            jpeg_draft=bb.get("jpeg_draft", False), heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
             grids=dict(hd.get("grids", {})), out_dir=out.get("dir"), cache=out.get("cache"), source=source,
         )
         config.check()
@@ -147,6 +149,8 @@ class PipelineConfig:
             raise bad("test_size", "a fraction in (0, 1)", self.test_size)
         if self.on_error not in ("raise", "skip"):
             raise bad("on_error", "'raise' or 'skip'", self.on_error)
+        if not isinstance(self.jpeg_draft, bool):
+            raise bad("jpeg_draft", "true or false", self.jpeg_draft)
         if self.cache is True or (self.cache is not None and not isinstance(self.cache, (str, bool))):
             raise bad("cache", "a directory path or false", self.cache)
         from .heads import _check_grid, _check_n_jobs
@@ -341,7 +345,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     train_ds, test_ds = _datasets(config)
     say(f"[{config.name}] data: {len(train_ds)} train items ({train_ds.name}), "
         f"{len(test_ds) if test_ds is not None else 0} test items, {len(train_ds.classes)} classes")
-    backbone = load_backbone(config.model, providers=config.providers, threads=config.threads)
+    backbone = load_backbone(config.model, providers=config.providers, threads=config.threads,
+                             jpeg_draft=config.jpeg_draft)
     if backbone.modality != train_ds.modality:
         raise DataSourceError(f"{backbone.name} is a {backbone.modality} backbone but {train_ds.name} holds "
                               f"{train_ds.modality}s")

@@ -73,6 +73,9 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     on_error : {"raise", "nan"}, default="raise"
         A bad item (unreadable file, empty text, NaN output) raises an error naming its position,
         or gives a row of NaN (with a warning) so that the rows stay aligned with the input.
+    jpeg_draft : bool, default=False
+        Image backbones: decode JPEGs at a reduced scale (faster on photos, slightly different
+        features; see :class:`featx.registry.ImagePreprocess`).
 
     Attributes
     ----------
@@ -101,13 +104,14 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, model="efficientnet-lite0", cache=None, batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None,
-                 on_error="raise"):
+                 on_error="raise", jpeg_draft=False):
         self.model = model
         self.cache = cache
         self.batch_size = batch_size
         self.providers = providers
         self.threads = threads
         self.on_error = on_error
+        self.jpeg_draft = jpeg_draft
 
     # ------------------------------------------------------------------ parameters
     def _param_error(self, name: str, expected: str):
@@ -133,6 +137,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             raise self._param_error("threads", "None or an int in [1, inf)")
         if not isinstance(self.on_error, str) or self.on_error not in ON_ERROR:
             raise self._param_error("on_error", f"one of {ON_ERROR}")
+        if not isinstance(self.jpeg_draft, (bool, np.bool_)):
+            raise self._param_error("jpeg_draft", "a bool")
 
     # ------------------------------------------------------------------ estimator API
     def fit(self, X=None, y=None):
@@ -151,7 +157,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         from .backbone import load_backbone
 
         self._validate_params()
-        self.backbone_ = load_backbone(self.model, providers=self.providers, threads=self.threads)
+        self.backbone_ = load_backbone(self.model, providers=self.providers, threads=self.threads,
+                                       jpeg_draft=bool(self.jpeg_draft))
         self.n_features_out_ = int(self.backbone_.dim)
         for attr in ("n_features_in_", "feature_names_in_"):
             self.__dict__.pop(attr, None)

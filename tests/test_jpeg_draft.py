@@ -99,3 +99,19 @@ def test_jpeg_draft_is_for_images(tiny_text_onnx, tiny_image_onnx):
         featx.load_backbone(tiny_text_onnx, jpeg_draft=True)
     with pytest.raises(ParameterError, match="load_backbone"):
         featx.extract("builtin:digits", featx.load_backbone(tiny_image_onnx), "unused", jpeg_draft=True)
+
+
+def test_transformer_and_pipeline_config_take_jpeg_draft(tiny_image_onnx, photos):
+    from featx import EmbeddingTransformer
+    from featx.pipeline import PipelineConfig
+
+    files = sorted(str(p) for p in (photos / "all").glob("*"))
+    est = EmbeddingTransformer(model=str(tiny_image_onnx), jpeg_draft=True)
+    assert est.get_params()["jpeg_draft"] is True
+    np.testing.assert_array_equal(est.fit_transform(files),
+                                  featx.load_backbone(tiny_image_onnx, jpeg_draft=True).embed(files))
+    assert not np.array_equal(est.transform(files), EmbeddingTransformer(model=str(tiny_image_onnx)).fit_transform(files))
+    with pytest.raises(ParameterError, match="'jpeg_draft' parameter"):
+        EmbeddingTransformer(model=str(tiny_image_onnx), jpeg_draft="yes").fit()
+    config = PipelineConfig.from_dict({"dataset": {"train": "x"}, "backbone": {"model": "m", "jpeg_draft": True}})
+    assert config.jpeg_draft is True

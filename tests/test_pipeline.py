@@ -74,6 +74,7 @@ def test_shipped_pipelines_load():
     ({"dataset": {"train": "x"}, "backbone": {"model": "m"}, "heads": {"cv": 1}}, r"cv must be an int in \[2, inf\)"),
     ({"dataset": {"train": "x"}, "backbone": {"model": "m"}, "heads": {"kinds": ["tree"]}}, "'tree'"),
     ({"dataset": {"train": "x"}, "backbone": {"model": "m", "on_error": "ignore"}}, "on_error must be"),
+    ({"dataset": {"train": "x"}, "backbone": {"model": "m", "jpeg_draft": "yes"}}, "jpeg_draft must be true or false"),
     ({"dataset": {"train": "x"}, "backbone": {"model": "m"}, "heads": {"kinds": ["knn"], "grids": {"svm": {}}}},
      r"\[heads.grids.svm\] is given but 'svm' is not in kinds"),
     ({"dataset": {"train": "x"}, "backbone": {"model": "m"}, "heads": {"grids": {"logreg": {"gamma": [1]}}}},
