@@ -218,7 +218,7 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None, j
     threads : int, optional
         Intra-op threads.
     jpeg_draft : bool
-        Images: decode JPEGs at a reduced scale, several times faster on photos; features
+        Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photos; features
         change slightly and are cached apart (see :class:`featx.registry.ImagePreprocess`).
     """
     return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads, jpeg_draft=jpeg_draft)

@@ -263,7 +263,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     durable : bool
         fsync each committed shard (survives power loss, not only process death).
     jpeg_draft : bool
-        Images: decode JPEGs at a reduced scale, several times faster on photo-sized files;
+        Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photo-sized files;
         the features change slightly and are cached apart from full decoding's
         (see :class:`featx.registry.ImagePreprocess`). For a loaded ``model``, set it there.
 
