@@ -193,6 +193,19 @@ def test_process_workers_give_the_same_features(tiny_image_onnx, tmp_path):
     np.testing.assert_array_equal(Xw, Xs)
 
 
+def test_cli_workers_give_the_same_features(tiny_image_onnx, tmp_path, capsys):
+    """`featx extract --workers 2` (each worker gets cores/2 ORT threads) equals the in-process run."""
+    from featx.cli import main
+
+    args = ["extract", "builtin:digits", "--model", str(tiny_image_onnx), "--limit", "120", "--no-progress"]
+    assert main([*args, "--cache", str(tmp_path / "w"), "--workers", "2", "--shard-size", "40"]) == 0
+    assert main([*args, "--cache", str(tmp_path / "s")]) == 0
+    Xw, _, idw = featx.load_features(tmp_path / "w")
+    Xs, _, ids = featx.load_features(tmp_path / "s")
+    assert list(idw) == list(ids) and len(ids) == 120
+    np.testing.assert_array_equal(Xw, Xs)
+
+
 def test_float16_storage(tiny_image_onnx, tmp_path):
     ds = digits(64)
     featx.extract(ds, tiny_image_onnx, tmp_path / "h", dtype="float16")

@@ -25,7 +25,9 @@ def register(sub) -> None:
                    help="decode JPEGs at a reduced scale (2-3x faster decoding of photos; slightly different "
                         "features, cached apart)")
     p.add_argument("--limit", type=int, default=None, help="a stratified subset of N items (seeded)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes computing shards (0: in-process)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
+                        "threads unless --threads says otherwise")
     p.add_argument("--text-column", default=None)
     p.add_argument("--path-column", default=None)
     p.add_argument("--label-column", default=None)
@@ -50,14 +52,19 @@ def cmd_extract(args) -> int:
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
     executor = None
+    threads = args.threads
     if args.workers and args.workers > 0:
+        from ..runtime import default_threads
+
+        # N processes with all cores' threads each would oversubscribe the machine (and spin-wait)
+        threads = threads or max(1, default_threads() // args.workers)
         import concurrent.futures as cf
         import multiprocessing as mp
 
         executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
     try:
         report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
-                         providers=args.providers, threads=args.threads, shard_size=args.shard_size,
+                         providers=args.providers, threads=threads, shard_size=args.shard_size,
                          dtype=args.dtype, executor=executor, progress=False if args.no_progress else None,
                          jpeg_draft=args.jpeg_draft)
     finally:
