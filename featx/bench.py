@@ -47,7 +47,7 @@ import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE
 from .errors import FeatxError, ParameterError
-from .files import write_text_atomically
+from .files import write_atomically, write_text_atomically
 
 SCHEMA = "featx-bench/1"
 FAMILIES = ("baseline", "frozen", "finetune")
@@ -481,12 +481,10 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
         spec = spec.replace(name=f"{base.spec.name}-{tag}")
         models_dir.mkdir(parents=True, exist_ok=True)
         onnx_path = models_dir / f"{spec.file_stem}.onnx"
-        if not (onnx_path.is_file() and spec_path_for(onnx_path).is_file()
-                and read_spec_file(spec_path_for(onnx_path))["onnx"]["sha256"] == base.sha256
-                and read_spec_file(spec_path_for(onnx_path))["spec"] == spec.to_dict()):
-            tmp = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.tmp")
-            shutil.copyfile(original, tmp)
-            os.replace(tmp, onnx_path)
+        record = read_spec_file(spec_path_for(onnx_path)) if (
+            onnx_path.is_file() and spec_path_for(onnx_path).is_file()) else None
+        if not (record and record["onnx"]["sha256"] == base.sha256 and record["spec"] == spec.to_dict()):
+            write_atomically(onnx_path, lambda tmp: shutil.copyfile(original, tmp))
             write_spec(onnx_path, spec, tokenizer_json=getattr(base, "tokenizer_path", None))
         source = f"{original}, preprocessing overridden to {spec.preprocess.to_dict()}"
     bb = BenchBackbone(spec.name, onnx_path, spec, None, {}, source)
@@ -1279,9 +1277,7 @@ def _styles(strategies) -> dict:
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     return path.name
 
 
@@ -1355,10 +1351,10 @@ def render_markdown(doc: dict) -> str:
     for e in doc["summary"]:
         lines.append(
             f"| {e['size']} | {e['strategy']} | {e['n_train']:.0f} | {e['n_seeds']} | {_ms(e, 'accuracy')} | "
-            f"{_ms(e, 'balanced_accuracy')} | {_ms(e, 'macro_f1')} | {_num(e['extract_s_mean'])} | "
-            f"{_num(e['fit_s_mean'])} | {_num(e['finetune_s_mean'])} | {_num(e['total_s_mean'])} | "
-            f"{_num(e['peak_rss_mb_mean'], 0)} | {_int(e['trainable_params'])} | "
-            f"{_num(e['predict_ms_per_item_mean'], 3)} |")
+            f"{_ms(e, 'balanced_accuracy')} | {_ms(e, 'macro_f1')} | {_fmt(e['extract_s_mean'], 1)} | "
+            f"{_fmt(e['fit_s_mean'], 1)} | {_fmt(e['finetune_s_mean'], 1)} | {_fmt(e['total_s_mean'], 1)} | "
+            f"{_fmt(e['peak_rss_mb_mean'], 0)} | {_int(e['trainable_params'])} | "
+            f"{_fmt(e['predict_ms_per_item_mean'])} |")
     plots = doc.get("plots", {})
     lines += ["", "## Plots", ""]
     for key, title in (("learning_curves", "Learning curves"), ("accuracy_vs_cost", "Accuracy vs training cost"),
@@ -1402,10 +1398,6 @@ def _ms(e, key) -> str:
     if m is None:
         return "-"
     return f"{m:.3f}" if e["n_seeds"] < 2 else f"{m:.3f} ± {s:.3f}"
-
-
-def _num(v, digits=1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _int(v) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
-from .files import json_default, write_atomically
+from .files import json_default, write_atomically, write_text_atomically
 
 __all__ = ["evaluate", "evaluate_predictions", "to_markdown", "save_report"]
 
@@ -197,9 +197,8 @@ def save_report(report: Mapping[str, Any], out_dir, name: str = "report", title:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}-confusion.png"}
     text = json.dumps(report, indent=2, default=json_default)
-    write_atomically(paths["json"], lambda tmp: Path(tmp).write_text(text + "\n"))
-    md = to_markdown(report, title=title)
-    write_atomically(paths["markdown"], lambda tmp: Path(tmp).write_text(md))
+    write_text_atomically(paths["json"], text + "\n")
+    write_text_atomically(paths["markdown"], to_markdown(report, title=title))
     plot_confusion(report, paths["png"], title=title)
     return paths
 

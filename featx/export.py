@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, MissingDependencyError, SpecError
-from .files import sha256_file
+from .files import sha256_file, write_text_atomically
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, exported_dir, get_spec
 
@@ -439,8 +439,4 @@ def write_spec(onnx_path, spec: BackboneSpec, *, tokenizer_json=None) -> Path:
         "exporter": {"method": "external"},
         "parity": {"max_abs_diff": None},
     }
-    path = spec_path_for(onnx_path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(spec_path_for(onnx_path), json.dumps(record, indent=2))

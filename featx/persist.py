@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import HeadError, UntrustedTypeError
-from .files import json_default, sha256_file, write_atomically
+from .files import json_default, sha256_file, write_atomically, write_text_atomically
 
 __all__ = ["TRUSTED_TYPES", "save_head", "load_head", "read_metadata", "metadata_path", "file_types",
            "HEAD_FORMAT"]
@@ -91,8 +91,6 @@ def _head_path(path) -> Path:
 def metadata_path(path) -> Path:
     """``NAME.skops`` -> ``NAME.json``."""
     return _head_path(path).with_suffix(".json")
-
-
 
 
 def save_head(estimator, path, *, metadata: Mapping[str, Any] | None = None) -> Path:
@@ -150,10 +148,8 @@ def save_head(estimator, path, *, metadata: Mapping[str, Any] | None = None) -> 
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     text = json.dumps(meta, indent=2, default=json_default)
-    write_atomically(metadata_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_text_atomically(metadata_path(path), text + "\n")
     return path
-
-
 
 
 def file_types(path) -> list[str]:
