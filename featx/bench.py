@@ -630,7 +630,8 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
     say(f"{config.dataset}: {len(splits.train)} training items, test = {splits.test_note}; sizes {sizes}, "
         f"seeds {list(config.seeds)}")
 
-    busy = _busy_note(machine_info())
+    machine = machine_info()
+    busy = _busy_note(machine)
     if busy:
         say(f"WARNING: {busy}")
     bb = prepare_backbone(config, modality, need_torch=bool(modes))
@@ -639,7 +640,7 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
         "schema": SCHEMA, "dataset": config.dataset, "slug": slug(config.dataset) + (".quick" if config.quick else ""),
         "modality": modality, "backbone": bb.name, "backbone_source": bb.source,
         "preprocess": bb.spec.preprocess.to_dict(), "command": command or "featx.bench.run_benchmark(...)",
-        "config": config.to_dict(), "machine": machine_info(), "started": started,
+        "config": config.to_dict(), "machine": machine, "started": started,
         "memory_method": memory_method(),
         "latency_method": ("wall time to predict the whole test set from raw items, divided by its size: "
                            "frozen rows = measured extraction time per item + head predict; fine-tuned rows "
@@ -662,18 +663,19 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
     test_items = [i.ref for i in splits.test.items]
 
     # ---- phase 1: simple baselines and frozen-feature heads, every size and seed
+    # every training item any row of phase 1 uses, across seeds and sizes
+    used = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
     features, extraction = {}, {}
     if config.heads:
-        features, extraction = _extract_features(config, splits, sizes, bb, say)
+        features, extraction = _extract_features(config, splits, used, bb, say)
         doc["extraction"] = extraction
         _warm_up_workers(config)
     raw = {}
     if config.baselines and modality == "image":
         with Meter() as m:
-            positions = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
-            raw_train = raw_pixels([splits.train.items[p].ref for p in positions])
-        raw = {"rows": dict(zip(positions, range(len(positions)))), "X": raw_train,
-               "per_item_s": m.seconds / max(1, len(positions))}
+            raw_train = raw_pixels([splits.train.items[p].ref for p in used])
+        raw = {"rows": dict(zip(used, range(len(used)))), "X": raw_train,
+               "per_item_s": m.seconds / max(1, len(used))}
     for size in sizes:
         # 'all' is the same subset for every seed, and heads and baselines are deterministic given their
         # subset (seeded folds): one seed says it all.
@@ -751,14 +753,13 @@ def _counts(dataset) -> dict:
     return {str(k): int(v) for k, v in zip(labels, counts)}
 
 
-def _extract_features(config, splits, sizes, bb, say):
-    """Extract (or reuse) the features of every training item any row uses and of the test set."""
+def _extract_features(config, splits, positions, bb, say):
+    """Extract (or reuse) the features of the training items at ``positions`` and of the test set."""
     import featx
     from .backbone import Backbone
     from .registry import featx_home
     from .sources import make_dataset
 
-    positions = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
     items = [splits.train.items[p] for p in positions] + list(splits.test.items)
     pool = make_dataset(f"featx-bench:{config.dataset}", splits.train.modality, items)
     cache = Path(config.cache) if config.cache else featx_home() / "bench-cache" / slug(config.dataset)
