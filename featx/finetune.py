@@ -212,7 +212,8 @@ class _Inputs:
             s = self.cfg.size
             self.pixels = np.empty((len(items), s, s, 3), np.uint8)
             for i, (item, name) in enumerate(zip(items, names)):
-                self.pixels[i] = resize_and_crop(decode_image(item, item_id=name), self.cfg)
+                rgb = decode_image(item, item_id=name, jpeg_min_side=self.cfg.jpeg_min_side)  # as Backbone.decode
+                self.pixels[i] = resize_and_crop(rgb, self.cfg)
         else:
             if tokenizer_json is None:
                 raise SpecError(f"text backbone {spec.name!r} has no tokenizer")
