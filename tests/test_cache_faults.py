@@ -21,18 +21,19 @@ from featx.errors import CacheError, CacheLockedError
 
 DATA = "builtin:fashion-mnist:test"
 N = 3000  # --limit: a stratified, seeded subset, the same in every run
+N_ALL = 10000  # the whole split: a run that cannot end in the instant between an event and a signal
 SHARD = 150
 
 
-def extract_cmd(model, cache, *extra):
+def extract_cmd(model, cache, *extra, limit=N):
     return [sys.executable, "-m", "featx", "extract", DATA, "--model", str(model), "--cache", str(cache),
-            "--limit", str(N), "--shard-size", str(SHARD), "--batch-size", "10", "--threads", "1",
+            "--limit", str(limit), "--shard-size", str(SHARD), "--batch-size", "10", "--threads", "1",
             "--no-progress", *extra]
 
 
-def start(model, cache, *extra):
-    return subprocess.Popen(extract_cmd(model, cache, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def start(model, cache, *extra, limit=N):
+    return subprocess.Popen(extract_cmd(model, cache, *extra, limit=limit), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_shards(cache, k=1, proc=None, timeout=120):
@@ -43,7 +44,7 @@ def wait_for_shards(cache, k=1, proc=None, timeout=120):
             return shards
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"extract ended early: {proc.returncode} {proc.stderr.read()}")
-        time.sleep(0.01)
+        time.sleep(0.002)
     raise AssertionError("no shard appeared")
 
 
@@ -67,23 +68,34 @@ def assert_same_as_reference(cache, reference):
     np.testing.assert_allclose(X, reference[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.15, 0.6])
-def test_kill_9_then_resume_recomputes_only_uncommitted_work(tiny_image_onnx, tmp_path, reference, delay):
+def assert_whole_split_embedded(cache, model):
+    """Every item of the split, in dataset order, equal to embedding it directly."""
+    X, _, ids = featx.load_features(cache, strict=True)
+    ds = featx.open_dataset(DATA)
+    assert list(ids) == ds.ids()
+    np.testing.assert_allclose(X, featx.load_backbone(model).embed([i.ref for i in ds.items]), atol=1e-5)
+
+
+@pytest.mark.parametrize("after_shards", [1, 2, 5])
+def test_kill_9_then_resume_recomputes_only_uncommitted_work(tiny_image_onnx, tmp_path, reference, after_shards):
+    # Synchronised on an event, not a clock: the kill lands as soon as the k-th shard is committed,
+    # wherever the next batch is, on a fast machine or a slow one. The whole split (10000 items,
+    # 67 shards) is far more work than the instant between seeing the k-th shard and the kill.
     cache = tmp_path / "cache"
-    proc = start(tiny_image_onnx, cache)
-    wait_for_shards(cache, 1, proc)
-    time.sleep(delay)
+    proc = start(tiny_image_onnx, cache, limit=N_ALL)
+    wait_for_shards(cache, after_shards, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     # The cache opens and reads after the kill: only complete shards count.
     X, _, ids = featx.load_features(cache)
     committed = len(ids)
-    assert committed % SHARD == 0 and 0 < committed < N
+    assert committed % SHARD == 0 and after_shards * SHARD <= committed < N_ALL
     assert verify(cache).ok
-    rerun = subprocess.run(extract_cmd(tiny_image_onnx, cache), capture_output=True, text=True, check=True)
-    assert f"{N - committed} embedded, {committed} cached already of {N} items" in rerun.stdout
-    assert_same_as_reference(cache, reference)
+    rerun = subprocess.run(extract_cmd(tiny_image_onnx, cache, limit=N_ALL), capture_output=True, text=True,
+                           check=True)
+    assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
+    assert_whole_split_embedded(cache, tiny_image_onnx)
     assert no_temporaries(cache)
 
 
@@ -91,8 +103,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_resumes(tiny_image_onnx, tmp_pa
     # The whole test split (10000 items, 67 shards), so the run cannot end before the signal lands
     # even when this machine is busy.
     cache = tmp_path / "cache"
-    cmd = [*extract_cmd(tiny_image_onnx, cache)]
-    cmd[cmd.index("--limit") + 1] = "10000"
+    cmd = extract_cmd(tiny_image_onnx, cache, limit=N_ALL)
     # A shell's background job (`make test &`) ignores SIGINT, and a child inherits that (Python then
     # installs no KeyboardInterrupt handler): give the child the default disposition, as a terminal would.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -106,11 +117,8 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_resumes(tiny_image_onnx, tmp_pa
     assert no_temporaries(cache)
     committed = len(featx.load_features(cache)[2])
     rerun = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    assert f"{10000 - committed} embedded, {committed} cached already" in rerun.stdout
-    X, _, ids = featx.load_features(cache, strict=True)
-    ds = featx.open_dataset(DATA)
-    assert list(ids) == ds.ids()
-    np.testing.assert_allclose(X, featx.load_backbone(tiny_image_onnx).embed([i.ref for i in ds.items]), atol=1e-5)
+    assert f"{N_ALL - committed} embedded, {committed} cached already" in rerun.stdout
+    assert_whole_split_embedded(cache, tiny_image_onnx)
 
 
 def test_second_writer_is_refused_and_readers_see_only_complete_rows(tiny_image_onnx, tmp_path, reference):
