@@ -43,6 +43,12 @@ The package, one module per concern, along the data flow::
 
 :func:`run_benchmark` returns a :class:`BenchResult` (also written as JSON) and writes a
 Markdown report with plots; its conclusion is computed from the numbers.
+
+A new strategy takes: a runner (``<name>_row(ctx, subset, ...) -> Row`` and
+``run_<name>(ctx, subset, table, ...)``, in its family's module or a module of its own), called
+from :func:`run_benchmark`'s phase; a :class:`Row` subclass in ``rows.py`` when it measures
+something new (it reads back by its keys); its name in ``rows.STRATEGY_ORDER``; a plot of its own
+is one more function in ``plots.py``.
 """
 
 from .conclusion import conclude
