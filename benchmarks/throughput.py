@@ -204,18 +204,10 @@ def _ort_gemm_session(kind: str, n: int, threads: int):
 
 
 def cpu_description() -> dict:
-    from featx.doctor import cpu_flags, has_vnni
+    from featx.machine import cpu
 
-    model = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "vnni": has_vnni()}
+    facts = cpu()
+    return {"model": facts.model, "avx2": facts.avx2, "avx512f": facts.avx512, "vnni": facts.vnni}
 
 
 def environment(threads: int) -> dict:
@@ -681,6 +673,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import featx
+    from featx.machine import load_average
     from featx.runtime import default_threads
 
     sizes = dataclasses.replace(QUICK if args.quick else Sizes(),
@@ -695,7 +688,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="featx-throughput-"))
     b = Bench(sizes, threads, workdir)
     started = dt.datetime.now(dt.timezone.utc)
-    load_before = os.getloadavg()
+    load_before = load_average()
     t0 = time.perf_counter()
     b.log(f"throughput benchmark ({'quick' if args.quick else 'full'}), {threads} threads, workdir {workdir}")
     env = environment(threads)
@@ -728,7 +721,7 @@ def main(argv=None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - t0,
         "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        "load_average_after": load_average(),
         "noise": "wall-clock rates; medians of alternating rounds; shared cores make them noisy",
         "sizes": dataclasses.asdict(sizes),
         "environment": env,
@@ -741,7 +734,9 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(record, indent=2, default=float))
     os.replace(tmp, out)
     print(f"\n{env['gpu']['note']}")
-    print(f"wrote {out} in {record['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f})")
+    load = "" if load_before is None or record["load_average_after"] is None else (
+        f" (load average {load_before[0]:.1f} -> {record['load_average_after'][0]:.1f})")
+    print(f"wrote {out} in {record['seconds']:.0f} s{load}")
     return 1 if b.errors else 0
 
 

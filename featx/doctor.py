@@ -8,6 +8,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from .machine import has_vnni
+
 
 def installed_ort_packages() -> list[str]:
     names = []
@@ -17,22 +19,6 @@ def installed_ort_packages() -> list[str]:
         except metadata.PackageNotFoundError:
             pass
     return names
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def has_vnni() -> bool:
-    """Whether the CPU has AVX-512 VNNI or AVX-VNNI, the instructions that make int8 GEMMs fastest."""
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni"})
 
 
 def ort_cuda_build() -> dict:
@@ -192,5 +178,6 @@ def diagnose() -> dict[str, str]:
     report["cuda"] = ("usable: " if usable else "not used: ") + why
     report["auto providers"] = ", ".join(resolve_providers(None))
     report["threads"] = str(default_threads())
-    report["cpu int8 (VNNI)"] = "yes" if has_vnni() else "no: int8 is less accurate and gains less speed than on VNNI CPUs"
+    report["cpu int8 (VNNI)"] = ("yes" if has_vnni() else
+                                 "no: int8 is less accurate and gains less speed than on VNNI CPUs")
     return report

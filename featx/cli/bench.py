@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def register(sub) -> None:
     p.add_argument("--test", default=None, metavar="DATA",
                    help="test dataset (default: the builtin's :test split, else a stratified 25%% holdout)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results)")
-    p.add_argument("--backbone", default=None, help="registered name, timm:NAME, hf:ID, or an exported .onnx file (frozen rows only: --modes none); "
-                        "default: efficientnet-lite0 / all-minilm-l6-v2")
+    p.add_argument("--backbone", default=None,
+                   help="registered name, timm:NAME, hf:ID, or an exported .onnx file (frozen rows only: "
+                        "--modes none); default: efficientnet-lite0 / all-minilm-l6-v2")
     p.add_argument("--sizes", default=None, help="samples per class, comma-separated, 'all' allowed (e.g. 1,5,10,all)")
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="number of seeds (0..N-1)")
     p.add_argument("--finetune-sizes", default=None, help="sizes that get fine-tuned rows (default: preset)")
@@ -113,16 +115,11 @@ def cmd_bench(args) -> int:
     for name in datasets:
         config = preset(name, quick=args.quick, **overrides)
         if test_size == 0:
-            config = _replace(config, test_size=None)
-        doc = run_benchmark(config, out, command=command, progress=say)
-        print(f"{doc['dataset']}: {len(doc['rows'])} rows, {len(doc['errors'])} failed, "
-              f"{doc['total_seconds'] / 60:.1f} min -> {Path(out) / (doc['slug'] + '.md')}")
-        for line in doc["conclusion"]:
+            config = dataclasses.replace(config, test_size=None)
+        result = run_benchmark(config, out, command=command, progress=say)
+        print(f"{result.dataset}: {len(result.rows)} rows, {len(result.errors)} failed, "
+              f"{result.total_seconds / 60:.1f} min -> {Path(out) / (result.slug + '.md')}")
+        for line in result.conclusion:
             print(f"  {line}")
     return 0
 
-
-def _replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)

@@ -1,0 +1,166 @@
+"""The frozen-feature rows: features from the featx cache, then featx's heads with their selection.
+
+    extract_features  training items any frozen row uses + the test set -> featx.extract -> cache
+                      -> Features (X by item id) and Extraction (the per-item rate a row's cost uses)
+    run_heads         per subset: one HeadRow per head (featx.heads.select_head), then
+                      "frozen: best by CV", the head with the best CV score (a SelectedRow)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import FeatxError
+from .config import slug
+from .formatting import format_number
+from .meter import Meter
+from .models import BenchBackbone
+from .result import Extraction
+from .rows import BEST_BY_CV, HeadRow, SelectedRow, head_strategy, jsonable, scores
+from .splits import Subset
+from .table import Context, Table
+
+#: Below this many newly embedded items the extraction rate is timed on a sample instead.
+MIN_TIMED_ITEMS = 64
+
+
+@dataclass
+class Features:
+    """Cached features of every item a table uses, looked up by item id."""
+
+    X: np.ndarray
+    rows: dict[str, int]  # item id -> row of X
+
+    def of(self, items: Sequence) -> np.ndarray:
+        return self.X[[self.rows[i.id] for i in items]]
+
+
+def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) -> tuple[Features, Extraction]:
+    """Extract (or reuse) the features of the training items at ``positions`` and of the test set."""
+    import featx
+
+    from ..backbone import Backbone
+    from ..registry import featx_home
+    from ..sources import make_dataset
+
+    config, splits = ctx.config, ctx.splits
+    items = [splits.train.items[p] for p in positions] + list(splits.test.items)
+    pool = make_dataset(f"featx-bench:{config.dataset}", splits.train.modality, items)
+    cache = Path(config.cache) if config.cache else featx_home() / "bench-cache" / slug(config.dataset)
+    ctx.say(f"extracting {len(pool)} items ({len(positions)} train + {len(splits.test)} test) with {bb.name} "
+            f"-> {cache}")
+    report = featx.extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,
+                           threads=config.threads, progress=False)
+    X, _, ids = featx.load_features(cache, model=bb.name, strict=True)
+    lookup = {str(i): k for k, i in enumerate(ids)}
+    missing = [i.id for i in items if i.id not in lookup]
+    if missing:
+        raise FeatxError(f"{len(missing)} benchmark item(s) have no features in {cache} (e.g. {missing[:3]})")
+    if report.embedded >= MIN_TIMED_ITEMS:
+        per_item = report.seconds / report.embedded
+        how = f"featx.extract of {report.embedded} items (decode + preprocess + ONNX Runtime + cache commit)"
+    else:  # everything was cached already: time the backbone on a sample
+        sample = [i.ref for i in items[:MIN_TIMED_ITEMS]]
+        backbone = Backbone(bb.onnx_path, threads=config.threads)
+        backbone.embed(sample[:8], batch_size=config.extract_batch_size)  # warm-up
+        t = time.perf_counter()
+        backbone.embed(sample, batch_size=config.extract_batch_size)
+        per_item = (time.perf_counter() - t) / len(sample)
+        how = f"the cache was warm; Backbone.embed timed on {len(sample)} items (decode + preprocess + ONNX Runtime)"
+    ctx.say(f"extraction: {report.embedded} embedded, {report.cached} cached, {per_item * 1000:.2f} ms/item")
+    extraction = Extraction(cache=str(cache), items=len(pool), embedded=report.embedded, cached=report.cached,
+                            seconds=report.seconds, per_item_s=per_item, per_item_method=how,
+                            batch_size=config.extract_batch_size, threads=config.threads)
+    return Features(X, lookup), extraction
+
+
+def warm_up_workers(threads: int) -> None:
+    """Start joblib's worker processes before any timed row (their start-up is not a head's cost)."""
+    import warnings
+
+    from .. import heads as heads_module
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    y = np.array(["a", "b"] * 10, dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        heads_module.select_head("logreg", X, y, cv=2, n_jobs=threads)
+
+
+def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extraction: Extraction) -> HeadRow:
+    """One head with featx.heads model selection on the subset's cached features."""
+    import warnings
+
+    from .. import heads as heads_module
+
+    X, X_test = features.of(subset.items), features.of(ctx.splits.test.items)
+    with Meter() as m, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fewer folds / no CV: recorded in notes
+        sel = heads_module.select_head(kind, X, subset.labels, cv=ctx.config.cv, n_jobs=ctx.config.threads, seed=0)
+    est = sel.best_estimator
+    t = time.perf_counter()
+    pred = est.predict(X_test)
+    head_latency = (time.perf_counter() - t) / len(X_test)
+    cv_score = None if not sel.n_splits or math.isnan(sel.cv_mean) else float(sel.cv_mean)
+    per_item = extraction.per_item_s
+    return HeadRow.scored(subset, head_strategy(kind), "frozen", scores(ctx.test_labels, pred, ctx.splits.classes),
+                          extract_s=per_item * subset.n_train, fit_s=m.seconds, peak_rss_mb=m.peak_mb,
+                          trainable_params=estimator_params(est),
+                          predict_ms_per_item=(per_item + head_latency) * 1000,
+                          params=jsonable(sel.best_params), cv_score=cv_score,
+                          cv_std=None if cv_score is None else float(sel.cv_std), cv_folds=sel.n_splits or None,
+                          notes=list(sel.notes))
+
+
+def best_by_cv(subset: Subset, head_rows: Sequence[HeadRow]) -> SelectedRow:
+    """The head a user would pick without the test set: highest CV score (ties: the first head);
+    its fit time counts every head."""
+    scored = [r for r in head_rows if r.cv_score is not None]
+    best = max(scored, key=lambda r: r.cv_score) if scored else head_rows[0]
+    return SelectedRow.scored(subset, BEST_BY_CV, "frozen", best.scores, extract_s=best.extract_s,
+                              fit_s=sum(r.fit_s for r in head_rows),
+                              peak_rss_mb=max((r.peak_rss_mb or 0) for r in head_rows),
+                              trainable_params=best.trainable_params, predict_ms_per_item=best.predict_ms_per_item,
+                              cv_score=best.cv_score, cv_std=best.cv_std, cv_folds=best.cv_folds,
+                              params={"head": best.strategy.split(": ", 1)[1],
+                                      "chosen_by": "highest CV score" if scored else "no CV possible: the first head",
+                                      **best.params})
+
+
+def run_heads(ctx: Context, subset: Subset, table: Table, features: Features, extraction: Extraction) -> None:
+    """The frozen-head rows of one subset, and "frozen: best by CV" when there are several heads."""
+    head_rows = []
+    for kind in ctx.config.heads:
+        row = table.attempt(subset, head_strategy(kind),
+                            lambda kind=kind: head_row(ctx, subset, kind, features, extraction))
+        if row:
+            head_rows.append(row)
+            table.report(row, f"cv {format_number(row.cv_score)} fit {row.fit_s:.1f}s")
+    if len(head_rows) > 1:
+        table.add(best_by_cv(subset, head_rows))
+
+
+def estimator_params(est) -> int | None:
+    """Fitted values of a head: coefficients (linear); support vectors, dual coefficients and the
+    sigmoid calibration (SVM); stored training vectors (kNN)."""
+    clf = est[-1] if hasattr(est, "steps") else est
+    extra = 0
+    if hasattr(clf, "calibrated_classifiers_"):
+        calibrated = clf.calibrated_classifiers_[0]
+        extra = 2 * len(calibrated.calibrators)
+        clf = calibrated.estimator
+    if hasattr(clf, "support_vectors_"):
+        return int(np.size(clf.support_vectors_) + np.size(clf.dual_coef_) + np.size(clf.intercept_)) + extra
+    if hasattr(clf, "coef_"):
+        return int(np.size(clf.coef_) + np.size(getattr(clf, "intercept_", 0))) + extra
+    if hasattr(clf, "_fit_X"):
+        return int(np.size(clf._fit_X)) + extra
+    return None
+

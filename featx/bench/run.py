@@ -1,0 +1,162 @@
+"""One benchmark table, end to end: :func:`run_benchmark`.
+
+    phase 1, every size and seed:  baselines (raw pixels decoded once)  |  frozen heads (features extracted once)
+    phase 2, fine-tuning sizes and seeds:  parity check, learning rates chosen, one row per mode
+    then: summary over seeds -> conclusion -> BenchResult -> JSON, plots, Markdown
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..machine import machine_facts, rounded_load_average
+from .baselines import raw_pixels_of, run_baselines
+from .conclusion import conclude
+from .config import BenchConfig, check_config, slug
+from .finetuned import finetune_setup, partial_frozen, run_finetune, select_learning_rates
+from .frozen import extract_features, run_heads, warm_up_workers
+from .meter import memory_method
+from .models import check_parity, prepare_backbone
+from .plots import best_probe
+from .report import busy_note, write_outputs
+from .result import BenchResult, SplitRecord
+from .rows import FT_MODE_LABELS, Failure, summarize
+from .splits import class_counts, load_splits, resolve_sizes, size_label, train_positions, training_subset
+from .table import Context, Table
+
+LATENCY_METHOD = ("wall time to predict the whole test set from raw items, divided by its size: frozen rows = "
+                  "measured extraction time per item + head predict; fine-tuned rows = decode, preprocess and "
+                  "forward in batches of 64; baselines = features + predict")
+SAMPLING = ("per seed, each class shuffled once; a subset of n per class takes the first n of each class (nested "
+            "subsets); 'all' = the whole training split, the same for every seed, so its baseline and frozen rows "
+            "(deterministic given the subset) run for the first seed only")
+
+
+class Progress:
+    """Progress lines with the seconds since the start, on stderr (nothing when ``quiet``)."""
+
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = sys.stderr if stream is None else stream
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:7.1f}s] {message}", file=self.stream, flush=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command: str | None = None,
+                  progress: Callable[[str], None] | None = None, write: bool = True) -> BenchResult:
+    """Run one benchmark table and write ``<out>/<dataset>.json``, ``.md`` and plots.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        See :func:`featx.bench.preset` for the stated defaults.
+    out_dir : path
+    command : str, optional
+        The command line to record in the report.
+    progress : callable, optional
+        Called with one line per step (default: :class:`Progress`, to stderr).
+    write : bool
+        Write the files (else only return the result).
+
+    Returns
+    -------
+    BenchResult
+        Every row, the summary and the conclusion; ``.to_dict()`` is the JSON document
+        (schema ``featx-bench/1``).
+    """
+    check_config(config)
+    say = progress or Progress()
+    t_start = time.perf_counter()
+    started = _now()
+    splits = load_splits(config)
+    ctx = Context(config, splits, say)
+    modality = ctx.modality
+    sizes = resolve_sizes(splits, config.sizes)
+    ft_sizes = sizes if config.finetune_sizes is None else resolve_sizes(splits, config.finetune_sizes)
+    ft_seeds = list(config.run_finetune_seeds)
+    modes = list(config.finetune_modes) if ft_sizes and ft_seeds else []
+    batch_size = config.batch_size or (32 if modality == "image" else 16)
+    say(f"{config.dataset}: {len(splits.train)} training items, test = {splits.test_note}; sizes {sizes}, "
+        f"seeds {list(config.seeds)}")
+
+    machine = machine_facts()
+    busy = busy_note(machine)
+    if busy:
+        say(f"WARNING: {busy}")
+    bb = prepare_backbone(config, modality, need_torch=bool(modes))
+    say(f"backbone {bb.name}: {bb.onnx_path}")
+    result = BenchResult(
+        dataset=config.dataset, slug=slug(config.dataset) + (".quick" if config.quick else ""), modality=modality,
+        backbone=bb.name, backbone_source=bb.source, preprocess=bb.spec.preprocess.to_dict(),
+        command=command or "featx.bench.run_benchmark(...)", config=config, machine=machine, started=started,
+        memory_method=memory_method(), latency_method=LATENCY_METHOD,
+        splits=SplitRecord(train_split=splits.train.name, train_items=len(splits.train), test=splits.test_note,
+                           test_items=len(splits.test), classes=list(splits.classes),
+                           test_class_counts=class_counts(splits.test), sizes=[size_label(s) for s in sizes],
+                           seeds=list(config.seeds), finetune_sizes=[size_label(s) for s in ft_sizes],
+                           finetune_seeds=ft_seeds if modes else [], sampling=SAMPLING),
+        finetune=finetune_setup(config, modes, batch_size))
+    table = Table(say)
+
+    # ---- phase 1: simple baselines and frozen-feature heads, every size and seed
+    # every training item any row of phase 1 uses, across seeds and sizes
+    used = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
+    if config.heads:
+        features, result.extraction = extract_features(ctx, used, bb)
+        warm_up_workers(config.threads)
+    raw = raw_pixels_of(ctx, used) if config.baselines and modality == "image" else None
+    for size in sizes:
+        # 'all' is the same subset for every seed, and heads and baselines are deterministic given their
+        # subset (seeded folds): one seed says it all.
+        for seed in (config.seeds[:1] if size == "all" else config.seeds):
+            subset = training_subset(splits, seed, size)
+            if config.baselines:
+                run_baselines(ctx, subset, table, raw)
+            if config.heads:
+                run_heads(ctx, subset, table, features, result.extraction)
+
+    # ---- phase 2: fine-tuning (same backbone, same preprocessing: checked), learning rates chosen first
+    if modes:
+        sample = [splits.train.items[p].ref for p in train_positions(splits, ft_seeds[0], 1)][:4]
+        bb.parity = check_parity(bb, sample, config.threads)
+        say(f"parity ONNX Runtime vs torch at the benchmark's preprocessing: max |diff| = "
+            f"{bb.parity.max_abs_diff:.2e}")
+        if "partial" in modes:
+            result.finetune.partial_frozen = partial_frozen(bb, config.frozen_blocks)
+        result.lr_selection = select_learning_rates(ctx, bb, result.finetune, ft_seeds[0])
+        for mode, choice in result.lr_selection.modes.items():
+            if choice.error:
+                table.errors.append(Failure(size="-", seed=ft_seeds[0], strategy=FT_MODE_LABELS[mode],
+                                            error=choice.error))
+        for size in ft_sizes:
+            for seed in ft_seeds:
+                subset = training_subset(splits, seed, size)
+                for mode in modes:
+                    choice = result.lr_selection.modes[mode]
+                    if choice.chosen is not None:
+                        run_finetune(ctx, subset, table, bb, mode=mode, lr=choice.chosen, batch_size=batch_size)
+    result.parity = bb.parity
+
+    result.rows, result.errors = table.rows, table.errors
+    result.summary = summarize(result.rows)
+    result.conclusion, result.headline = conclude(result.summary, cores=machine.usable_cores,
+                                                  failures=len(result.errors))
+    result.best_probe = best_probe(result.rows)
+    result.finished = _now()
+    result.load_average_end = rounded_load_average()
+    result.total_seconds = time.perf_counter() - t_start
+    if write:
+        write_outputs(result, out_dir)
+        say(f"wrote {Path(out_dir) / (result.slug + '.json')} and {Path(out_dir) / (result.slug + '.md')}")
+    return result
