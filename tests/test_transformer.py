@@ -77,7 +77,8 @@ def test_init_only_stores_and_unfitted_transform_raises(tiny_image_onnx):
     ("on_error", "skip", "one of ('raise', 'nan')"),
     ("model", "", "a backbone name or the path of an exported .onnx file"),
     ("model", 3, "a backbone name or the path of an exported .onnx file"),
-    ("cache", 7, "None or a directory path"),
+    ("cache", 7, "None or a path (str or os.PathLike)"),
+    ("jpeg_draft", 1, "a bool"),
     ("providers", 5, "None, a str such as 'cpu' or 'cuda,cpu', or a list of str"),
 ])
 def test_bad_parameters_name_parameter_and_value(param, value, expected, tiny_image_onnx):

@@ -1,5 +1,6 @@
 """The embedding cache: a directory of immutable HDF5 shards (see :mod:`featx.cache.layout`)."""
 
+from ..validation import check_bool, check_path, check_str
 from .lock import WriterLock
 from .shards import ShardData, read_shard, write_shard
 from .store import CacheStore, Listing, ModelState
@@ -28,6 +29,9 @@ def load_features(cache, model: str | None = None, *, strict: bool = False):
     --------
     >>> X, y, ids = load_features("features/", model="efficientnet-lite0")  # doctest: +SKIP
     """
+    check_path(cache, "cache", "load_features")
+    check_str(model, "model", "load_features", optional=True)
+    check_bool(strict, "strict", "load_features")
     return CacheStore(cache).load(model, strict=strict)
 
 
