@@ -368,7 +368,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
             rep = {"head": sel.kind, "backbone": backbone.name, "test": test_ds.name, **rep}
             reports[sel.kind] = rep
             files["reports"][sel.kind] = {k: str(v) for k, v in save_report(
-                rep, out / "reports" / sel.kind, title=f"{config.name}: {sel.kind} on {backbone.name}").items()}
+                rep, out / "reports" / sel.kind, title=f"{config.name}: {sel.kind} on {backbone.name}").items()
+                if v is not None}
             row.update(test_accuracy=rep["accuracy"], test_macro_f1=rep["macro_f1"],
                        test_balanced_accuracy=rep["balanced_accuracy"])
         meta = {"kind": sel.kind, "backbone": backbone.name, "model": config.model,
