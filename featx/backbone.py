@@ -3,9 +3,12 @@
 Examples
 --------
 >>> import featx, numpy as np
->>> bb = featx.load_backbone("efficientnet-lite0")          # exported on first use  # doctest: +SKIP
->>> bb.embed([np.zeros((28, 28), np.uint8)]).shape                                     # doctest: +SKIP
-(1, 1280)
+>>> bb = featx.load_backbone("efficientnet-lite0")  # exported on first use  # doctest: +SKIP
+>>> bb = featx.load_backbone(tiny_onnx)             # or an exported .onnx file (here an 8-d one)
+>>> bb.name, bb.modality, bb.dim
+('tiny-cnn', 'image', 8)
+>>> bb.embed([np.zeros((28, 28), np.uint8), np.full((20, 30, 3), 200, np.uint8)]).shape
+(2, 8)
 """
 
 from __future__ import annotations

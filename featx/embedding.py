@@ -31,11 +31,13 @@ Examples
 --------
 >>> import featx, numpy as np
 >>> from featx.embedding import embed
->>> bb = featx.load_backbone(tiny_image_model)
+>>> bb = featx.load_backbone(tiny_onnx)
 >>> out = embed(bb, [np.zeros((8, 8), np.uint8), "missing.png", np.ones((8, 8), np.uint8)],
 ...             ["a", "b", "c"], batch_size=16, on_error="skip")
->>> out.rows.shape, out.positions.tolist(), [(f.id, f.reason[:23]) for f in out.failures]
-((2, 8), [0, 2], [('b', "image 'b' does not exist")])
+>>> out.rows.shape, out.positions.tolist(), [(f.id, f.reason) for f in out.failures]
+((2, 8), [0, 2], [('b', "image 'b': no such file (missing.png)")])
+>>> out.dense().shape, bool(np.isnan(out.dense()[1]).all())
+((3, 8), True)
 """
 
 from __future__ import annotations

@@ -227,8 +227,15 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
 
     Examples
     --------
-    >>> report = featx.extract("builtin:digits", model="efficientnet-lite0", cache="digits.cache")  # doctest: +SKIP
-    >>> print(report.summary())                                                                    # doctest: +SKIP
+    >>> import featx
+    >>> report = featx.extract("builtin:digits:test", model=tiny_onnx, cache="digits.cache")
+    >>> print(report.summary())
+    tiny-cnn on builtin:digits:test: 450 embedded, 0 cached already of 450 items in ... s (... items/s) -> digits.cache
+    >>> featx.extract("builtin:digits:test", model=tiny_onnx, cache="digits.cache").cached  # a re-run: nothing to do
+    450
+    >>> X, y, ids = featx.load_features("digits.cache")
+    >>> X.shape, y[0], ids[0]
+    ((450, 8), '1', 'digits/0021')
     """
     _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable, jpeg_draft)
     t0 = time.perf_counter()

@@ -258,9 +258,10 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     --------
     >>> import featx
     >>> from featx.sources import open_dataset
-    >>> X, y, ids = embed_dataset(featx.load_backbone(tiny_image_model), open_dataset("builtin:digits", limit=20))
-    >>> X.shape, y[:3].tolist(), ids[0]
-    ((20, 8), ['0', '1', '2'], 'digits/0000')
+    >>> digits = open_dataset("builtin:digits", limit=20)
+    >>> X, y, ids = embed_dataset(featx.load_backbone(tiny_onnx), digits)
+    >>> X.shape, len(y), list(ids) == digits.ids()
+    ((20, 8), 20, True)
     """
     check_int(batch_size, "batch_size", "embed_dataset", low=1)
     check_choice(on_error, "on_error", "embed_dataset", ON_ERROR)

@@ -27,7 +27,11 @@ def load_features(cache, model: str | None = None, *, strict: bool = False):
 
     Examples
     --------
-    >>> X, y, ids = load_features("features/", model="efficientnet-lite0")  # doctest: +SKIP
+    >>> import featx
+    >>> _ = featx.extract("builtin:digits:test", tiny_onnx, "digits.cache")
+    >>> X, y, ids = load_features("digits.cache", model="tiny-cnn")
+    >>> X.shape, X.dtype, y[:3].tolist(), ids[:2].tolist()
+    ((450, 8), dtype('float32'), ['1', '4', '8'], ['digits/0021', 'digits/0024'])
     """
     check_path(cache, "cache", "load_features")
     check_str(model, "model", "load_features", optional=True)
