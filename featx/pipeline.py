@@ -50,7 +50,7 @@ import numpy as np
 from .backbone import DEFAULT_BATCH_SIZE
 from .embedding import ON_ERROR, embed
 from .errors import DataSourceError, ParameterError
-from .validation import check_bool, check_choice, check_fraction, check_int, invalid
+from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
 
@@ -163,7 +163,7 @@ def load_pipeline(path) -> PipelineConfig:
     ParameterError
         Missing file, bad TOML, unknown keys or values (the message names them).
     """
-    path = Path(path)
+    path = Path(check_path(path, "path", "load_pipeline"))
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -315,6 +315,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     from .heads import train_heads
     from .persist import save_head
 
+    check_path(out_dir, "out_dir", "run_pipeline", optional=True)
+    check_bool(progress, "progress", "run_pipeline", optional=True)
     if not isinstance(config, PipelineConfig):
         config = load_pipeline(config)
     if out_dir is not None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -59,8 +60,13 @@ def invalid(name: str, owner: str, expected: str, value) -> ParameterError:
     return ParameterError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
 
 
-def _expect(text: str, optional: bool) -> str:
-    return f"None or {text}" if optional else text
+def _check(value, name: str, owner: str, expected: str, optional: bool, ok: Callable[[object], bool]):
+    """``value`` when ``ok(value)``, or None when it is None and optional; else the error."""
+    if value is None and optional:
+        return None
+    if not ok(value):
+        raise invalid(name, owner, f"None or {expected}" if optional else expected, value)
+    return value
 
 
 def _bound(value) -> str:
@@ -86,13 +92,13 @@ def check_int(value, name: str, owner: str, *, low: int | None = None, high: int
     >>> check_int(None, "threads", "Session", low=1, optional=True) is None
     True
     """
-    if value is None and optional:
-        return None
-    is_int = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not is_int or (low is not None and value < low) or (high is not None and value > high):
-        text = "an int" if low is None and high is None else f"an int in {_interval(low, high, False, False)}"
-        raise invalid(name, owner, _expect(text, optional), value)
-    return int(value)
+    def ok(v) -> bool:
+        is_int = isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+        return is_int and (low is None or v >= low) and (high is None or v <= high)
+
+    text = "an int" if low is None and high is None else f"an int in {_interval(low, high, False, False)}"
+    value = _check(value, name, owner, text, optional, ok)
+    return None if value is None else int(value)
 
 
 def check_float(value, name: str, owner: str, *, low: float | None = None, high: float | None = None,
@@ -108,18 +114,16 @@ def check_float(value, name: str, owner: str, *, low: float | None = None, high:
     ...
     featx.errors.ParameterError: The 'lr' parameter of finetune must be a float in (0, inf). Got 0 instead.
     """
-    if value is None and optional:
-        return None
-    ok = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        number = float(value)
-        ok = math.isfinite(number) and not (
-            (low is not None and (number < low or (low_open and number == low)))
-            or (high is not None and (number > high or (high_open and number == high))))
-    if not ok:
-        text = "a float" if low is None and high is None else f"a float in {_interval(low, high, low_open, high_open)}"
-        raise invalid(name, owner, _expect(text, optional), value)
-    return number
+    def ok(v) -> bool:
+        if not isinstance(v, (numbers.Real, np.floating, np.integer)) or isinstance(v, (bool, np.bool_)):
+            return False
+        x = float(v)
+        return math.isfinite(x) and (low is None or x > low or (x == low and not low_open)) \
+            and (high is None or x < high or (x == high and not high_open))
+
+    text = "a float" if low is None and high is None else f"a float in {_interval(low, high, low_open, high_open)}"
+    value = _check(value, name, owner, text, optional, ok)
+    return None if value is None else float(value)
 
 
 def check_fraction(value, name: str, owner: str, *, optional: bool = False) -> float | None:
@@ -141,12 +145,8 @@ def check_choice(value, name: str, owner: str, choices, *, optional: bool = Fals
     >>> check_choice("nan", "on_error", "EmbeddingTransformer", ("raise", "nan"))
     'nan'
     """
-    if value is None and optional:
-        return None
     choices = tuple(choices)
-    if not any(_same(value, c) for c in choices):
-        raise invalid(name, owner, _expect(f"one of {choices!r}", optional), value)
-    return value
+    return _check(value, name, owner, f"one of {choices!r}", optional, lambda v: any(_same(v, c) for c in choices))
 
 
 def _same(value, choice) -> bool:
@@ -166,11 +166,8 @@ def check_bool(value, name: str, owner: str, *, optional: bool = False) -> bool 
     >>> check_bool(np.bool_(True), "jpeg_draft", "extract")
     True
     """
-    if value is None and optional:
-        return None
-    if not isinstance(value, (bool, np.bool_)):
-        raise invalid(name, owner, _expect("a bool", optional), value)
-    return bool(value)
+    value = _check(value, name, owner, "a bool", optional, lambda v: isinstance(v, (bool, np.bool_)))
+    return None if value is None else bool(value)
 
 
 def check_str(value, name: str, owner: str, *, optional: bool = False) -> str | None:
@@ -181,11 +178,7 @@ def check_str(value, name: str, owner: str, *, optional: bool = False) -> str | 
     >>> check_str("efficientnet-lite0", "model", "load_features")
     'efficientnet-lite0'
     """
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(name, owner, _expect("a non-empty str", optional), value)
-    return value
+    return _check(value, name, owner, "a non-empty str", optional, _nonblank)
 
 
 def check_path(value, name: str, owner: str, *, optional: bool = False):
@@ -196,8 +189,9 @@ def check_path(value, name: str, owner: str, *, optional: bool = False):
     >>> check_path("features/", "cache", "load_features")
     'features/'
     """
-    if value is None and optional:
-        return None
-    if not (isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip())):
-        raise invalid(name, owner, _expect("a path (str or os.PathLike)", optional), value)
-    return value
+    return _check(value, name, owner, "a path (str or os.PathLike)", optional,
+                  lambda v: isinstance(v, os.PathLike) or _nonblank(v))
+
+
+def _nonblank(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
