@@ -9,6 +9,7 @@ import featx
 from featx.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ItemFailedError, NonFiniteOutputError
 from featx.extract import embed_items
+from featx.runtime import DeviceBatch
 from featx.sources import Item
 
 
@@ -86,3 +87,17 @@ def test_texts_count_truncation(tiny_text_onnx):
     out = embed(bb, ["short", "word " * 100, "", "also short"], batch_size=2, on_error="skip")
     assert out.positions.tolist() == [0, 1, 3] and out.truncated == 1
     assert out.failures[0].id == "#2" and "empty or blank" in out.failures[0].reason
+
+
+def test_io_bound_sessions_get_device_batches_from_the_prefetch_threads(tiny_image_onnx, tiny_text_onnx, mixed):
+    """The GPU path (batches uploaded in the prefetch threads) on the CPU: same rows as a plain run."""
+    for path, items in ((tiny_image_onnx, mixed), (tiny_text_onnx, ["a", "", "bb cc", "d " * 50, "e"] * 3)):
+        plain, bound = featx.load_backbone(path), featx.load_backbone(path)
+        bound.session.io_binding = True
+        batches = list(split(items, [f"#{i}" for i in range(len(items))], 4))
+        prepared = list(prepare_batches(bound, batches, on_error="skip", workers=2))
+        assert all(isinstance(p.feeds, DeviceBatch) for p in prepared if p.feeds is not None)
+        got = Embedded.concat(list(run_batches(bound, prepared, on_error="skip")), bound.dim)
+        want = embed(plain, items, batch_size=4, on_error="skip")
+        assert got.positions.tolist() == want.positions.tolist() and got.truncated == want.truncated
+        np.testing.assert_array_equal(got.rows, want.rows)
