@@ -58,7 +58,8 @@ def test_good_values_come_back_normalised(tmp_path):
 
 
 @pytest.mark.parametrize("call, expected", [
-    (lambda m: featx.extract("builtin:digits", m, "c", batch_size=True), ("batch_size", "extract", "an int in [1, inf)", True)),
+    (lambda m: featx.extract("builtin:digits", m, "c", batch_size=True),
+     ("batch_size", "extract", "an int in [1, inf)", True)),
     (lambda m: featx.extract("builtin:digits", m, "c", shard_size=0), ("shard_size", "extract", "an int in [1, inf)", 0)),
     (lambda m: featx.extract("builtin:digits", m, "c", dtype="float64"),
      ("dtype", "extract", "one of ('float32', 'float16')", "float64")),

@@ -88,8 +88,8 @@ def cmd_export(args) -> int:
               "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit weights, "
               "reduce_range, against that). Expect a lower probe accuracy than fp32; compare before switching.",
               file=sys.stderr)
-    variant = quantize(base, mode, calibration=args.calibration,
-                       calibration_size=DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size,
+    size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
+    variant = quantize(base, mode, calibration=args.calibration, calibration_size=size,
                        calibration_method=args.calibration_method, out_dir=args.out if args.name.endswith(".onnx") else None,
                        force=args.force)
     q = variant.record["quantization"]
