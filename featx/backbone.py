@@ -142,7 +142,10 @@ class Backbone:
 
         Raises
         ------
+        ParameterError
+            ``batch_size`` is not an int >= 1.
         InputError, ModelInputError, NonFiniteOutputError
+            A bad item (named), a batch the model refuses, NaN/inf features (the items named).
         """
         check_int(batch_size, "batch_size", "Backbone.embed", low=1)
         if isinstance(inputs, str):
