@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch first, pinned: 2.13.0 is a CPU build on these machines' disk (a bare `torch` pulls GBs of CUDA).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[export,finetune,dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(STAMP) data

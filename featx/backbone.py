@@ -3,9 +3,12 @@
 Examples
 --------
 >>> import featx, numpy as np
->>> bb = featx.load_backbone("efficientnet-lite0")          # exported on first use  # doctest: +SKIP
->>> bb.embed([np.zeros((28, 28), np.uint8)]).shape                                     # doctest: +SKIP
-(1, 1280)
+>>> bb = featx.load_backbone("efficientnet-lite0")  # exported on first use  # doctest: +SKIP
+>>> bb = featx.load_backbone(tiny_onnx)             # or an exported .onnx file (here an 8-d one)
+>>> bb.name, bb.modality, bb.dim
+('tiny-cnn', 'image', 8)
+>>> bb.embed([np.zeros((28, 28), np.uint8), np.full((20, 30, 3), 200, np.uint8)]).shape
+(2, 8)
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from .decode import check_text, decode_image
-from .errors import InputError, NonFiniteOutputError, ParameterError, SpecError
+from .embedding import Embedded, Prepared, embed, run_batches
+from .errors import InputError, ParameterError, SpecError
 from .export import read_spec_file, sha256_file, spec_path_for
 from .preprocess import TextTokenizer, image_batch
 from .registry import BackboneSpec, exported_dir, get_spec
 from .runtime import Session
+from .validation import check_bool, check_int
 
 #: Items per ONNX Runtime call. On 2 CPU cores batches of 8-16 are fastest (Lite0 at 224 px:
 #: 114 img/s at 8, 112 at 16, 105 at 32; fused MiniLM on fine-food reviews: 53, 53, 49 texts/s);
@@ -45,6 +50,7 @@ class Backbone:
     """
 
     def __init__(self, onnx_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False):
+        check_bool(jpeg_draft, "jpeg_draft", "Backbone")
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise SpecError(f"no ONNX model at {self.onnx_path}")
@@ -136,24 +142,21 @@ class Backbone:
 
         Raises
         ------
+        ParameterError
+            ``batch_size`` is not an int >= 1.
         InputError, ModelInputError, NonFiniteOutputError
+            A bad item (named), a batch the model refuses, NaN/inf features (the items named).
         """
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int(batch_size, "batch_size", "Backbone.embed", low=1)
         if isinstance(inputs, str):
             raise InputError("embed() takes a sequence of items; wrap a single item in a list: embed([item])")
         if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.dtype != np.uint8:
             return self._embed_tensor(inputs, batch_size)
         items = list(inputs)
-        names = [f"#{i}" for i in range(len(items))] if ids is None else [str(i) for i in ids]
-        if len(names) != len(items):
+        names = None if ids is None else [str(i) for i in ids]
+        if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} inputs but {len(names)} ids")
-        out = np.empty((len(items), self.dim), np.float32)
-        for start in range(0, len(items), batch_size):
-            chunk = slice(start, start + batch_size)
-            decoded = [self.decode(item, name) for item, name in zip(items[chunk], names[chunk])]
-            out[chunk] = self._checked(self.run(self.prepare(decoded)), names[chunk])
-        return out
+        return embed(self, items, names, batch_size=batch_size, on_error="raise").rows
 
     def _embed_tensor(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         if x.dtype != np.float32:
@@ -166,17 +169,10 @@ class Backbone:
             hint = " (this looks like NHWC: use x.transpose(0, 3, 1, 2))" if x.ndim == 4 and x.shape[-1] == 3 else ""
             raise InputError(f"a pre-made image batch must be float32 NCHW (n, 3, H, W), got shape {x.shape}{hint}")
         name = self.session.input_names[0]
-        parts = [self._checked(self.run({name: x[i:i + batch_size]}), [f"#{j}" for j in range(i, min(i + batch_size, len(x)))])
-                 for i in range(0, len(x), batch_size)]
-        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
-
-    @staticmethod
-    def _checked(features: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        bad = ~np.isfinite(features).all(axis=1)
-        if bad.any():
-            which = [names[i] for i in np.flatnonzero(bad)[:5]]
-            raise NonFiniteOutputError(f"the model produced NaN/inf features for item(s) {', '.join(which)}")
-        return features
+        names = [f"#{j}" for j in range(len(x))]
+        batches = (Prepared.from_feeds({name: x[i:i + batch_size]}, names[i:i + batch_size])
+                   for i in range(0, len(x), batch_size))
+        return Embedded.concat(list(run_batches(self, batches)), self.dim).rows
 
 
 def exported_path(name: str) -> Path:

@@ -41,7 +41,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import DataSourceError, MissingDependencyError
+from .errors import DataSourceError
+from .extras import require
 from .files import write_text_atomically
 
 FASHION_MNIST_CLASSES = (
@@ -268,12 +269,7 @@ def none_if_missing(value):
 
 def read_lazyload_database(prefix: Path) -> dict[str, Callable[[], object]]:
     """R's lazy-load database (``.rdx`` index + ``.rdb`` blobs): name -> loader of that object."""
-    try:
-        import rdata  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "builtin:fine-foods needs the 'rdata' package to read R data: pip install rdata"
-        ) from exc
+    require("rdata", "fine-foods", "builtin:fine-foods (R data)")
     index = parse_r_object(unpack_r_blob(Path(f"{prefix}.rdx").read_bytes()))
     blob = Path(f"{prefix}.rdb").read_bytes()
 

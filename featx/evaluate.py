@@ -1,7 +1,7 @@
 """Metrics and reports of a fitted head on labelled features.
 
 :func:`evaluate` and :func:`to_markdown` are pure; :func:`save_report` writes the report as
-JSON, Markdown and a confusion-matrix PNG (matplotlib, Agg backend).
+JSON, Markdown and a confusion-matrix PNG (matplotlib, Agg backend: the ``plots`` extra).
 
 Examples
 --------
@@ -19,12 +19,14 @@ True
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, MissingDependencyError
+from .extras import require
 from .files import json_default, write_atomically, write_text_atomically
 
 __all__ = ["evaluate", "evaluate_predictions", "to_markdown", "save_report"]
@@ -150,9 +152,14 @@ def _md_cell(text: str) -> str:
 
 
 def plot_confusion(report: Mapping[str, Any], path, title: str | None = None) -> Path:
-    """Write the confusion matrix as a PNG (row-normalised colours, counts written in cells)."""
-    import matplotlib
+    """Write the confusion matrix as a PNG (row-normalised colours, counts written in cells).
 
+    Raises
+    ------
+    MissingDependencyError
+        matplotlib is not installed (``pip install 'featx[plots]'``).
+    """
+    matplotlib = require("matplotlib", "plots", "the confusion-matrix PNG")
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
@@ -186,12 +193,13 @@ def plot_confusion(report: Mapping[str, Any], path, title: str | None = None) ->
 def save_report(report: Mapping[str, Any], out_dir, name: str = "report", title: str | None = None) -> dict:
     """Write ``NAME.json``, ``NAME.md`` and ``NAME-confusion.png`` into ``out_dir`` (created).
 
-    Each file is written to a temporary name and renamed into place.
+    Each file is written to a temporary name and renamed into place. Without matplotlib
+    (the ``plots`` extra) the PNG is left out with a warning saying how to get it.
 
     Returns
     -------
     dict
-        ``{"json": Path, "markdown": Path, "png": Path}``
+        ``{"json": Path, "markdown": Path, "png": Path or None}``
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +207,12 @@ def save_report(report: Mapping[str, Any], out_dir, name: str = "report", title:
     text = json.dumps(report, indent=2, default=json_default)
     write_text_atomically(paths["json"], text + "\n")
     write_text_atomically(paths["markdown"], to_markdown(report, title=title))
-    plot_confusion(report, paths["png"], title=title)
+    try:
+        plot_confusion(report, paths["png"], title=title)
+    except MissingDependencyError as e:  # the numbers are written; the picture is optional
+        warnings.warn(f"{e}; wrote {paths['json'].name} and {paths['markdown'].name} without it", UserWarning,
+                      stacklevel=2)
+        paths["png"] = None
     return paths
 
 

@@ -21,20 +21,21 @@ import os
 import socket
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
+from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
 from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError
 from .sources import Dataset, Item, open_dataset
+from .validation import check_bool, check_choice, check_int
 
 log = logging.getLogger("featx")
 
-ON_ERROR = ("raise", "skip")
+DTYPES = ("float32", "float16")
 DEFAULT_SHARD_SIZE = 1024
 #: A shard is committed at the latest this many seconds after the previous one.
 COMMIT_EVERY_S = 60.0
@@ -77,14 +78,6 @@ class ExtractReport:
         return lines
 
 
-@dataclass
-class _Prepared:
-    items: list[Item]  # the items that decoded (feeds rows, in order)
-    feeds: dict | None
-    failures: list[tuple[Item, str]]
-    truncated: int = 0
-
-
 # ------------------------------------------------------------------- pure-ish pieces
 def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
     """Items still to embed; texts sorted longest first for dynamic padding.
@@ -113,68 +106,29 @@ def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
         yield list(items[start:start + size])
 
 
-def prepare(backbone: Backbone, items: list[Item], on_error: str) -> _Prepared:
-    """Decode and preprocess one batch; bad items become failures (or raise)."""
-    decoded, ok, failures = [], [], []
-    for item in items:
-        try:
-            decoded.append(backbone.decode(item.ref, item.id))
-            ok.append(item)
-        except Exception as e:  # one bad item never stops the batch in skip mode
-            reason = str(e) if hasattr(e, "args") and e.args else type(e).__name__
-            if on_error == "raise":
-                raise ItemFailedError(item.id, reason) from e
-            failures.append((item, reason))
-    if not ok:
-        return _Prepared([], None, failures)
-    feeds = backbone.prepare(decoded)
-    truncated = 0
-    if backbone.modality == "text":
-        mask = feeds["attention_mask"]
-        truncated = int((mask.sum(1) >= backbone.spec.preprocess.max_length).sum())
-    if backbone.session.uses_io_binding:  # on a GPU: upload here, while the previous batch runs
-        feeds = backbone.session.to_device(feeds)
-    return _Prepared(ok, feeds, failures, truncated)
+def _item_failed(failures) -> None:
+    """``on_error="raise"``: stop at the first bad item, naming it (the advice says how to go on)."""
+    first = failures[0]
+    raise ItemFailedError(first.id, first.reason) from first.error
 
 
-def infer(backbone: Backbone, prepared: _Prepared, on_error: str) -> tuple[list[Item], np.ndarray, list[tuple[Item, str]]]:
-    """Run one prepared batch; rows with NaN/inf become failures (or raise)."""
-    if prepared.feeds is None:
-        return [], np.empty((0, backbone.dim), np.float32), list(prepared.failures)
-    features = backbone.run(prepared.feeds)
-    finite = np.isfinite(features).all(axis=1)
-    failures = list(prepared.failures)
-    if not finite.all():
-        bad = [prepared.items[i] for i in np.flatnonzero(~finite)]
-        if on_error == "raise":
-            raise ItemFailedError(bad[0].id, "the model produced NaN/inf features")
-        failures += [(item, "the model produced NaN/inf features") for item in bad]
-    kept = [item for item, keep in zip(prepared.items, finite) if keep]
-    return kept, features[finite], failures
-
-
-def prefetch(backbone: Backbone, chunks: Iterator[list[Item]], on_error: str, workers: int, depth: int):
-    """Yield prepared batches in order, preparing up to ``depth`` ahead in ``workers`` threads."""
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featx-prep") as pool:
-        pending: deque = deque()
-        try:
-            for chunk in chunks:
-                pending.append(pool.submit(prepare, backbone, chunk, on_error))
-                if len(pending) >= depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+def embed_batches(backbone: Backbone, chunks: Iterable[list[Item]], on_error: str,
+                  workers: int = 0) -> Iterator[tuple[list[Item], Embedded]]:
+    """``(chunk, embedded)`` per batch of items, in order; ``workers`` threads prepare batches ahead."""
+    chunks = list(chunks)  # references to the items: small beside what the batches hold
+    prepared = prepare_batches(backbone, (([i.ref for i in c], [i.id for i in c]) for c in chunks),
+                               on_error=on_error, workers=workers)
+    return zip(chunks, run_batches(backbone, prepared, on_error=on_error, raise_error=_item_failed))
 
 
 def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = DEFAULT_BATCH_SIZE,
                 on_error: str = "raise") -> ShardData:
     """Embed items into one :class:`ShardData` (a worker's unit of work; writes no file)."""
+    check_int(batch_size, "batch_size", "embed_items", low=1)
+    check_choice(on_error, "on_error", "embed_items", ON_ERROR)
     buffer = _ShardBuffer(backbone.dim)
-    for chunk in batches(items, batch_size):
-        buffer.add(*infer(backbone, prepare(backbone, chunk, on_error), on_error))
+    for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error):
+        buffer.add(chunk, embedded)
     return buffer.take()
 
 
@@ -211,11 +165,11 @@ class _ShardBuffer:
     def __len__(self):
         return len(self.items) + len(self.failures)
 
-    def add(self, items, features, failures):
-        self.items += items
-        if len(items):
-            self.parts.append(features)
-        self.failures += failures
+    def add(self, chunk: list[Item], embedded: Embedded) -> None:
+        self.items += [chunk[p] for p in embedded.positions]
+        if len(embedded.positions):
+            self.parts.append(embedded.rows)
+        self.failures += [(chunk[f.position], f.reason) for f in embedded.failures]
 
     def take(self) -> ShardData:
         emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
@@ -273,10 +227,17 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
 
     Examples
     --------
-    >>> report = featx.extract("builtin:digits", model="efficientnet-lite0", cache="digits.cache")  # doctest: +SKIP
-    >>> print(report.summary())                                                                    # doctest: +SKIP
+    >>> import featx
+    >>> report = featx.extract("builtin:digits:test", model=tiny_onnx, cache="digits.cache")
+    >>> print(report.summary())
+    tiny-cnn on builtin:digits:test: 450 embedded, 0 cached already of 450 items in ... s (... items/s) -> digits.cache
+    >>> featx.extract("builtin:digits:test", model=tiny_onnx, cache="digits.cache").cached  # a re-run: nothing to do
+    450
+    >>> X, y, ids = featx.load_features("digits.cache")
+    >>> X.shape, y[0], ids[0]
+    ((450, 8), '1', 'digits/0021')
     """
-    _check_params(batch_size, on_error, shard_size, dtype)
+    _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable, jpeg_draft)
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     if isinstance(model, Backbone):
@@ -354,12 +315,11 @@ class _Committer:
 def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
     buffer = _ShardBuffer(backbone.dim)
     last_commit = time.monotonic()
-    workers = prep_workers or 2
     try:
-        for prepared in prefetch(backbone, batches(todo, batch_size), on_error, workers, depth=2 * workers + 1):
-            report.truncated += prepared.truncated
-            buffer.add(*infer(backbone, prepared, on_error))
-            bar.update(len(prepared.items) + len(prepared.failures))
+        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):
+            report.truncated += embedded.truncated
+            buffer.add(chunk, embedded)
+            bar.update(embedded.size)
             if len(buffer) >= shard_size or time.monotonic() - last_commit > COMMIT_EVERY_S:
                 commit(buffer.take())
                 last_commit = time.monotonic()
@@ -391,12 +351,14 @@ def _progress_bar(total: int, name: str, progress: bool | None):
                 dynamic_ncols=True)
 
 
-def _check_params(batch_size, on_error, shard_size, dtype) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ParameterError(f"The 'batch_size' parameter of extract must be an int in [1, inf). Got {batch_size!r} instead.")
-    if on_error not in ON_ERROR:
-        raise ParameterError(f"The 'on_error' parameter of extract must be one of {ON_ERROR}. Got {on_error!r} instead.")
-    if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise ParameterError(f"The 'shard_size' parameter of extract must be an int in [1, inf). Got {shard_size!r} instead.")
-    if dtype not in ("float32", "float16"):
-        raise ParameterError(f"The 'dtype' parameter of extract must be 'float32' or 'float16'. Got {dtype!r} instead.")
+def _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable,
+                  jpeg_draft) -> None:
+    check_int(batch_size, "batch_size", "extract", low=1)
+    check_choice(on_error, "on_error", "extract", ON_ERROR)
+    check_int(shard_size, "shard_size", "extract", low=1)
+    check_choice(dtype, "dtype", "extract", DTYPES)
+    check_int(prep_workers, "prep_workers", "extract", low=1, optional=True)
+    check_int(threads, "threads", "extract", low=1, optional=True)
+    check_bool(progress, "progress", "extract", optional=True)
+    check_bool(durable, "durable", "extract")
+    check_bool(jpeg_draft, "jpeg_draft", "extract")

@@ -5,9 +5,8 @@ temporary name in the same folder and is renamed into place with ``os.replace``.
 
 Examples
 --------
->>> import tempfile, pathlib
->>> folder = pathlib.Path(tempfile.mkdtemp())
->>> path = write_text_atomically(folder / "a.json", '{"x": 1}')
+>>> from pathlib import Path
+>>> path = write_text_atomically(Path("a.json"), '{"x": 1}')
 >>> path.read_text(), sha256_file(path)[:12]
 ('{"x": 1}', '613fe5aa6534')
 """

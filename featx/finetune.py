@@ -57,8 +57,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import FeatxError, InputError, MissingDependencyError, SpecError
+from .errors import FeatxError, InputError, MissingDependencyError, ParameterError, SpecError
 from .registry import BackboneSpec, TextPreprocess, get_spec
+from .validation import check_choice, check_float, check_int
 
 MODES = ("head", "partial", "full", "scratch")
 DEFAULT_BATCH_SIZE = 32
@@ -335,17 +336,13 @@ def steps_for(n: int, batch_size: int, epochs: float, min_steps: int = 1, max_st
 
 
 def _check_params(mode, lr, steps, epochs, batch_size, seed):
-    if mode not in MODES:
-        raise InputError(f"The 'mode' parameter of finetune must be one of {MODES}. Got {mode!r} instead.")
-    if not (isinstance(lr, (float, int)) and not isinstance(lr, bool) and lr > 0):
-        raise InputError(f"The 'lr' parameter of finetune must be a float in (0, inf). Got {lr!r} instead.")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise InputError(f"The {name!r} parameter of finetune must be an int in [1, inf). Got {value!r} instead.")
+    check_choice(mode, "mode", "finetune", MODES)
+    check_float(lr, "lr", "finetune", low=0, low_open=True)
+    check_int(steps, "steps", "finetune", low=1, optional=True)
+    check_int(batch_size, "batch_size", "finetune", low=1)
     if steps is None and (epochs is None or not epochs > 0):
-        raise InputError(f"finetune needs steps= or epochs= > 0. Got steps=None, epochs={epochs!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"The 'seed' parameter of finetune must be an int. Got {seed!r} instead.")
+        raise ParameterError(f"finetune needs steps= or epochs= > 0. Got steps=None, epochs={epochs!r}.")
+    check_int(seed, "seed", "finetune")
 
 
 class _threads:
@@ -414,8 +411,10 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
     ------
     MissingDependencyError
         torch (or the backbone's package) is not installed.
+    ParameterError
+        A bad parameter (named, in :mod:`featx.validation`'s words).
     InputError
-        A bad parameter, a bad item (named), fewer than 2 items, or labels outside ``classes``.
+        A bad item (named), fewer than 2 items, or labels outside ``classes``.
     """
     _check_params(mode, lr, steps, epochs, batch_size, seed)
     torch = require_torch()

@@ -15,13 +15,11 @@ Only then is the file loaded with :func:`skops.io.load`, trusting exactly the ty
 
 Examples
 --------
->>> import tempfile, numpy as np
 >>> from sklearn.datasets import load_digits
 >>> from featx.heads import head_pipeline
 >>> X, y = load_digits(return_X_y=True)
 >>> head = head_pipeline("logreg").fit(X[:500], y[:500])
->>> folder = tempfile.mkdtemp()
->>> path = save_head(head, f"{folder}/logreg.skops", metadata={"backbone": "raw-pixels"})
+>>> path = save_head(head, "heads/logreg.skops", metadata={"backbone": "raw-pixels"})
 >>> loaded = load_head(path)
 >>> bool((loaded.predict(X[500:]) == head.predict(X[500:])).all())
 True

@@ -48,7 +48,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE
+from .embedding import ON_ERROR, embed
 from .errors import DataSourceError, ParameterError
+from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
 
@@ -133,26 +135,16 @@ class PipelineConfig:
 
     def check(self) -> None:
         where = self.source or "pipeline"
-
-        def bad(key, expected, value):
-            return ParameterError(f"{where}: {key} must be {expected}. Got {value!r} instead.")
-
+        owner = f"pipeline {self.source}" if self.source else "PipelineConfig"
         for key in ("limit", "per_class", "test_limit", "threads"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise bad(key, "an int in [1, inf)", value)
+            check_int(getattr(self, key), key, owner, low=1, optional=True)
         for key, low in (("batch_size", 1), ("cv", 2), ("seed", 0)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise bad(key, f"an int in [{low}, inf)", value)
-        if self.test_size is not None and not (isinstance(self.test_size, (int, float)) and 0 < self.test_size < 1):
-            raise bad("test_size", "a fraction in (0, 1)", self.test_size)
-        if self.on_error not in ("raise", "skip"):
-            raise bad("on_error", "'raise' or 'skip'", self.on_error)
-        if not isinstance(self.jpeg_draft, bool):
-            raise bad("jpeg_draft", "true or false", self.jpeg_draft)
+            check_int(getattr(self, key), key, owner, low=low)
+        check_fraction(self.test_size, "test_size", owner, optional=True)
+        check_choice(self.on_error, "on_error", owner, ON_ERROR)
+        check_bool(self.jpeg_draft, "jpeg_draft", owner)
         if self.cache is True or (self.cache is not None and not isinstance(self.cache, (str, bool))):
-            raise bad("cache", "a directory path or false", self.cache)
+            raise invalid("cache", owner, "a directory path or false", self.cache)
         from .heads import _check_grid, _check_n_jobs
 
         _check_n_jobs(self.n_jobs)
@@ -171,7 +163,7 @@ def load_pipeline(path) -> PipelineConfig:
     ParameterError
         Missing file, bad TOML, unknown keys or values (the message names them).
     """
-    path = Path(path)
+    path = Path(check_path(path, "path", "load_pipeline"))
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -261,32 +253,25 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
 
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)
     and ``warn(message)`` is called for each.
-    """
-    from .errors import InputError, NonFiniteOutputError
 
-    items, ids, labels = [item.ref for item in dataset.items], dataset.ids(), dataset.labels()
-    if on_error == "raise":
-        X = backbone.embed(items, batch_size=batch_size, ids=ids)
-        return X, labels, np.asarray(ids, dtype=object)
-    rows, keep = [], []
-    for start in range(0, len(items), batch_size):
-        chunk = range(start, min(start + batch_size, len(items)))
-        try:
-            rows.extend(backbone.embed(items[start:chunk.stop], batch_size=batch_size, ids=ids[start:chunk.stop]))
-            keep.extend(chunk)
-            continue
-        except (InputError, NonFiniteOutputError):
-            pass
-        for i in chunk:  # find the bad item(s) of this batch
-            try:
-                rows.append(backbone.embed([items[i]], batch_size=1, ids=[ids[i]])[0])
-                keep.append(i)
-            except (InputError, NonFiniteOutputError) as e:
-                if warn is not None:
-                    warn(f"skipped {ids[i]}: {e}")
-    X = np.stack(rows).astype(np.float32, copy=False) if rows else np.empty((0, backbone.dim), np.float32)
-    keep_ids = np.asarray([ids[i] for i in keep], dtype=object)
-    return X, None if labels is None else labels[np.asarray(keep, dtype=np.int64)], keep_ids
+    Examples
+    --------
+    >>> import featx
+    >>> from featx.sources import open_dataset
+    >>> digits = open_dataset("builtin:digits", limit=20)
+    >>> X, y, ids = embed_dataset(featx.load_backbone(tiny_onnx), digits)
+    >>> X.shape, len(y), list(ids) == digits.ids()
+    ((20, 8), 20, True)
+    """
+    check_int(batch_size, "batch_size", "embed_dataset", low=1)
+    check_choice(on_error, "on_error", "embed_dataset", ON_ERROR)
+    ids, labels = dataset.ids(), dataset.labels()
+    result = embed(backbone, [item.ref for item in dataset.items], ids, batch_size=batch_size, on_error=on_error)
+    for failure in result.failures:
+        if warn is not None:
+            warn(f"skipped {failure.id}: {failure.reason}")
+    keep = result.positions
+    return result.rows, None if labels is None else labels[keep], np.asarray(ids, dtype=object)[keep]
 
 
 def _features(backbone, dataset, cache: Path | None, config: PipelineConfig, progress, say):
@@ -330,6 +315,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     from .heads import train_heads
     from .persist import save_head
 
+    check_path(out_dir, "out_dir", "run_pipeline", optional=True)
+    check_bool(progress, "progress", "run_pipeline", optional=True)
     if not isinstance(config, PipelineConfig):
         config = load_pipeline(config)
     if out_dir is not None:
@@ -384,7 +371,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
             rep = {"head": sel.kind, "backbone": backbone.name, "test": test_ds.name, **rep}
             reports[sel.kind] = rep
             files["reports"][sel.kind] = {k: str(v) for k, v in save_report(
-                rep, out / "reports" / sel.kind, title=f"{config.name}: {sel.kind} on {backbone.name}").items()}
+                rep, out / "reports" / sel.kind, title=f"{config.name}: {sel.kind} on {backbone.name}").items()
+                if v is not None}
             row.update(test_accuracy=rep["accuracy"], test_macro_f1=rep["macro_f1"],
                        test_balanced_accuracy=rep["balanced_accuracy"])
         meta = {"kind": sel.kind, "backbone": backbone.name, "model": config.model,

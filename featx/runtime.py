@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import ModelInputError, SpecError
+from .validation import check_int
 
 log = logging.getLogger("featx")
 
@@ -168,7 +169,7 @@ class Session:
                  allow_spinning: bool | None = None):
         self.path = str(path)
         self.providers = providers
-        self.threads = threads
+        self.threads = check_int(threads, "threads", "Session", low=1, optional=True)
         self.io_binding = io_binding
         self.allow_spinning = default_spinning() if allow_spinning is None else bool(allow_spinning)
         self._session = None

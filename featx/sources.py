@@ -42,6 +42,7 @@ import numpy as np
 
 from .builtins import builtin_spec, fetch, read_builtin, resolve_split, stamp_of
 from .errors import DataSourceError, MissingDependencyError
+from .extras import require
 
 __all__ = ["Item", "Dataset", "open_dataset", "subset", "fetch_builtin", "file_stamp", "IMAGE_EXTENSIONS"]
 
@@ -465,12 +466,10 @@ def read_table(path: Path, kind: str) -> dict[str, list]:
         if kind == "jsonl":
             return read_jsonl(path)
         frame = read_frame(path, kind)
-    except DataSourceError:
+    except (DataSourceError, MissingDependencyError):
         raise
     except UnicodeDecodeError as exc:
         raise DataSourceError(f"manifest {path} is not UTF-8 ({exc}); save it as UTF-8") from exc
-    except ImportError as exc:
-        raise MissingDependencyError(f"reading {path} needs pandas with pyarrow: pip install pandas pyarrow ({exc})") from exc
     except Exception as exc:  # pandas/pyarrow parse errors have no common base class
         raise DataSourceError(f"cannot read manifest {path}: {type(exc).__name__}: {exc}") from exc
     return {str(name): [None if is_missing(v) else v for v in frame[name].tolist()] for name in frame.columns}
@@ -480,7 +479,8 @@ def read_frame(path: Path, kind: str):
     import pandas as pd
 
     if kind == "parquet":
-        return pd.read_parquet(path)
+        require("pyarrow", "parquet", f"reading the Parquet manifest {path}")
+        return pd.read_parquet(path, engine="pyarrow")
     # Only empty cells are missing: "NA", "null", "None" are kept as written.
     return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str,
                        keep_default_na=False, na_values=[""], encoding="utf-8-sig")

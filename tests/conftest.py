@@ -1,16 +1,14 @@
 """Shared test fixtures: tiny hand-built ONNX backbones, the two real exports, real image files.
 
-Session-wide environment (set when this file is imported, before any test module):
-
-- ``HF_HUB_OFFLINE=1``: nothing reaches the network;
-- ``FEATX_HOME`` points at a fresh temporary folder for the whole session, so tests never
-  read or write ``~/.cache/featx``. It starts empty; the :func:`lite0_onnx` and
-  :func:`minilm_onnx` fixtures fill ``$FEATX_HOME/models`` by exporting for real, once per
-  session and only when a test asks for them. Subprocesses inherit both variables.
+The session-wide environment (``HF_HUB_OFFLINE``, a temporary ``FEATX_HOME``, ``FEATX_DATA``) and
+the ``featx_home`` fixture are set up by the repository's root ``conftest.py``, shared with the
+docstring examples. ``$FEATX_HOME`` starts empty; the :func:`lite0_onnx` and :func:`minilm_onnx`
+fixtures fill ``$FEATX_HOME/models`` by exporting for real, once per session and only when a test
+asks for them.
 
 Fixtures
 --------
-featx_home          session, autouse: Path of ``$FEATX_HOME``.
+featx_home          session, autouse (root conftest.py): Path of ``$FEATX_HOME``.
 tiny_image_onnx     session: tiny image backbone (Conv 3->8 k3 + Relu + GlobalAveragePool + Flatten),
                     input "pixel_values" float32 (N, 3, H, W) dynamic N/H/W, output "features" (N, 8);
                     spec "tiny-image" (size 32, resize 36, mean=std=0.5) beside it.
@@ -30,38 +28,13 @@ image_files         function: a folder of real PNG/JPEG files in class sub-folde
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-# Fetched datasets (fine-foods) stay where `make data` / `featx data fetch` put them.
-from featx.builtins import featx_data_dir  # noqa: E402
-
-os.environ["FEATX_DATA"] = str(featx_data_dir())
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="featx-test-home-"))
-os.environ["FEATX_HOME"] = str(_SESSION_HOME)
-
 OPSET = 17
 IR_VERSION = 8  # readable by every onnxruntime featx supports
-
-
-def pytest_unconfigure(config):
-    # Here rather than in a fixture's teardown: runs even when collection fails or no test ran.
-    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def featx_home() -> Path:
-    """``$FEATX_HOME`` for the whole session (a fresh temporary folder, removed when pytest exits)."""
-    os.environ["FEATX_HOME"] = str(_SESSION_HOME)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    _SESSION_HOME.mkdir(parents=True, exist_ok=True)
-    return _SESSION_HOME
 
 
 # --------------------------------------------------------------------------- tiny ONNX models

@@ -14,7 +14,7 @@ from PIL import Image
 
 import featx
 from featx.backbone import Backbone, exported_path, resolve_onnx
-from featx.errors import InputError, NonFiniteOutputError, SpecError
+from featx.errors import InputError, NonFiniteOutputError, ParameterError, SpecError
 from featx.preprocess import image_batch
 
 SENTENCES = [
@@ -109,8 +109,11 @@ def test_embed_empty_and_argument_errors(tiny_image_onnx, tiny_text_onnx):
     bb = featx.load_backbone(tiny_image_onnx)
     assert bb.embed([]).shape == (0, 8)
     assert bb.embed(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 8)
-    with pytest.raises(InputError, match="batch_size must be an int >= 1, got 0"):
-        bb.embed([np.zeros((4, 4), np.uint8)], batch_size=0)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ParameterError) as info:
+            bb.embed([np.zeros((4, 4), np.uint8)], batch_size=bad)
+        assert str(info.value) == (f"The 'batch_size' parameter of Backbone.embed must be an int in [1, inf). "
+                                   f"Got {bad!r} instead.")
     with pytest.raises(InputError, match="got 2 inputs but 1 ids"):
         bb.embed([np.zeros((4, 4), np.uint8)] * 2, ids=["a"])
     tb = featx.load_backbone(tiny_text_onnx)

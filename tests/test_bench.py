@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import mmap
 import subprocess
 import sys
 from pathlib import Path
@@ -312,8 +313,10 @@ MIB = 2**20
 def test_meter_sees_an_allocation_held_to_the_end():
     pytest.importorskip("psutil", reason="the sampling meter needs psutil (featx[dev]); the fallback is tested below")
     with Meter() as m:
-        block = np.ones(64 * MIB // 8)  # 64 MiB, every page written
-        block.sum()
+        # 64 MiB of fresh pages, every one written: np.ones could be handed memory this process freed
+        # earlier and still holds (after the torch rows above), which would not raise its RSS
+        block = mmap.mmap(-1, 64 * MIB)
+        np.frombuffer(block, np.uint8)[:] = 1
     del block
     assert m.seconds > 0
     assert m.peak_mb >= 0.8 * 64, m.peak_mb

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from featx.errors import InputError, MissingDependencyError, SpecError  # noqa: E402
+from featx.errors import InputError, MissingDependencyError, ParameterError, SpecError  # noqa: E402
 from featx.finetune import (  # noqa: E402
     MODES,
     TorchBackbone,
@@ -180,11 +180,15 @@ def test_steps_rule():
 def test_bad_parameters_are_named(digits, tiny_cnn_backbone):
     X, y, _, _ = digits
     tb = tiny_cnn_backbone()
-    with pytest.raises(InputError, match=r"The 'mode' parameter of finetune must be one of .*Got 'last' instead"):
+    with pytest.raises(ParameterError, match=r"^The 'mode' parameter of finetune must be one of \('head', 'partial', "
+                                             r"'full', 'scratch'\)\. Got 'last' instead\.$"):
         finetune(tb, X, y, mode="last", steps=1)
-    with pytest.raises(InputError, match=r"The 'lr' parameter of finetune must be a float in \(0, inf\). Got 0"):
+    with pytest.raises(ParameterError, match=r"^The 'lr' parameter of finetune must be a float in \(0, inf\)\. Got 0 "):
         finetune(tb, X, y, lr=0, steps=1)
-    with pytest.raises(InputError, match="needs steps= or epochs="):
+    with pytest.raises(ParameterError, match=r"^The 'batch_size' parameter of finetune must be an int in \[1, inf\)\. "
+                                             r"Got True instead\.$"):
+        finetune(tb, X, y, batch_size=True, steps=1)
+    with pytest.raises(ParameterError, match="needs steps= or epochs="):
         finetune(tb, X, y)
     with pytest.raises(InputError, match="at least 2 labelled items"):
         finetune(tb, X[:1], y[:1], steps=1, threads=THREADS)

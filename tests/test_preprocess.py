@@ -131,12 +131,3 @@ def test_tokenizer_pickles(minilm_tokenizer_json):
     a, b = tok.encode(["café 🙂 ok"]), tok2.encode(["café 🙂 ok"])
     np.testing.assert_array_equal(a.input_ids, b.input_ids)
     assert tok2.max_length == 20
-
-
-@pytest.mark.parametrize("module", ["featx.decode", "featx.preprocess", "featx.registry", "featx.runtime"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

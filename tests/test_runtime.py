@@ -40,14 +40,6 @@ def test_unknown_provider_lists_available(bad):
     assert CPU in str(e.value)
 
 
-def test_auto_providers_follow_cuda_status():
-    usable, why = cuda_status()
-    assert isinstance(why, str) and why
-    expected = ["CUDAExecutionProvider", CPU] if usable else [CPU]
-    assert resolve_providers(None) == expected
-    assert resolve_providers("auto") == expected
-
-
 def _have_nvidia_driver() -> bool:
     import ctypes
 
@@ -56,6 +48,16 @@ def _have_nvidia_driver() -> bool:
         return True
     except OSError:
         return False
+
+
+def test_auto_providers_are_cuda_exactly_when_the_build_and_the_driver_allow():
+    """The expectation comes from onnxruntime and the driver directly, not from featx's own cuda_status."""
+    cuda_here = "CUDAExecutionProvider" in ort.get_available_providers() and _have_nvidia_driver()
+    expected = ["CUDAExecutionProvider", CPU] if cuda_here else [CPU]
+    assert resolve_providers(None) == expected
+    assert resolve_providers("auto") == expected
+    usable, why = cuda_status()
+    assert usable is cuda_here and isinstance(why, str) and why
 
 
 @pytest.mark.skipif(_have_nvidia_driver(), reason="this machine has an NVIDIA driver")
@@ -132,6 +134,16 @@ def test_dynamic_height_width_and_batch(tiny_image_onnx):
 
 def test_default_threads():
     assert 1 <= default_threads() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_default_threads_follow_the_cores_this_process_may_use():
+    """A process pinned to one core gets one thread, whatever the machine has."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from featx.runtime import default_threads; print(default_threads())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
 
 
 def test_not_an_onnx_file(tmp_path):

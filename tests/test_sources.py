@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import time
@@ -14,7 +13,6 @@ import pandas as pd
 import pytest
 
 import featx.builtins
-import featx.sources
 from featx.builtins import fashion_mnist_dir, fashion_mnist_files, fine_foods_dir, MODELDATA_RDATA_PREFIX
 from featx.errors import DataSourceError
 from featx.sources import Dataset, Item, open_dataset, subset, text_id, unique_ids
@@ -373,11 +371,3 @@ def test_subset_unlabelled_and_bad_parameters(tmp_path: Path):
     with pytest.raises(DataSourceError) as info:
         subset(ds, 0)
     assert str(info.value) == "The 'n' parameter of subset must be an int in [1, inf). Got 0 instead."
-
-
-# --------------------------------------------------------------------------- docs
-
-@pytest.mark.parametrize("module", [featx.sources, featx.builtins])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module)
-    assert result.failed == 0 and result.attempted > 0

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_array
 from sklearn.utils import estimator_checks as checks
 
 import featx
@@ -51,13 +52,58 @@ def test_sklearn_data_free_checks(check, tiny_image_onnx):
         getattr(checks, check)("EmbeddingTransformer", EmbeddingTransformer(str(tiny_image_onnx), batch_size=4))
 
 
-def test_parametrize_with_checks_would_skip_everything():
-    """Why the checks above are run by hand: non-array input makes sklearn skip its checks."""
-    tags = EmbeddingTransformer().__sklearn_tags__()
-    assert tags.input_tags.two_d_array is False and tags.input_tags.string is True
-    assert tags.input_tags.one_d_array is True and tags.non_deterministic is False
-    assert tags.requires_fit is True and tags.target_tags.required is False
-    assert tags.transformer_tags.preserves_dtype == []
+def test_sklearn_skips_its_checks_for_item_input(tiny_image_onnx):
+    """Why the checks are run by hand: for non-array input, check_estimator runs one check and skips the rest."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = checks.check_estimator(EmbeddingTransformer(str(tiny_image_onnx)), on_fail=None)
+    assert [(r["check_name"], r["status"]) for r in results] == [("check_estimator_cloneable", "passed")]
+    assert any("Can't test estimator EmbeddingTransformer" in str(w.message) for w in caught)
+
+
+class GreyRows(EmbeddingTransformer):
+    """EmbeddingTransformer reading each row of a numeric matrix as a 1 x n grey image (test adapter).
+
+    Only the input changes (sklearn's ``check_array``, then rows as uint8 images): fitting,
+    transforming, cloning, pickling and parameters are EmbeddingTransformer's own, so
+    scikit-learn's data checks exercise them for real.
+    """
+
+    def _to_items(self, X):
+        X = check_array(X)  # sklearn's own errors for sparse, NaN/inf, complex, empty and 1-D input
+        return list(np.clip(X * 32 + 128, 0, 255).astype(np.uint8)[:, None, :])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array, tags.input_tags.one_d_array, tags.input_tags.string = True, False, False
+        return tags
+
+
+#: EmbeddingTransformer takes items, not feature columns: an item's size (here a row's length, an
+#: image's width) may differ between fit and transform, so it has no n_features_in_ to check.
+ITEMS_NOT_COLUMNS = "items, not feature columns: no n_features_in_"
+
+
+def test_sklearn_data_checks_through_an_array_adapter(tiny_image_onnx):
+    expected = {name: ITEMS_NOT_COLUMNS for name in
+                ("check_n_features_in", "check_n_features_in_after_fitting", "check_transformer_general")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = checks.check_estimator(GreyRows(str(tiny_image_onnx), batch_size=4), on_fail=None,
+                                         expected_failed_checks=expected)
+    status = {}
+    for r in results:
+        status.setdefault(r["check_name"], set()).add(r["status"])
+    failed = {name: [str(r["exception"]) for r in results if r["check_name"] == name]
+              for name, s in status.items() if "failed" in s}
+    assert failed == {}
+    assert {name for name, s in status.items() if s == {"xfail"}} == set(expected)
+    for name in ("check_estimators_pickle", "check_fit_idempotent", "check_methods_subset_invariance",
+                 "check_methods_sample_order_invariance", "check_dict_unchanged", "check_dont_overwrite_parameters",
+                 "check_estimators_overwrite_params", "check_transformers_unfitted", "check_readonly_memmap_input",
+                 "check_transformer_data_not_an_array", "check_fit_check_is_fitted"):
+        assert status.get(name) == {"passed"}, name
+    assert sum(s == {"passed"} for s in status.values()) >= 35
 
 
 def test_init_only_stores_and_unfitted_transform_raises(tiny_image_onnx):
@@ -77,7 +123,8 @@ def test_init_only_stores_and_unfitted_transform_raises(tiny_image_onnx):
     ("on_error", "skip", "one of ('raise', 'nan')"),
     ("model", "", "a backbone name or the path of an exported .onnx file"),
     ("model", 3, "a backbone name or the path of an exported .onnx file"),
-    ("cache", 7, "None or a directory path"),
+    ("cache", 7, "None or a path (str or os.PathLike)"),
+    ("jpeg_draft", 1, "a bool"),
     ("providers", 5, "None, a str such as 'cpu' or 'cuda,cpu', or a list of str"),
 ])
 def test_bad_parameters_name_parameter_and_value(param, value, expected, tiny_image_onnx):

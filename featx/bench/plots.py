@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..extras import require
 from ..files import write_atomically
 from .result import BenchResult, BestProbe
 from .rows import BEST_BY_CV, MAJORITY, Row, Summary, strategy_order
@@ -32,8 +33,7 @@ def best_probe(rows: Sequence[Row]) -> BestProbe | None:
 
 def make_plots(result: BenchResult, out: Path, stem: str) -> dict[str, str]:
     """Write the plots as ``<stem>-<kind>.png`` into ``out``; returns ``{kind: file name}``."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots", "the benchmark plots")
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

@@ -1,5 +1,6 @@
 """The embedding cache: a directory of immutable HDF5 shards (see :mod:`featx.cache.layout`)."""
 
+from ..validation import check_bool, check_path, check_str
 from .lock import WriterLock
 from .shards import ShardData, read_shard, write_shard
 from .store import CacheStore, Listing, ModelState
@@ -26,8 +27,15 @@ def load_features(cache, model: str | None = None, *, strict: bool = False):
 
     Examples
     --------
-    >>> X, y, ids = load_features("features/", model="efficientnet-lite0")  # doctest: +SKIP
+    >>> import featx
+    >>> _ = featx.extract("builtin:digits:test", tiny_onnx, "digits.cache")
+    >>> X, y, ids = load_features("digits.cache", model="tiny-cnn")
+    >>> X.shape, X.dtype, y[:3].tolist(), ids[:2].tolist()
+    ((450, 8), dtype('float32'), ['1', '4', '8'], ['digits/0021', 'digits/0024'])
     """
+    check_path(cache, "cache", "load_features")
+    check_str(model, "model", "load_features", optional=True)
+    check_bool(strict, "strict", "load_features")
     return CacheStore(cache).load(model, strict=strict)
 
 

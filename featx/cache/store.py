@@ -21,6 +21,7 @@ from ..errors import CacheCorruptError, CacheError, CacheMismatchError
 from . import layout
 from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
 from ..files import write_text_atomically
+from ..validation import check_path
 from .shards import STR, ShardData, read_shard, write_h5_atomically, write_shard
 
 log = logging.getLogger("featx")
@@ -66,7 +67,7 @@ class CacheStore:
     """
 
     def __init__(self, root):
-        self.root = Path(root)
+        self.root = Path(check_path(root, "root", "CacheStore"))
 
     # ---------------------------------------------------------------- the directory
     def exists(self) -> bool:

@@ -56,12 +56,13 @@ def cmd_export(args) -> int:
 
     from ..errors import ParameterError
     from ..export import export, read_spec_file
+    from ..validation import check_int
 
     mode = args.quantize or (args.precision if args.precision != "fp32" else None)
     if mode is None and (args.calibration is not None or args.calibration_size is not None):
         raise ParameterError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
-    if args.calibration_size is not None and args.calibration_size < 1:
-        raise ParameterError(f"--calibration-size must be an int >= 1, got {args.calibration_size}")
+    if args.calibration_size is not None:  # before a long export, in quantize's own words
+        check_int(args.calibration_size, "calibration_size", "quantize", low=1)
     if args.name.endswith(".onnx"):
         if mode is None:
             raise ParameterError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
@@ -87,8 +88,8 @@ def cmd_export(args) -> int:
               "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit weights, "
               "reduce_range, against that). Expect a lower probe accuracy than fp32; compare before switching.",
               file=sys.stderr)
-    variant = quantize(base, mode, calibration=args.calibration,
-                       calibration_size=args.calibration_size or DEFAULT_CALIBRATION_SIZE,
+    size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
+    variant = quantize(base, mode, calibration=args.calibration, calibration_size=size,
                        calibration_method=args.calibration_method, out_dir=args.out if args.name.endswith(".onnx") else None,
                        force=args.force)
     q = variant.record["quantization"]

@@ -151,7 +151,7 @@ def cmd_evaluate(args) -> int:
     out = args.out or Path(args.head).with_name(Path(args.head).stem + "-report")
     files = save_report(report, out, title=f"{report['head']} on {report['test']}")
     print(to_markdown(report, title=f"{report['head']} on {report['test']}"))
-    print(f"report: {files['json']}, {files['markdown']}, {files['png']}", file=sys.stderr)
+    print("report: " + ", ".join(str(path) for path in files.values() if path is not None), file=sys.stderr)
     return 0
 
 

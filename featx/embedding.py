@@ -1,0 +1,268 @@
+"""Embedding items with the error policy, in one place: items and ids -> rows, bad items by name.
+
+::
+
+    (refs, ids) per batch
+      -> decode, item by item      a raise is that item's failure (unreadable, empty text...)
+      -> prepare, the whole batch  model feeds of the items that decoded (uploaded when IO-bound)
+      -> run                       float32 (k, d)
+      -> finite?                   a row with NaN/inf is that item's failure
+      -> Embedded                  rows, the input position of each row, failures (position, id, reason)
+
+:func:`prepare_batches` may work ahead in threads (ONNX Runtime releases the GIL, so decoding
+the next batches overlaps inference). :func:`run_batches` applies the policy, ``on_error``:
+
+- ``"raise"``: the first bad item stops the work and the error names it;
+- ``"skip"``: a bad item is recorded with its reason and gets no row.
+
+``Embedded.positions`` says which input each row belongs to, so a row is never bound to
+another item: :func:`featx.extract` commits rows and failures by id, pipelines leave failed
+items out, :class:`~featx.transformer.EmbeddingTransformer` gives them NaN rows
+(:meth:`Embedded.dense`). Decoding is per item, so a bad file never costs its batch; the
+batch steps have no per-item failure other than a non-finite row, which is found row by row,
+so no batch is re-run item by item.
+
+Used by :func:`featx.extract`, :meth:`featx.Backbone.embed`,
+:class:`~featx.transformer.EmbeddingTransformer` and :func:`featx.pipeline.embed_dataset`.
+A backbone here is anything with ``decode``, ``prepare``, ``run``, ``dim``, ``modality``,
+``spec`` and ``session`` (:class:`featx.Backbone`).
+
+Examples
+--------
+>>> import featx, numpy as np
+>>> from featx.embedding import embed
+>>> bb = featx.load_backbone(tiny_onnx)
+>>> out = embed(bb, [np.zeros((8, 8), np.uint8), "missing.png", np.ones((8, 8), np.uint8)],
+...             ["a", "b", "c"], batch_size=16, on_error="skip")
+>>> out.rows.shape, out.positions.tolist(), [(f.id, f.reason) for f in out.failures]
+((2, 8), [0, 2], [('b', "image 'b': no such file (missing.png)")])
+>>> out.dense().shape, bool(np.isnan(out.dense()[1]).all())
+((3, 8), True)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import NonFiniteOutputError
+
+ON_ERROR = ("raise", "skip")
+#: The reason recorded for an item whose features hold NaN or inf.
+NON_FINITE = "the model produced NaN/inf features"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A bad item: its position in its batch (or input), its id, why, and the error raised, if any."""
+
+    position: int
+    id: str
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class Prepared:
+    """One batch ready to run: feeds for the items that decoded, and the ones that did not."""
+
+    ids: list[str]  # every item of the batch, in order
+    positions: list[int]  # the items in ``feeds``, one per row
+    feeds: object | None  # dict of arrays or a runtime.DeviceBatch; None when nothing decoded
+    failures: list[Failure] = field(default_factory=list)
+    truncated: int = 0  # texts cut at the model's max_length
+
+    @classmethod
+    def from_feeds(cls, feeds, ids: Sequence[str]) -> "Prepared":
+        """A batch that is model feeds already (e.g. a float32 NCHW image batch)."""
+        return cls(list(ids), list(range(len(ids))), feeds)
+
+
+@dataclass
+class Embedded:
+    """Rows of the items that succeeded, where each came from, and the failures."""
+
+    rows: np.ndarray  # float32 (k, d)
+    positions: np.ndarray  # int64 (k,), increasing: the input position of each row
+    failures: list[Failure]
+    size: int  # items asked for (k + len(failures))
+    truncated: int = 0
+
+    @property
+    def ok(self) -> np.ndarray:
+        """bool ``(size,)``: which inputs have a row."""
+        mask = np.zeros(self.size, bool)
+        mask[self.positions] = True
+        return mask
+
+    def dense(self, fill: float = np.nan) -> np.ndarray:
+        """float32 ``(size, d)``: one row per input, ``fill`` for the failed ones."""
+        if len(self.positions) == self.size:
+            return self.rows
+        out = np.full((self.size, self.rows.shape[1]), fill, np.float32)
+        out[self.positions] = self.rows
+        return out
+
+    @classmethod
+    def concat(cls, parts: Sequence["Embedded"], dim: int) -> "Embedded":
+        """Batches one after another: positions and failures become positions in the whole input."""
+        offsets = np.cumsum([0] + [p.size for p in parts])
+        rows = [p.rows for p in parts if len(p.rows)]
+        return cls(
+            rows=np.concatenate(rows) if rows else np.empty((0, dim), np.float32),
+            positions=np.concatenate([p.positions + o for p, o in zip(parts, offsets)] + [np.empty(0, np.int64)]),
+            failures=[dataclasses.replace(f, position=f.position + int(o)) for p, o in zip(parts, offsets)
+                      for f in p.failures],
+            size=int(offsets[-1]),
+            truncated=sum(p.truncated for p in parts),
+        )
+
+
+def reason_of(error: BaseException) -> str:
+    """What a failure record says: the error's message, or its type when it has none."""
+    return str(error) if error.args else type(error).__name__
+
+
+# ------------------------------------------------------------------- the steps
+def prepare_batch(backbone, refs: Sequence, ids: Sequence[str], *, on_error: str = "raise") -> Prepared:
+    """Decode each item, then preprocess the ones that decoded as one batch.
+
+    A decoding error is that item's failure; with ``on_error="raise"`` decoding stops there
+    (the caller raises it, see :func:`run_batches`).
+    """
+    decoded, positions, failures = [], [], []
+    for position, (ref, item_id) in enumerate(zip(refs, ids)):
+        try:
+            decoded.append(backbone.decode(ref, item_id))
+        except Exception as e:  # any error of one item is that item's, never its batch's
+            failures.append(Failure(position, item_id, reason_of(e), e))
+            if on_error == "raise":
+                return Prepared(list(ids), [], None, failures)
+            continue
+        positions.append(position)
+    if not decoded:
+        return Prepared(list(ids), [], None, failures)
+    feeds = backbone.prepare(decoded)
+    truncated = 0
+    if backbone.modality == "text":
+        truncated = int((feeds["attention_mask"].sum(1) >= backbone.spec.preprocess.max_length).sum())
+    if backbone.session.uses_io_binding:  # on a GPU: upload here (a prefetch thread), while the previous batch runs
+        feeds = backbone.session.to_device(feeds)
+    return Prepared(list(ids), positions, feeds, failures, truncated)
+
+
+def run_batch(backbone, prepared: Prepared) -> Embedded:
+    """Run one prepared batch; rows with NaN/inf become failures of their items."""
+    size = len(prepared.ids)
+    if prepared.feeds is None:
+        return Embedded(np.empty((0, backbone.dim), np.float32), np.empty(0, np.int64), list(prepared.failures),
+                        size, prepared.truncated)
+    features = backbone.run(prepared.feeds)
+    positions = np.asarray(prepared.positions, np.int64)
+    finite = np.isfinite(features).all(axis=1)
+    failures = list(prepared.failures)
+    if not finite.all():
+        failures += [Failure(int(p), prepared.ids[p], NON_FINITE) for p in positions[~finite]]
+        failures.sort(key=lambda f: f.position)
+        features, positions = features[finite], positions[finite]
+    return Embedded(features, positions, failures, size, prepared.truncated)
+
+
+def raise_failures(failures: Sequence[Failure]) -> None:
+    """Raise for a batch's failures as :meth:`featx.Backbone.embed` does.
+
+    A decoding error is raised as it was (an :class:`~featx.errors.InputError` naming the item);
+    non-finite rows raise :class:`~featx.errors.NonFiniteOutputError` naming up to 5 items.
+    """
+    if not failures:
+        return
+    first = failures[0]
+    if first.error is not None:
+        raise first.error
+    names = ", ".join(f.id for f in failures[:5])
+    raise NonFiniteOutputError(f"{NON_FINITE} for item(s) {names}")
+
+
+# ------------------------------------------------------------------- the routine
+def prepare_batches(backbone, batches: Iterable[tuple[Sequence, Sequence[str]]], *, on_error: str = "raise",
+                    workers: int = 0, depth: int | None = None) -> Iterator[Prepared]:
+    """:func:`prepare_batch` over ``(refs, ids)`` batches, in order.
+
+    With ``workers > 0`` batches are prepared by that many threads, up to ``depth`` (default
+    ``2 * workers + 1``) ahead of the consumer; memory stays bounded on any dataset.
+    """
+    if workers <= 0:
+        for refs, ids in batches:
+            yield prepare_batch(backbone, refs, ids, on_error=on_error)
+        return
+    depth = depth or 2 * workers + 1
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featx-prep") as pool:
+        pending: deque = deque()
+        try:
+            for refs, ids in batches:
+                pending.append(pool.submit(prepare_batch, backbone, refs, ids, on_error=on_error))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def run_batches(backbone, prepared: Iterable[Prepared], *, on_error: str = "raise",
+                raise_error: Callable[[Sequence[Failure]], None] = raise_failures) -> Iterator[Embedded]:
+    """Run prepared batches in order, applying the policy: one :class:`Embedded` per batch.
+
+    With ``on_error="raise"`` a batch's first failure goes to ``raise_error`` (default
+    :func:`raise_failures`) before anything of that batch is yielded.
+    """
+    for batch in prepared:
+        if on_error == "raise" and batch.failures:  # a decoding error: don't run the batch
+            raise_error(batch.failures)
+        result = run_batch(backbone, batch)
+        if on_error == "raise" and result.failures:
+            raise_error(result.failures)
+        yield result
+
+
+def split(refs: Sequence, ids: Sequence[str], batch_size: int) -> Iterator[tuple[Sequence, Sequence[str]]]:
+    """``(refs, ids)`` in batches of ``batch_size``."""
+    for start in range(0, len(refs), batch_size):
+        yield refs[start:start + batch_size], ids[start:start + batch_size]
+
+
+def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_size: int,
+          on_error: str = "raise") -> Embedded:
+    """Embed items in batches of ``batch_size`` with the error policy; see the module docstring.
+
+    Parameters
+    ----------
+    backbone : featx.Backbone
+    refs : sequence
+        Raw items (paths, bytes, images, arrays; texts).
+    ids : sequence of str, optional
+        Their names in errors and failure records (default ``#0``, ``#1``...).
+    batch_size : int
+    on_error : {"raise", "skip"}
+
+    Returns
+    -------
+    Embedded
+        Positions and failures index ``refs``.
+
+    Raises
+    ------
+    InputError, NonFiniteOutputError
+        With ``on_error="raise"``, naming the first bad item.
+    """
+    refs = list(refs)
+    ids = [f"#{i}" for i in range(len(refs))] if ids is None else [str(i) for i in ids]
+    parts = list(run_batches(backbone, prepare_batches(backbone, split(refs, ids, batch_size), on_error=on_error),
+                             on_error=on_error))
+    return Embedded.concat(parts, backbone.dim)
