@@ -39,7 +39,7 @@ class GridSearchWithBar(GridSearchCV):
         candidates = list(ParameterGrid(self.param_grid))
         splits = max(1, int(self.n_splits_))
         chunk = max(1, math.ceil(FITS_PER_WORKER * effective_n_jobs(self.n_jobs) / splits))
-        with progress_bar(len(candidates) * splits, self.bar_label, unit="fit", progress=True, leave=False) as bar:
+        with progress_bar(len(candidates) * splits, self.bar_label, unit="fit", progress=True) as bar:
             for start in range(0, len(candidates), chunk):
                 part = candidates[start:start + chunk]
                 evaluate_candidates(part)
