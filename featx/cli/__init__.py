@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(
-        prog="featx", description="Transfer learning by feature extraction: ONNX backbones, HDF5 caches, sklearn heads.",
+        prog="featx",
+        description="Transfer learning by feature extraction: ONNX backbones, HDF5 caches, sklearn heads.",
         epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"featx {__version__}")

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--shard-size", type=positive_int, default=1024,
-                   help="items per committed shard: at most this much work is lost if the run dies (default %(default)s)")
+                   help="items per committed shard: at most this much work is lost if the run dies "
+                        "(default %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type")
     p.add_argument("--jpeg-draft", action="store_true",
                    help="decode JPEGs at a reduced scale (2-3x faster decoding of photos; slightly different "
