@@ -465,17 +465,3 @@ def test_bench_progress_lines_and_bar_on_a_terminal_nothing_elsewhere():
     say = Progress(stream=piped, lines=True)  # featx -v bench: a log
     say("a line")
     assert re.fullmatch(r"\[\s*\d+\.\ds\] a line\n", piped.getvalue())
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import featx.progress
-    import featx.search
-
-    attempted = 0
-    for module in (featx.progress, featx.search):
-        result = doctest.testmod(module)
-        assert result.failed == 0, module.__name__
-        attempted += result.attempted
-    assert attempted >= 5
