@@ -26,6 +26,7 @@ from .embedding import Embedded, Prepared, embed, run_batches
 from .errors import InputError, ParameterError, SpecError
 from .export import read_spec_file, sha256_file, spec_path_for
 from .preprocess import TextTokenizer, image_batch
+from .progress import progress_bar
 from .registry import BackboneSpec, exported_dir, get_spec
 from .runtime import Session
 from .validation import check_bool, check_int
@@ -34,6 +35,9 @@ from .validation import check_bool, check_int
 #: 114 img/s at 8, 112 at 16, 105 at 32; fused MiniLM on fine-food reviews: 53, 53, 49 texts/s);
 #: GPUs want more (``--batch-size 64`` and up).
 DEFAULT_BATCH_SIZE = 16
+#: With ``progress=None``, :meth:`Backbone.embed` shows its bar only once a call has run this many
+#: seconds: short calls (a pipeline's transform of a few items) print nothing.
+EMBED_BAR_DELAY_S = 1.0
 
 
 class Backbone:
@@ -128,7 +132,8 @@ class Backbone:
         return self.session.run(feeds)
 
     # -- convenience -----------------------------------------------------------
-    def embed(self, inputs, batch_size: int = DEFAULT_BATCH_SIZE, ids: Sequence | None = None) -> np.ndarray:
+    def embed(self, inputs, batch_size: int = DEFAULT_BATCH_SIZE, ids: Sequence | None = None,
+              progress: bool | None = None) -> np.ndarray:
         """Embed items, in input order, as a float32 (n, d) array.
 
         Parameters
@@ -139,26 +144,35 @@ class Backbone:
         batch_size : int
         ids : sequence, optional
             Names for the items in error messages (default: their position).
+        progress : bool, optional
+            A progress bar on stderr. Default: when stderr is a terminal, for calls longer than
+            :data:`EMBED_BAR_DELAY_S`; True: always (see :mod:`featx.progress`).
 
         Raises
         ------
         ParameterError
-            ``batch_size`` is not an int >= 1.
+            ``batch_size`` is not an int >= 1, ``progress`` not a bool or None.
         InputError, ModelInputError, NonFiniteOutputError
             A bad item (named), a batch the model refuses, NaN/inf features (the items named).
         """
         check_int(batch_size, "batch_size", "Backbone.embed", low=1)
+        check_bool(progress, "progress", "Backbone.embed", optional=True)
         if isinstance(inputs, str):
             raise InputError("embed() takes a sequence of items; wrap a single item in a list: embed([item])")
         if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.dtype != np.uint8:
-            return self._embed_tensor(inputs, batch_size)
+            return self._embed_tensor(inputs, batch_size, progress)
         items = list(inputs)
         names = None if ids is None else [str(i) for i in ids]
         if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} inputs but {len(names)} ids")
-        return embed(self, items, names, batch_size=batch_size, on_error="raise").rows
+        with self._bar(len(items), progress) as bar:
+            return embed(self, items, names, batch_size=batch_size, on_error="raise", on_batch=bar.update).rows
 
-    def _embed_tensor(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+    def _bar(self, total: int, progress: bool | None):
+        return progress_bar(total, f"featx {self.name}", progress=progress,
+                            delay=EMBED_BAR_DELAY_S if progress is None else 0.0)
+
+    def _embed_tensor(self, x: np.ndarray, batch_size: int, progress: bool | None = None) -> np.ndarray:
         if x.dtype != np.float32:
             raise InputError(
                 f"a pre-made image batch must be float32 NCHW (n, 3, {self.spec.preprocess.size}, "
@@ -172,7 +186,12 @@ class Backbone:
         names = [f"#{j}" for j in range(len(x))]
         batches = (Prepared.from_feeds({name: x[i:i + batch_size]}, names[i:i + batch_size])
                    for i in range(0, len(x), batch_size))
-        return Embedded.concat(list(run_batches(self, batches)), self.dim).rows
+        parts = []
+        with self._bar(len(x), progress) as bar:
+            for part in run_batches(self, batches):
+                parts.append(part)
+                bar.update(part.size)
+        return Embedded.concat(parts, self.dim).rows
 
 
 def exported_path(name: str) -> Path:

@@ -238,7 +238,7 @@ def split(refs: Sequence, ids: Sequence[str], batch_size: int) -> Iterator[tuple
 
 
 def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_size: int,
-          on_error: str = "raise") -> Embedded:
+          on_error: str = "raise", on_batch: Callable[[int], None] | None = None) -> Embedded:
     """Embed items in batches of ``batch_size`` with the error policy; see the module docstring.
 
     Parameters
@@ -250,6 +250,8 @@ def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_s
         Their names in errors and failure records (default ``#0``, ``#1``...).
     batch_size : int
     on_error : {"raise", "skip"}
+    on_batch : callable, optional
+        Called with the number of items of each batch done (a progress bar's ``update``).
 
     Returns
     -------
@@ -263,6 +265,10 @@ def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_s
     """
     refs = list(refs)
     ids = [f"#{i}" for i in range(len(refs))] if ids is None else [str(i) for i in ids]
-    parts = list(run_batches(backbone, prepare_batches(backbone, split(refs, ids, batch_size), on_error=on_error),
-                             on_error=on_error))
+    parts = []
+    for part in run_batches(backbone, prepare_batches(backbone, split(refs, ids, batch_size), on_error=on_error),
+                            on_error=on_error):
+        parts.append(part)
+        if on_batch is not None:
+            on_batch(part.size)
     return Embedded.concat(parts, backbone.dim)

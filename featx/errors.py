@@ -14,6 +14,14 @@ class ParameterError(FeatxError, ValueError):
     """A function or estimator parameter has an invalid value; the message names both."""
 
 
+class UsageError(ParameterError):
+    """The command line is wrong (a flag's value, or flags that do not go together); ``featx`` exits 2."""
+
+
+class InstallError(FeatxError, FileNotFoundError):
+    """A file that ships with featx is missing: the installation is incomplete."""
+
+
 class SpecError(FeatxError, ValueError):
     """A backbone spec or name is invalid or unknown."""
 
@@ -60,6 +68,10 @@ class CacheDatasetError(CacheError):
 
 class CacheCorruptError(CacheError):
     """A committed file of the cache is damaged."""
+
+
+class WorkerError(FeatxError, RuntimeError):
+    """A worker process of a parallel extraction died (killed, out of memory); committed work is kept."""
 
 
 class ItemFailedError(FeatxError, RuntimeError):

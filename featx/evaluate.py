@@ -152,7 +152,10 @@ def _md_cell(text: str) -> str:
 
 
 def plot_confusion(report: Mapping[str, Any], path, title: str | None = None) -> Path:
-    """Write the confusion matrix as a PNG (row-normalised colours, counts written in cells).
+    """Write the confusion matrix as a PNG with scikit-learn's ``ConfusionMatrixDisplay``.
+
+    Colours are row-normalised (the fraction of each true class), the cells show counts
+    (up to 30 classes; zero cells stay blank).
 
     Raises
     ------
@@ -162,27 +165,27 @@ def plot_confusion(report: Mapping[str, Any], path, title: str | None = None) ->
     matplotlib = require("matplotlib", "plots", "the confusion-matrix PNG")
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     cm = np.asarray(report["confusion_matrix"], dtype=float)
-    classes = report["classes"]
+    classes = [str(c)[:20] for c in report["classes"]]
     k = len(classes)
     size = min(2.0 + 0.6 * k, 24.0)
     fig = Figure(figsize=(size, size * 0.9), dpi=100)
     ax = fig.add_subplot()
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ax.set_xticks(range(k), labels=[str(c)[:20] for c in classes], rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=[str(c)[:20] for c in classes])
+    display = ConfusionMatrixDisplay(norm, display_labels=classes)
+    display.plot(ax=ax, cmap="Blues", include_values=k <= 30, colorbar=False,
+                 im_kw={"vmin": 0.0, "vmax": 1.0}, text_kw={"fontsize": 8})
+    if display.text_ is not None:
+        for (i, j), text in np.ndenumerate(display.text_):
+            text.set_text(str(int(cm[i, j])) if cm[i, j] else "")
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    for label in ax.get_xticklabels():
+        label.set(rotation=45, ha="right")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title or f"accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}")
     fig.tight_layout()
     path = Path(path)

@@ -19,7 +19,6 @@ import errno
 import logging
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -29,7 +28,8 @@ import numpy as np
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
 from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
-from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError
+from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
+from .progress import progress_bar
 from .sources import Dataset, Item, open_dataset
 from .validation import check_bool, check_choice, check_int
 
@@ -271,7 +271,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
                             and state.is_done(item.id, item.stamp or ""))
         report.failed_before = len(dataset) - len(todo) - report.cached
         commit = _Committer(store, backbone, dtype, durable, report)
-        bar = _progress_bar(len(todo), backbone.name, progress)
+        bar = progress_bar(len(todo), f"featx {backbone.name}", progress=progress)
         try:
             if executor is None:
                 _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report)
@@ -332,23 +332,22 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
 def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar):
     args = (str(backbone.onnx_path), backbone.session.providers, backbone.session.threads,
             getattr(backbone.spec.preprocess, "jpeg_draft", False), backbone.fingerprint_id)
-    futures = {executor.submit(_embed_task, *args, chunk, batch_size, on_error): len(chunk)
-               for chunk in batches(todo, shard_size)}
+    futures: dict = {}
     try:
+        for chunk in batches(todo, shard_size):
+            futures[executor.submit(_embed_task, *args, chunk, batch_size, on_error)] = len(chunk)
         for fut in cf.as_completed(futures):
             commit(fut.result())
             bar.update(futures[fut])
+    except cf.BrokenExecutor as e:  # a worker was killed (OOM killer, kill -9) or could not start
+        raise WorkerError(
+            f"a worker process died while computing shards ({e}). The {commit.report.embedded} items committed "
+            "in this run are kept: run the same command again to resume, with fewer workers or a smaller batch "
+            "size if a worker ran out of memory."
+        ) from None
     finally:
         for fut in futures:
             fut.cancel()
-
-
-def _progress_bar(total: int, name: str, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    enabled = sys.stderr.isatty() if progress is None else progress
-    return tqdm(total=total, desc=f"featx {name}", unit="item", disable=not enabled, smoothing=0.1,
-                dynamic_ncols=True)
 
 
 def _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable,

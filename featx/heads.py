@@ -370,7 +370,8 @@ def _prune_neighbors(grid: list[dict[str, list]], max_k: int, notes: list) -> li
 
 
 def select_head(kind: str, X, y, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
-                grid=None, scoring: str = "accuracy", calibrate: bool = True) -> SelectionResult:
+                grid=None, scoring: str = "accuracy", calibrate: bool = True,
+                progress: bool | None = None) -> SelectionResult:
     """Pick the best point of a head's grid by cross-validation and refit it on all the data.
 
     Parameters
@@ -395,6 +396,8 @@ def select_head(kind: str, X, y, *, cv: int = 5, n_jobs: int | None = -1, seed: 
         A scikit-learn scorer name.
     calibrate : bool
         Refit the selected SVM inside a sigmoid calibration so that it has ``predict_proba``.
+    progress : bool or None
+        A bar over the fits of the search (None: when stderr is a terminal; see :mod:`featx.progress`).
 
     Returns
     -------
@@ -415,8 +418,10 @@ def select_head(kind: str, X, y, *, cv: int = 5, n_jobs: int | None = -1, seed: 
     >>> r.n_splits, r.cv_mean > 0.8
     (3, True)
     """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
+
+    from .search import grid_search
 
     _check_kind(kind)
     _check_int("cv", cv, 2)
@@ -450,8 +455,8 @@ def select_head(kind: str, X, y, *, cv: int = 5, n_jobs: int | None = -1, seed: 
     max_test = math.ceil(len(y) / n_splits) + len(classes)  # stratified folds may be a little larger
     grid = _prune_neighbors(grid, max(1, len(y) - max_test), notes)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    search = GridSearchCV(head_pipeline(kind), _to_sklearn_grid(grid), cv=splitter, scoring=scoring,
-                          n_jobs=n_jobs, refit=False, error_score="raise")
+    search = grid_search(head_pipeline(kind), _to_sklearn_grid(grid), cv=splitter, scoring=scoring,
+                         n_jobs=n_jobs, refit=False, error_score="raise", progress=progress, label=f"featx {kind}")
     from sklearn.exceptions import ConvergenceWarning
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -512,7 +517,7 @@ def _refit(kind: str, params: Mapping[str, Any], X, y, smallest: int, calibrate:
 
 
 def train_heads(X, y, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
-                grids: Mapping[str, Any] | None = None) -> list[SelectionResult]:
+                grids: Mapping[str, Any] | None = None, progress: bool | None = None) -> list[SelectionResult]:
     """Select every head in ``heads`` on the same folds; see :func:`select_head`.
 
     Parameters
@@ -521,7 +526,7 @@ def train_heads(X, y, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int 
         Features and labels.
     heads : sequence of str, or "all"
         Head kinds, run in this order.
-    cv, n_jobs, seed :
+    cv, n_jobs, seed, progress :
         As in :func:`select_head`.
     grids : dict, optional
         ``{kind: grid}`` replacing the default grid of some heads.
@@ -536,7 +541,8 @@ def train_heads(X, y, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int 
     unknown = sorted(set(grids) - set(heads))
     if unknown:
         raise ParameterError(f"grids given for head(s) {unknown} that are not trained; heads: {list(heads)}")
-    return [select_head(kind, X, y, cv=cv, n_jobs=n_jobs, seed=seed, grid=grids.get(kind)) for kind in heads]
+    return [select_head(kind, X, y, cv=cv, n_jobs=n_jobs, seed=seed, grid=grids.get(kind), progress=progress)
+            for kind in heads]
 
 
 def resolve_heads(heads) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ import numpy as np
 from .backbone import DEFAULT_BATCH_SIZE
 from .embedding import ON_ERROR, embed
 from .errors import DataSourceError, ParameterError
+from .progress import progress_bar
 from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
@@ -248,11 +249,13 @@ def _datasets(config: PipelineConfig):
     return train, test
 
 
-def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None):
+def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None,
+                  progress: bool | None = None):
     """Embed a dataset in memory (no cache): ``(X, y, ids)`` like :func:`featx.load_features`.
 
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)
-    and ``warn(message)`` is called for each.
+    and ``warn(message)`` is called for each. ``progress``: a bar over the items (None: when stderr
+    is a terminal; see :mod:`featx.progress`).
 
     Examples
     --------
@@ -265,8 +268,11 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     """
     check_int(batch_size, "batch_size", "embed_dataset", low=1)
     check_choice(on_error, "on_error", "embed_dataset", ON_ERROR)
+    check_bool(progress, "progress", "embed_dataset", optional=True)
     ids, labels = dataset.ids(), dataset.labels()
-    result = embed(backbone, [item.ref for item in dataset.items], ids, batch_size=batch_size, on_error=on_error)
+    with progress_bar(len(ids), f"featx {backbone.name}", progress=progress) as bar:
+        result = embed(backbone, [item.ref for item in dataset.items], ids, batch_size=batch_size,
+                       on_error=on_error, on_batch=bar.update)
     for failure in result.failures:
         if warn is not None:
             warn(f"skipped {failure.id}: {failure.reason}")
@@ -278,7 +284,7 @@ def _features(backbone, dataset, cache: Path | None, config: PipelineConfig, pro
     """(X, y, extract report or None) of a dataset, through the cache when there is one."""
     if cache is None:
         X, y, _ids = embed_dataset(backbone, dataset, batch_size=config.batch_size, on_error=config.on_error,
-                                   warn=say)
+                                   warn=say, progress=progress)
         return X, y, None
     import featx
 
@@ -302,7 +308,8 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     n_jobs : int, optional
         Override ``[heads] n_jobs``.
     progress : bool, optional
-        Progress bars of the extraction (default: when stderr is a terminal).
+        Progress bars of the extraction and of the heads' grid searches (default: when stderr is
+        a terminal).
     echo : callable or None
         Where progress lines go (``print`` by default; None: silent).
 
@@ -357,7 +364,7 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
 
     t = time.perf_counter()
     selections = train_heads(X, y, config.heads, cv=config.cv, n_jobs=config.n_jobs if n_jobs is None else n_jobs,
-                             seed=config.seed, grids=config.grids)
+                             seed=config.seed, grids=config.grids, progress=progress)
     timings["train_s"] = time.perf_counter() - t
 
     rows, reports, files = [], {}, {"heads": {}, "reports": {}}

@@ -218,8 +218,7 @@ class Session:
                 f"onnxruntime fell back from {', '.join(missing)} to {', '.join(got)} for {self.path}; "
                 "extraction will run on the CPU. Run `featx doctor` to see why."
             )
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)  # once: not logged as well
         return session
 
     @property

@@ -48,7 +48,7 @@ def test_export_prints_parity(tmp_path, capsys):
 
 
 def test_export_unknown_backbone(capsys):
-    assert main(["export", "nope"]) == 2
+    assert main(["export", "nope"]) == 1  # a featx error (2 is for usage errors)
     err = capsys.readouterr().err
     assert err.startswith("featx: error: unknown backbone 'nope'")
     assert "efficientnet-lite0" in err and "timm:NAME" in err

@@ -98,6 +98,31 @@ def test_save_report_writes_json_markdown_and_png(fitted, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report-confusion.png", "report.json", "report.md"]
 
 
+def test_confusion_png_colours_are_fractions_of_the_true_class(tmp_path):
+    """sklearn's ConfusionMatrixDisplay with row-normalised colours: a class always right is the darkest
+    blue, a class split in halves gets the middle blue twice, a class never predicted stays white."""
+    import matplotlib
+    from PIL import Image
+
+    from featx.evaluate import plot_confusion
+
+    r = evaluate_predictions(["bird"] * 2 + ["cat"] * 4 + ["dog"] * 3,
+                             ["bird", "cat"] + ["cat"] * 4 + ["dog"] * 3)
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 4, 0], [0, 0, 3]]
+    path = plot_confusion(r, tmp_path / "cm.png")
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+
+    def area(fraction: float) -> int:
+        rgb = np.array(matplotlib.colormaps["Blues"](fraction)[:3]) * 255
+        return int((np.abs(pixels - rgb).max(axis=1) <= 2).sum())
+
+    cell = area(1.0)
+    assert cell > 1000  # the cat and dog cells (and the top of the colour bar)
+    assert area(0.5) > 0.3 * cell  # the two halves of the bird row, not 1/4 of the largest count
+    assert area(0.25) < 0.1 * cell  # colours by count would paint the bird cells at 1/4 of cat's 4
+
+
 def test_errors():
     with pytest.raises(InputError, match="same length"):
         evaluate_predictions(["a"], ["a", "b"])

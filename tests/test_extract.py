@@ -238,7 +238,7 @@ def test_cli_extract_info_verify(tiny_image_onnx, image_files, tmp_path, capsys)
     (image_files / "shapes" / "broken.png").write_bytes(b"not a png")
     cache = tmp_path / "c"
     args = ["extract", str(image_files), "--model", str(tiny_image_onnx), "--cache", str(cache), "--no-progress"]
-    assert main(args) == 2
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert "featx: error: item 'shapes/broken.png' failed: image 'shapes/broken.png' is not a readable image" in err
     assert main(args + ["--on-error", "skip"]) == 0

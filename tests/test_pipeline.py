@@ -182,7 +182,7 @@ def test_cli_run(tiny_image_onnx, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| logreg |" in out and "test accuracy" in out
     assert (tmp_path / "cli" / "summary.md").is_file() and not (tmp_path / "ignored").exists()
-    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert main(["run", str(tmp_path / "missing.toml")]) == 1
     assert "no pipeline file at" in capsys.readouterr().err
 
 

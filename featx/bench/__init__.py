@@ -39,6 +39,7 @@ The package, one module per concern, along the data flow::
       -> result.py     BenchResult: the whole table; its JSON document, read back by read_result
       -> plots.py, report.py   PNGs and the Markdown report (formatting.py: how numbers are written)
     run.py         run_benchmark: the phases above, in order
+    progress.py    Progress: the one channel of progress lines, and a bar over the rows
     featx/machine.py   machine facts (CPU, cores, memory, load, versions), shared with doctor
 
 :func:`run_benchmark` returns a :class:`BenchResult` (also written as JSON) and writes a
@@ -73,7 +74,8 @@ from .plots import best_probe
 from .report import render_markdown, write_outputs
 from .result import SCHEMA, BenchResult, read_result
 from .rows import FAMILIES, FT_MODE_LABELS, Failure, Row, Summary, scores, summarize
-from .run import Progress, run_benchmark
+from .progress import Progress
+from .run import run_benchmark
 from .splits import Splits, Subset, load_splits, resolve_sizes, size_label, train_positions, training_subset
 
 __all__ = [

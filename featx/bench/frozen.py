@@ -56,7 +56,7 @@ def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) 
     ctx.say(f"extracting {len(pool)} items ({len(positions)} train + {len(splits.test)} test) with {bb.name} "
             f"-> {cache}")
     report = featx.extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,
-                           threads=config.threads, progress=False)
+                           threads=config.threads, progress=ctx.say.bars)
     X, _, ids = featx.load_features(cache, model=bb.name, strict=True)
     lookup = {str(i): k for k, i in enumerate(ids)}
     missing = [i.id for i in items if i.id not in lookup]
@@ -91,7 +91,7 @@ def warm_up_workers(threads: int) -> None:
     y = np.array(["a", "b"] * 10, dtype=object)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        heads_module.select_head("logreg", X, y, cv=2, n_jobs=threads)
+        heads_module.select_head("logreg", X, y, cv=2, n_jobs=threads, progress=False)
 
 
 def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extraction: Extraction) -> HeadRow:
@@ -103,7 +103,9 @@ def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extrac
     X, X_test = features.of(subset.items), features.of(ctx.splits.test.items)
     with Meter() as m, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # fewer folds / no CV: recorded in notes
-        sel = heads_module.select_head(kind, X, subset.labels, cv=ctx.config.cv, n_jobs=ctx.config.threads, seed=0)
+        # no bar: its chunked search would change the fit time this row measures
+        sel = heads_module.select_head(kind, X, subset.labels, cv=ctx.config.cv, n_jobs=ctx.config.threads, seed=0,
+                                       progress=False)
     est = sel.best_estimator
     t = time.perf_counter()
     pred = est.predict(X_test)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ from .frozen import extract_features, run_heads, warm_up_workers
 from .meter import memory_method
 from .models import check_parity, prepare_backbone
 from .plots import best_probe
+from .progress import Progress
 from .report import busy_note, write_outputs
 from .result import BenchResult, SplitRecord
 from .rows import FT_MODE_LABELS, Failure, summarize
@@ -36,25 +36,12 @@ SAMPLING = ("per seed, each class shuffled once; a subset of n per class takes t
             "(deterministic given the subset) run for the first seed only")
 
 
-class Progress:
-    """Progress lines with the seconds since the start, on stderr (nothing when ``quiet``)."""
-
-    def __init__(self, stream=None, quiet: bool = False):
-        self.stream = sys.stderr if stream is None else stream
-        self.quiet = quiet
-        self.t0 = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        if not self.quiet:
-            print(f"[{time.perf_counter() - self.t0:7.1f}s] {message}", file=self.stream, flush=True)
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command: str | None = None,
-                  progress: Callable[[str], None] | None = None, write: bool = True) -> BenchResult:
+                  progress: Progress | Callable[[str], None] | None = None, write: bool = True) -> BenchResult:
     """Run one benchmark table and write ``<out>/<dataset>.json``, ``.md`` and plots.
 
     Parameters
@@ -64,8 +51,9 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
     out_dir : path
     command : str, optional
         The command line to record in the report.
-    progress : callable, optional
-        Called with one line per step (default: :class:`Progress`, to stderr).
+    progress : Progress or callable, optional
+        Where the progress goes (default: :class:`Progress`: lines and a bar of the rows on stderr
+        when it is a terminal); a callable gets one line per step.
     write : bool
         Write the files (else only return the result).
 
@@ -76,7 +64,14 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
         (schema ``featx-bench/1``).
     """
     check_config(config)
-    say = progress or Progress()
+    say = progress if isinstance(progress, Progress) else Progress(write=progress)
+    try:
+        return _run(config, out_dir, command, say, write)
+    finally:
+        say.close()
+
+
+def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write: bool) -> BenchResult:
     t_start = time.perf_counter()
     started = _now()
     splits = load_splits(config)
@@ -112,6 +107,8 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
     # ---- phase 1: simple baselines and frozen-feature heads, every size and seed
     # every training item any row of phase 1 uses, across seeds and sizes
     used = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
+    per_subset = (2 if config.baselines else 0) + len(config.heads)  # rows attempted per subset
+    say.expect(sum(per_subset * (1 if size == "all" else len(config.seeds)) for size in sizes))
     if config.heads:
         features, result.extraction = extract_features(ctx, used, bb)
         warm_up_workers(config.threads)
@@ -139,6 +136,8 @@ def run_benchmark(config: BenchConfig, out_dir="benchmarks/results", *, command:
             if choice.error:
                 table.errors.append(Failure(size="-", seed=ft_seeds[0], strategy=FT_MODE_LABELS[mode],
                                             error=choice.error))
+        chosen = [mode for mode in modes if result.lr_selection.modes[mode].chosen is not None]
+        say.expect(len(ft_sizes) * len(ft_seeds) * len(chosen))
         for size in ft_sizes:
             for seed in ft_seeds:
                 subset = training_subset(splits, seed, size)

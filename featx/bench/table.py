@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import FeatxError
 from .config import BenchConfig
+from .progress import Progress
 from .rows import Failure, Row
 from .splits import Splits, Subset
 
@@ -25,7 +26,7 @@ class Context:
 
     config: BenchConfig
     splits: Splits
-    say: Callable[[str], None]
+    say: Progress
     test_labels: np.ndarray = field(init=False)
 
     def __post_init__(self):
@@ -44,7 +45,7 @@ class Context:
 class Table:
     """The rows and failures of one table, in the order they ran."""
 
-    def __init__(self, say: Callable[[str], None]):
+    def __init__(self, say: Progress):
         self.say = say
         self.rows: list[Row] = []
         self.errors: list[Failure] = []
@@ -58,6 +59,8 @@ class Table:
                                        strategy=strategy, error=f"{type(e).__name__}: {e}"))
             self.say(f"  FAILED {strategy} size={subset.size} seed={subset.seed}: {type(e).__name__}: {e}")
             return None
+        finally:
+            self.say.row_done()
         self.rows.append(row)
         return row
 

@@ -1,20 +1,32 @@
 """The ``featx`` command: thin subcommands over the library.
 
 Each module of this package adds its subcommands with ``register(subparsers)``;
-a subcommand is a function ``(args) -> int``. ``main(argv)`` returns the exit code,
-so tests call it directly.
+a subcommand is a function ``(args) -> int`` that writes through ``args.console``
+(:class:`~featx.cli.console.Console`: where text goes, ``-q``, ``-v``, ``--json``).
+``main(argv)`` returns the exit code, so tests call it directly; the exit codes and the
+output contract are in :mod:`featx.cli.console` and in ``featx --help``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+import traceback
 
-from ..errors import FeatxError
+from ..errors import FeatxError, UsageError
+from .console import CONTRACT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Console
+from .flags import add_common_flags
 
 #: Modules that register subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("backbones", "cache", "heads", "bench", "data", "demo")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every subcommand (nested ones too): ``-q`` and ``-v`` work after it as well."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_common_flags(self, default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(
-        prog="featx", description="Transfer learning by feature extraction: ONNX backbones, HDF5 caches, sklearn heads."
+        prog="featx",
+        description="Transfer learning by feature extraction: ONNX backbones, HDF5 caches, sklearn heads.",
+        epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"featx {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_common_flags(parser, default=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     for name in COMMAND_MODULES:
         try:
@@ -42,17 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="featx: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("featx: interrupted (Ctrl-C). Committed work is kept; run the same command again to resume.",
-              file=sys.stderr)
-        return 130
-    except FeatxError as e:
-        print(f"featx: error: {e}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
+    console = args.console = Console(quiet=args.quiet, verbose=args.verbose, json=getattr(args, "json", False))
+    with console.capturing():
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("featx: interrupted (Ctrl-C). Committed work is kept; run the same command again to resume.",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except UsageError as e:
+            console.error(f"{e} (see `featx {args.command} --help`)")
+            return EXIT_USAGE
+        except FeatxError as e:
+            console.error(str(e))
+            return EXIT_ERROR
+        except OSError as e:  # a file or folder featx was pointed at: say which, no traceback
+            if console.verbose:
+                traceback.print_exc()
+            console.error(str(e))
+            return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

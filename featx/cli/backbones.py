@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .flags import add_json_flag, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the registered backbones")
@@ -13,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("name", help="registered name, timm:NAME or hf:HUB_ID; or an exported .onnx file to make "
                                 "an int8/fp16 variant of")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="text encoders: keep the portable op-by-op graph instead of ONNX Runtime's fused "
@@ -27,13 +29,14 @@ def register(sub) -> None:
     p.add_argument("--calibration", default=None, metavar="DATA",
                    help="featx dataset (folder, manifest, builtin:NAME) to calibrate int8 on and to measure parity "
                         "(default: crops of sklearn's sample photos + builtin:digits for images)")
-    p.add_argument("--calibration-size", type=int, default=None, metavar="N",
+    p.add_argument("--calibration-size", type=positive_int, default=None, metavar="N",
                    help="calibration items (default 256)")
     p.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
                    help="activation ranges for static int8 (percentile: clips outliers, needs more memory)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("doctor", help="report onnxruntime packages, providers and CUDA")
+    p = sub.add_parser("doctor", help="report onnxruntime packages, providers and CUDA; exit 1 on a problem")
+    add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
 
 
@@ -47,36 +50,32 @@ def cmd_models(args) -> int:
         rows.append((spec.name, spec.modality, str(spec.dim), source, "yes" if exported_path(spec.name).exists() else "no"))
     rows.append(("timm:NAME", "image", "-", "timm (hub download)", "-"))
     rows.append(("hf:HUB_ID", "text", "-", "transformers (hub download)", "-"))
-    _print_table(rows)
+    args.console.result(_table(rows))
     return 0
 
 
 def cmd_export(args) -> int:
-    import sys
-
-    from ..errors import ParameterError
+    from ..errors import UsageError
     from ..export import export, read_spec_file
-    from ..validation import check_int
 
+    say = args.console.result
     mode = args.quantize or (args.precision if args.precision != "fp32" else None)
     if mode is None and (args.calibration is not None or args.calibration_size is not None):
-        raise ParameterError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
-    if args.calibration_size is not None:  # before a long export, in quantize's own words
-        check_int(args.calibration_size, "calibration_size", "quantize", low=1)
+        raise UsageError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
     if args.name.endswith(".onnx"):
         if mode is None:
-            raise ParameterError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
-                                 "to make a variant of it, or a backbone name to export")
+            raise UsageError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
+                             "to make a variant of it, or a backbone name to export")
         base = Path(args.name)
     else:
         result = export(args.name, args.out, opset=args.opset, force=args.force, fuse=args.fuse)
-        print(f"exported {args.name} -> {result.onnx_path}")
-        print(f"spec      {result.spec_path}")
-        print(f"sha256    {result.sha256}")
-        print(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
+        say(f"exported {args.name} -> {result.onnx_path}")
+        say(f"spec      {result.spec_path}")
+        say(f"sha256    {result.sha256}")
+        say(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
         fused = read_spec_file(result.spec_path).get("fusion", {}).get("fused_ops")
         if fused:
-            print("fused     " + ", ".join(f"{op} x{n}" for op, n in fused.items()) + " (ONNX Runtime kernels)")
+            say("fused     " + ", ".join(f"{op} x{n}" for op, n in fused.items()) + " (ONNX Runtime kernels)")
         base = result.onnx_path
     if mode is None:
         return 0
@@ -84,27 +83,27 @@ def cmd_export(args) -> int:
     from ..quantize import DEFAULT_CALIBRATION_SIZE, quantize
 
     if mode == "int8" and not has_vnni():
-        print("featx: warning: this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 gains less speed here than on "
-              "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit weights, "
-              "reduce_range, against that). Expect a lower probe accuracy than fp32; compare before switching.",
-              file=sys.stderr)
+        args.console.warn("this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 gains less speed here than on "
+                          "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit "
+                          "weights, reduce_range, against that). Expect a lower probe accuracy than fp32; compare "
+                          "before switching.")
     size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
     variant = quantize(base, mode, calibration=args.calibration, calibration_size=size,
                        calibration_method=args.calibration_method, out_dir=args.out if args.name.endswith(".onnx") else None,
                        force=args.force)
     q = variant.record["quantization"]
-    print(f"{mode:<9} {variant.onnx_path} ({variant.method})")
-    print(f"spec      {variant.spec_path}")
-    print(f"sha256    {variant.sha256}")
+    say(f"{mode:<9} {variant.onnx_path} ({variant.method})")
+    say(f"spec      {variant.spec_path}")
+    say(f"sha256    {variant.sha256}")
     calib = q.get("calibration")
     if calib:
-        print(f"calibrated on {calib['size']} items of {calib['source']}"
-              + (f" ({calib['description']})" if calib.get("description") else ""))
+        say(f"calibrated on {calib['size']} items of {calib['source']}"
+            + (f" ({calib['description']})" if calib.get("description") else ""))
     if variant.cosine_mean is None:
-        print(f"parity    not measured on this machine: {variant.record['parity'].get('not_measured', '')}")
+        say(f"parity    not measured on this machine: {variant.record['parity'].get('not_measured', '')}")
     else:
-        print(f"parity    cosine vs fp32 mean {variant.cosine_mean:.4f}, min {variant.cosine_min:.4f}; "
-              f"max |{mode} - fp32| = {variant.max_abs_diff:.2e} on {variant.record['parity']['inputs']}")
+        say(f"parity    cosine vs fp32 mean {variant.cosine_mean:.4f}, min {variant.cosine_min:.4f}; "
+            f"max |{mode} - fp32| = {variant.max_abs_diff:.2e} on {variant.record['parity']['inputs']}")
     return 0
 
 
@@ -112,14 +111,18 @@ def cmd_doctor(args) -> int:
     from ..doctor import diagnose
 
     report = diagnose()
-    for key, value in report.items():
-        print(f"{key:<22} {value}")
-    return 1 if any(str(v).startswith("PROBLEM") for v in report.values()) else 0
+    problems = [key for key, value in report.items() if str(value).startswith("PROBLEM")]
+    if args.json:
+        args.console.document({"report": report, "problems": problems, "ok": not problems})
+    args.console.result("\n".join(f"{key:<22} {value}" for key, value in report.items()))
+    return 1 if problems else 0
 
 
-def _print_table(rows) -> None:
+def _table(rows) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = []
     for j, row in enumerate(rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
         if j == 0:
-            print("  ".join("-" * w for w in widths))
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -20,7 +20,9 @@ def register(sub) -> None:
             "Runs, on the same training subsets, seeds and test set: majority class; logistic regression on raw "
             "pixels / TF-IDF; frozen-feature heads (logreg, SVM, kNN with model selection); fine-tuning (head "
             "only, partial, full, from scratch). Writes OUT/<dataset>.json and OUT/<dataset>.md with plots "
-            "(--quick: OUT/<dataset>.quick.*). Defaults: Fashion-MNIST and fine-foods, the stated presets."
+            "(--quick: OUT/<dataset>.quick.*). Defaults: Fashion-MNIST and fine-foods, the stated presets. "
+            "Progress: lines above a bar of the rows when stderr is a terminal; with -v, the lines wherever "
+            "stderr goes (a log)."
         ),
     )
     p.add_argument("--quick", action="store_true",
@@ -47,13 +49,12 @@ def register(sub) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and logistic-regression baselines")
     p.add_argument("--lr-select-per-class", type=int, default=None, help="subset size for the learning-rate choice")
     p.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs before clipping to the step range")
-    p.add_argument("--min-steps", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--min-steps", type=int, default=None, help="fewest fine-tuning steps per row (default: preset)")
+    p.add_argument("--max-steps", type=int, default=None, help="most fine-tuning steps per row (default: preset)")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch (default 32 images, 16 texts)")
     p.add_argument("--cv", type=int, default=None, help="cross-validation folds for heads and baselines (default 5)")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default 2)")
     p.add_argument("--cache", default=None, help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_bench)
 
 
@@ -80,9 +81,21 @@ def _list(text):
     return () if text in ("", "none") else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _sizes(text, flag: str):
+    from ..bench import parse_sizes
+    from ..errors import ParameterError, UsageError
+
+    if not text:
+        return None
+    try:
+        return parse_sizes(text)
+    except ParameterError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
 def cmd_bench(args) -> int:
-    from ..bench import DEFAULT_DATASETS, Progress, parse_sizes, preset, run_benchmark
-    from ..errors import ParameterError
+    from ..bench import DEFAULT_DATASETS, Progress, preset, run_benchmark
+    from ..errors import UsageError
 
     datasets = args.dataset or list(DEFAULT_DATASETS)
     test_size = args.test_size
@@ -93,12 +106,12 @@ def cmd_bench(args) -> int:
             try:
                 test_size = int(test_size)
             except ValueError:
-                raise ParameterError(f"--test-size must be an int or 'all'. Got {args.test_size!r}.") from None
+                raise UsageError(f"--test-size must be an int or 'all'. Got {args.test_size!r}.") from None
     overrides = dict(
         backbone=args.backbone, test=args.test, test_size=test_size or None,
-        sizes=parse_sizes(args.sizes) if args.sizes else None,
+        sizes=_sizes(args.sizes, "--sizes"),
         seeds=tuple(range(args.seeds)) if args.seeds else None,
-        finetune_sizes=parse_sizes(args.finetune_sizes) if args.finetune_sizes else None,
+        finetune_sizes=_sizes(args.finetune_sizes, "--finetune-sizes"),
         finetune_seeds=tuple(range(args.finetune_seeds)) if args.finetune_seeds else None,
         image_size=args.image_size, max_length=args.max_length,
         heads=_list(args.heads), finetune_modes=_list(args.modes),
@@ -108,18 +121,19 @@ def cmd_bench(args) -> int:
     if args.no_baselines:
         overrides["baselines"] = False
     if len(datasets) > 1 and args.cache:
-        raise ParameterError("--cache names one cache folder: give one --dataset with it")
+        raise UsageError("--cache names one cache folder: give one --dataset with it")
     out = args.out or Path("benchmarks/results")
     command = command_line(args)
-    say = Progress(quiet=args.quiet)
+    # -v: the progress lines even when stderr is not a terminal (a log of a long run)
+    say = Progress(quiet=args.quiet, lines=True if args.verbose else None)
     for name in datasets:
         config = preset(name, quick=args.quick, **overrides)
         if test_size == 0:
             config = dataclasses.replace(config, test_size=None)
         result = run_benchmark(config, out, command=command, progress=say)
-        print(f"{result.dataset}: {len(result.rows)} rows, {len(result.errors)} failed, "
-              f"{result.total_seconds / 60:.1f} min -> {Path(out) / (result.slug + '.md')}")
-        for line in result.conclusion:
-            print(f"  {line}")
+        lines = [f"  {line}" for line in result.conclusion]
+        lines.append(f"{result.dataset}: {len(result.rows)} rows, {len(result.errors)} failed, "
+                     f"{result.total_seconds / 60:.1f} min -> {Path(out) / (result.slug + '.md')}")
+        args.console.result("\n".join(lines))
     return 0
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import dataclasses
 from pathlib import Path
 
 from ..backbone import DEFAULT_BATCH_SIZE
+from .flags import add_json_flag, add_manifest_columns, positive_int
 
 
 def register(sub) -> None:
@@ -14,34 +14,36 @@ def register(sub) -> None:
     p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per ONNX Runtime call (default %(default)s; 64+ on GPUs)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="items per ONNX Runtime call (default %(default)s; 64+ on GPUs)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or record it and go on")
     p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    p.add_argument("--shard-size", type=int, default=1024, help="items per committed shard")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--shard-size", type=positive_int, default=1024,
+                   help="items per committed shard: at most this much work is lost if the run dies "
+                        "(default %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type")
     p.add_argument("--jpeg-draft", action="store_true",
                    help="decode JPEGs at a reduced scale (2-3x faster decoding of photos; slightly different "
                         "features, cached apart)")
-    p.add_argument("--limit", type=int, default=None, help="a stratified subset of N items (seeded)")
+    p.add_argument("--limit", type=positive_int, default=None, help="a stratified subset of N items (seeded)")
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
                         "threads unless --threads says otherwise")
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--path-column", default=None)
-    p.add_argument("--label-column", default=None)
-    p.add_argument("--id-column", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_manifest_columns(p, label=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is still printed)")
+    add_json_flag(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("info", help="show what a cache holds")
-    p.add_argument("cache", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("cache", type=Path, help="cache directory")
+    add_json_flag(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("verify", help="check a cache's files; exit 1 on damage")
-    p.add_argument("cache", type=Path)
+    p.add_argument("cache", type=Path, help="cache directory")
+    add_json_flag(p)
     p.set_defaults(func=cmd_verify)
 
 
@@ -65,15 +67,27 @@ def cmd_extract(args) -> int:
     try:
         report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
                          providers=args.providers, threads=threads, shard_size=args.shard_size,
-                         dtype=args.dtype, executor=executor, progress=False if args.no_progress else None,
-                         jpeg_draft=args.jpeg_draft)
+                         dtype=args.dtype, executor=executor,
+                         progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-    print(report.summary())
+    if args.json:
+        args.console.document(extract_document(report))
     for line in report.failure_lines():
-        print(line)
+        args.console.result(line)
+    args.console.result(report.summary())
     return 0
+
+
+def extract_document(report) -> dict:
+    """The JSON document of an extraction (``featx extract --json``, ``featx predict --json``)."""
+    doc = dataclasses.asdict(report)
+    doc["failed"] = len(report.failed) + report.failed_before
+    doc["failed_this_run"] = report.failed
+    doc["items_per_s"] = report.items_per_s
+    doc["summary"] = report.summary()
+    return doc
 
 
 def cmd_info(args) -> int:
@@ -81,19 +95,18 @@ def cmd_info(args) -> int:
 
     data = info(args.cache)
     if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
+        args.console.document(data)
     ds = data["dataset"]
-    print(f"cache    {data['cache']}")
+    lines = [f"cache    {data['cache']}"]
     if ds:
         classes = f", {len(ds['classes'])} classes" if ds["classes"] else ", unlabelled"
-        print(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
+        lines.append(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
     for name, m in data["models"].items():
-        print(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "
-              f"dim {m['dim']} {m['dtype']}; {m['shards']} shards, {m['bytes'] / 2**20:.1f} MiB; "
-              f"fingerprint {m['fingerprint_id']}")
-        for item_id, reason in m["failures"].items():
-            print(f"         failed {item_id}: {reason}")
+        lines.append(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "
+                     f"dim {m['dim']} {m['dtype']}; {m['shards']} shards, {m['bytes'] / 2**20:.1f} MiB; "
+                     f"fingerprint {m['fingerprint_id']}")
+        lines += [f"         failed {item_id}: {reason}" for item_id, reason in m["failures"].items()]
+    args.console.result("\n".join(lines))
     return 0
 
 
@@ -101,9 +114,13 @@ def cmd_verify(args) -> int:
     from ..cache.inspect import verify
 
     report = verify(args.cache)
+    if args.json:
+        args.console.document({"cache": str(report.cache), "ok": report.ok, "checked_shards": report.checked_shards,
+                               "problems": list(report.problems), "notes": list(report.notes)})
     for note in report.notes:
-        print(f"note: {note}")
+        args.console.note(f"note: {note}")
     for problem in report.problems:
-        print(f"DAMAGED: {problem}", file=sys.stderr)
-    print(f"{'ok' if report.ok else 'damaged'}: {report.checked_shards} shard(s) checked in {report.cache}")
+        args.console.problem(f"DAMAGED: {problem}")
+    args.console.result(f"{'ok' if report.ok else 'damaged'}: {report.checked_shards} shard(s) checked in "
+                        f"{report.cache}")
     return 0 if report.ok else 1

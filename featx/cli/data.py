@@ -8,10 +8,10 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
     f = dsub.add_parser("fetch", help="download a built-in dataset (digits, fashion-mnist, fine-foods)")
-    f.add_argument("name")
+    f.add_argument("name", help="built-in dataset name, with or without builtin: (e.g. fine-foods)")
     f.set_defaults(func=cmd_fetch)
     s = dsub.add_parser("show", help="list a data source: modality, size, classes, first ids")
-    s.add_argument("source")
+    s.add_argument("source", help="folder, manifest, .txt file or builtin:NAME[:SPLIT]")
     s.set_defaults(func=cmd_show)
 
 
@@ -19,7 +19,7 @@ def cmd_fetch(args) -> int:
     from ..sources import fetch_builtin
 
     name = args.name.removeprefix("builtin:")
-    print(f"{name}: {fetch_builtin(name)}")
+    args.console.result(f"{name}: {fetch_builtin(name)}")
     return 0
 
 
@@ -29,10 +29,10 @@ def cmd_show(args) -> int:
     from ..sources import open_dataset
 
     ds = open_dataset(args.source)
-    print(f"{ds.name}: {len(ds)} {ds.modality} items")
+    lines = [f"{ds.name}: {len(ds)} {ds.modality} items"]
     if ds.classes:
         counts = Counter(item.label for item in ds.items)
-        print("classes: " + ", ".join(f"{c} ({counts[c]})" for c in ds.classes))
-    for item in ds.items[:5]:
-        print(f"  {item.id}  label={item.label}")
+        lines.append("classes: " + ", ".join(f"{c} ({counts[c]})" for c in ds.classes))
+    lines += [f"  {item.id}  label={item.label}" for item in ds.items[:5]]
+    args.console.result("\n".join(lines))
     return 0

@@ -6,12 +6,22 @@ from pathlib import Path
 
 
 def demo_pipeline() -> Path:
-    """``pipelines/digits.toml`` from a checkout, or the copy shipped inside the wheel."""
+    """``pipelines/digits.toml`` from a checkout, or the copy shipped inside the wheel.
+
+    Raises
+    ------
+    InstallError
+        Neither is there (an incomplete installation).
+    """
+    from ..errors import InstallError
+
     here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "pipelines" / "digits.toml", here.parent / "pipelines" / "digits.toml"):
+    candidates = (here / "pipelines" / "digits.toml", here.parent / "pipelines" / "digits.toml")
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"digits.toml not found beside {here}; reinstall featx")
+    raise InstallError(f"the demo pipeline digits.toml is missing (looked for {candidates[0]} and {candidates[1]}): "
+                       "this featx installation is incomplete; reinstall it (pip install --force-reinstall featx)")
 
 
 def register(sub) -> None:
@@ -24,6 +34,6 @@ def cmd_demo(args) -> int:
     from ..pipeline import run_pipeline
 
     path = demo_pipeline()
-    print(f"featx demo: {path.name} -> {args.out}/ (export, extract, train, evaluate, report)")
-    run_pipeline(path, out_dir=args.out)
+    args.console.result(f"featx demo: {path.name} -> {args.out}/ (export, extract, train, evaluate, report)")
+    run_pipeline(path, out_dir=args.out, progress=args.console.progress, echo=args.console.result)
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import time
 from pathlib import Path
 
 from ..backbone import DEFAULT_BATCH_SIZE
+from .flags import add_json_flag, add_manifest_columns, positive_int
 
 
 def register(sub) -> None:
@@ -20,12 +21,14 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
     p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    add_json_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a saved head on a labelled test cache (JSON, Markdown, PNG)")
     p.add_argument("head", type=Path, help="a saved head (.skops, with its .json beside it)")
     p.add_argument("--cache", type=Path, required=True, help="cache of the test set (same backbone)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: HEAD's folder/NAME-report)")
+    add_json_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict a dataset with a saved head (labels and probabilities as CSV)")
@@ -35,19 +38,20 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: print to stdout)")
     p.add_argument("--model", default=None,
                    help="where to load the backbone from (default: as recorded in the head's metadata)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per ONNX Runtime call (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="items per ONNX Runtime call (default %(default)s)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or leave it out and go on")
-    p.add_argument("--text-column", default=None)
-    p.add_argument("--path-column", default=None)
-    p.add_argument("--id-column", default=None)
+    add_manifest_columns(p, label=False)
+    p.add_argument("--json", action="store_true",
+                   help="print a summary (counts, accuracy, the CSV file) as one JSON document on stdout; needs --out")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("run", help="run a declarative pipeline (TOML): export, extract, train, evaluate, report")
     p.add_argument("pipeline", type=Path, help="pipeline TOML file (see pipelines/)")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides [output] dir)")
     p.add_argument("--jobs", type=int, default=None, help="parallel fits (overrides [heads] n_jobs)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the step lines are still printed)")
     p.set_defaults(func=cmd_run)
 
 
@@ -72,6 +76,7 @@ def cmd_train(args) -> int:
     from ..persist import save_head
     from ..pipeline import format_table
 
+    console = args.console
     name, loader = _cache_model(args.cache, args.model)
     store = CacheStore(args.cache)
     record = store.read_model(name) or {}
@@ -82,25 +87,39 @@ def cmd_train(args) -> int:
 
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
                               "(class sub-folders or a label column)")
-    print(f"{name} features of {listing.name if listing else args.cache}: {X.shape[0]} x {X.shape[1]}, "
-          f"{len(set(y.tolist()))} classes; selecting {args.head} by {args.cv}-fold CV")
-    results = train_heads(X, y, args.head, cv=args.cv, n_jobs=args.jobs, seed=args.seed)
+    train_name = listing.name if listing else str(args.cache)
+    n_classes = len(set(y.tolist()))
+    console.result(f"{name} features of {train_name}: {X.shape[0]} x {X.shape[1]}, {n_classes} classes; "
+                   f"selecting {args.head} by {args.cv}-fold CV")
+    t0 = time.perf_counter()
+    results = train_heads(X, y, args.head, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress)
     rows = []
     for r in results:
         summary = r.summary()
         meta = {"kind": r.kind, "backbone": name, "model": loader, "fingerprint_id": record.get("fingerprint_id"),
                 "dim": int(X.shape[1]), "modality": listing.modality if listing else None,
-                "train": listing.name if listing else str(args.cache), "n_train": int(len(X)), **summary}
+                "train": train_name, "n_train": int(len(X)), **summary}
         path = save_head(r.best_estimator, args.out / f"{r.kind}.skops", metadata=meta)
         rows.append({"head": r.kind, "cv_mean": summary["cv_mean"], "cv_std": summary["cv_std"],
-                     "n_splits": r.n_splits, "fit_seconds": r.fit_seconds, "best_params": r.best_params})
-        for note in r.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"saved {path}", file=sys.stderr)
-    print(format_table(rows))
+                     "n_splits": r.n_splits, "fit_seconds": r.fit_seconds, "best_params": r.best_params,
+                     "file": str(path), "notes": list(r.notes)})
+        for note in r.notes:  # the same text as the warning select_head gave: printed once
+            console.warn(note)
+        console.note(f"saved {path}")
     best = max(rows, key=lambda row: -1 if row["cv_mean"] is None else row["cv_mean"])
-    print(f"best by CV: {best['head']} -> {args.out / (best['head'] + '.skops')}")
+    if args.json:
+        console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(X.shape[0]),
+                          "dim": int(X.shape[1]), "classes": n_classes, "cv": args.cv, "seed": args.seed,
+                          "seconds": time.perf_counter() - t0, "heads": rows, "best": best["head"],
+                          "best_file": best["file"]})
+    console.result(format_table(rows))
+    console.result(f"best by CV: {best['head']} ({_score(best['cv_mean'])}) -> {best['file']}; "
+                   f"{len(rows)} head(s) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _score(value) -> str:
+    return "no CV score" if value is None else f"CV accuracy {value:.4f}"
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -149,9 +168,15 @@ def cmd_evaluate(args) -> int:
     report = {"head": meta.get("kind", Path(args.head).stem), "head_file": str(args.head), "backbone": name,
               "test": listing.name if listing else str(args.cache), **evaluate(estimator, X, y)}
     out = args.out or Path(args.head).with_name(Path(args.head).stem + "-report")
-    files = save_report(report, out, title=f"{report['head']} on {report['test']}")
-    print(to_markdown(report, title=f"{report['head']} on {report['test']}"))
-    print("report: " + ", ".join(str(path) for path in files.values() if path is not None), file=sys.stderr)
+    title = f"{report['head']} on {report['test']}"
+    files = save_report(report, out, title=title)  # the PNG is None without matplotlib
+    if args.json:
+        args.console.document({**report, "files": {k: None if v is None else str(v) for k, v in files.items()}})
+    else:
+        args.console.result(to_markdown(report, title=title))
+    args.console.note("report: " + ", ".join(str(path) for path in files.values() if path is not None))
+    args.console.result(f"{title}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} "
+                        f"on {report['n']} items")
     return 0
 
 
@@ -160,27 +185,36 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from ..backbone import load_backbone
+    from ..errors import UsageError
     from ..persist import load_head, read_metadata
     from ..sources import open_dataset
 
+    console = args.console
+    if args.json and args.out is None:
+        raise UsageError("--json prints a summary on stdout: give --out for the predictions' CSV")
+    t0 = time.perf_counter()
     meta = read_metadata(args.head)
     estimator = load_head(args.head)
     backbone = load_backbone(args.model or meta.get("model") or meta["backbone"])
     _check_fingerprint(meta, backbone.fingerprint_id, f"backbone {backbone.onnx_path}")
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            id_column=args.id_column)
+    extraction = None
     if args.cache is not None:
         from ..cache import load_features
         from ..extract import extract
+        from .cache import extract_document
 
-        report = extract(dataset, backbone, args.cache, batch_size=args.batch_size, on_error=args.on_error)
-        print(report.summary(), file=sys.stderr)
+        report = extract(dataset, backbone, args.cache, batch_size=args.batch_size, on_error=args.on_error,
+                         progress=console.progress)
+        extraction = extract_document(report)
+        console.note(report.summary())
         X, labels, ids = load_features(args.cache, model=backbone.name)
     else:
         from ..pipeline import embed_dataset
 
         X, labels, ids = embed_dataset(backbone, dataset, batch_size=args.batch_size, on_error=args.on_error,
-                                       warn=lambda msg: print(msg, file=sys.stderr))
+                                       warn=console.note, progress=console.progress)
     _check_dim(estimator, X, args.head)
     pred = estimator.predict(X) if len(X) else np.empty(0, dtype=object)
     proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") and len(X) else None
@@ -195,16 +229,27 @@ def cmd_predict(args) -> int:
         row += [f"{p:.6f}" for p in proba[i]] if proba is not None else []
         writer.writerow(row)
     if args.out is None:
-        sys.stdout.write(buf.getvalue())
+        console.data(buf.getvalue())
     else:
         from ..files import write_atomically
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-        print(f"wrote {len(X)} predictions to {args.out}", file=sys.stderr)
+    acc = None
     if labels is not None and len(X):
         acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
-        print(f"accuracy against the dataset's labels: {acc:.4f} ({len(X)} items)", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    skipped = len(dataset) - len(X)
+    if args.json:
+        console.document({"head": str(args.head), "backbone": backbone.name, "data": dataset.name,
+                          "items": len(dataset), "predicted": int(len(X)), "skipped": skipped,
+                          "accuracy": acc, "classes": classes, "out": str(args.out), "seconds": seconds,
+                          "extraction": extraction})
+    summary = (f"predicted {len(X)} of {len(dataset)} items" + (f" ({skipped} skipped)" if skipped else "")
+               + f" in {seconds:.1f} s ({len(X) / seconds if seconds > 0 else 0.0:.1f} items/s)"
+               + (f" -> {args.out}" if args.out is not None else "")
+               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else ""))
+    console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
     return 0
 
 
@@ -212,5 +257,6 @@ def cmd_predict(args) -> int:
 def cmd_run(args) -> int:
     from ..pipeline import run_pipeline
 
-    run_pipeline(args.pipeline, out_dir=args.out, n_jobs=args.jobs, progress=False if args.no_progress else None)
+    run_pipeline(args.pipeline, out_dir=args.out, n_jobs=args.jobs,
+                 progress=False if args.no_progress else args.console.progress, echo=args.console.result)
     return 0

@@ -1,0 +1,46 @@
+"""Flags every subcommand shares, and the types that turn a flag's text into a value.
+
+A value argparse cannot convert is a usage error: ``featx`` prints the usage and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common_flags(parser: argparse.ArgumentParser, default) -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (``default``: False on the top parser, SUPPRESS on subcommands,
+    so that a flag given before the subcommand is not reset by the subcommand's default)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress and no human text; JSON, CSV, warnings and errors are still written")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log more (featx's debug log), and show the traceback of an OS error")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json``: the command's report as one JSON document on stdout."""
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as one JSON document on stdout (human text goes to stderr)")
+
+
+def add_manifest_columns(p, label: bool) -> None:
+    """``--text-column``, ``--path-column``, ``--id-column`` (and ``--label-column``) of a manifest."""
+    p.add_argument("--text-column", default=None,
+                   help="manifest column of the texts (default: found by name: text, review, sentence, ...)")
+    p.add_argument("--path-column", default=None,
+                   help="manifest column of the image paths (default: found by name: path, file, image, ...)")
+    if label:
+        p.add_argument("--label-column", default=None,
+                       help="manifest column of the labels (default: found by name: label, class, target, ...)")
+    p.add_argument("--id-column", default=None, help="manifest column of the item ids (default: 'id' when present)")
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (argparse ``type=``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
