@@ -124,7 +124,7 @@ def _check_positive_int(name: str, value) -> None:
 
 
 def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memory_budget: int | None = None,
-              in_memory: bool = False, chunk: int | None = None) -> HeadPlan:
+              in_memory: bool = False, chunk: int | None = None, select_rows: int = SELECT_ROWS) -> HeadPlan:
     """Choose exact or approximate, the selection sample and streaming for one head.
 
     Parameters
@@ -142,6 +142,8 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
         The rows are already an array in memory: never streamed.
     chunk : int, optional
         Rows read at a time when streaming (default: what an eighth of the budget holds, at least 1024).
+    select_rows : int
+        Most rows the grid is cross-validated on (default :data:`SELECT_ROWS`).
 
     Raises
     ------
@@ -162,6 +164,7 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     _check_positive_int("memory_budget", budget)
     if chunk is not None:
         _check_positive_int("chunk", chunk)
+    _check_positive_int("select_rows", select_rows)
     need = n_rows * dim * BYTES_PER_VALUE
     fits = in_memory or need <= budget
     limit = EXACT_ROWS[kind]
@@ -183,5 +186,5 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
         strategy = "exact"
         reason = f"auto: {n_rows:,} rows <= {limit:,}" if limit else "auto: the matrix fits in memory"
     rows_in_budget = max(1024, budget // 8 // max(1, dim * 4))
-    return HeadPlan(kind=kind, strategy=strategy, n_rows=int(n_rows), n_select=int(min(n_rows, SELECT_ROWS)),
+    return HeadPlan(kind=kind, strategy=strategy, n_rows=int(n_rows), n_select=int(min(n_rows, select_rows)),
                     streamed=not fits, chunk=int(chunk or rows_in_budget), epochs=sgd_epochs(n_rows), reason=reason)

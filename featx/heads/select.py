@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
                     head_pipeline, plain)
-from .plan import HeadPlan, plan_head, sgd_epochs
+from .plan import SELECT_ROWS, HeadPlan, plan_head, sgd_epochs
 from .stream import ArrayRows, check_finite, fit_sgd, rows_of, transform_all
 
 __all__ = ["SelectionResult", "select_head", "train_heads", "resolve_heads", "check_n_jobs", "stratified_sample"]
@@ -131,8 +131,7 @@ def _check_array(X):
 
 
 def stratified_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Sorted positions of about ``size`` rows with the class proportions of ``y`` (at least 2 of each class
-    that has 2).
+    """Sorted positions of ``size`` rows with the class proportions of ``y``, at least 2 of each class that has 2.
 
     Examples
     --------
@@ -151,6 +150,8 @@ def stratified_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     extra = size - take.sum()
     take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
     take = np.minimum(counts, np.maximum(take, np.minimum(counts, 2)))
+    largest = int(np.argmax(take))  # the rows given to small classes come from the largest one
+    take[largest] = max(min(counts[largest], 2), take[largest] - (take.sum() - size))
     chosen = [rng.choice(np.flatnonzero(inverse == c), take[c], replace=False) for c in range(len(classes))]
     return np.sort(np.concatenate(chosen))
 
@@ -171,7 +172,8 @@ def _prune_neighbors(grid: list[dict[str, list]], max_k: int, notes: list) -> li
 # ------------------------------------------------------------------------ selection
 def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0, grid=None,
                 scoring: str = "accuracy", calibrate: bool = True, strategy: str = "auto",
-                memory_budget: int | None = None, chunk: int | None = None) -> SelectionResult:
+                memory_budget: int | None = None, chunk: int | None = None,
+                select_rows: int = SELECT_ROWS) -> SelectionResult:
     """Pick the best point of a head's grid by cross-validation and refit it on all the data.
 
     Parameters
@@ -203,6 +205,8 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         Bytes the training may hold; a cache needing more is streamed (default: half the free memory).
     chunk : int, optional
         Rows read at a time when streaming.
+    select_rows : int
+        Most rows the grid is cross-validated on; above it, a stratified sample of this size.
 
     Returns
     -------
@@ -239,7 +243,7 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         y = rows.labels
     y, classes, _ = _check_labels(y, rows.n_rows)
     plan = plan_head(kind, rows.n_rows, rows.dim, strategy=strategy, memory_budget=memory_budget,
-                     in_memory=isinstance(rows, ArrayRows), chunk=chunk)
+                     in_memory=isinstance(rows, ArrayRows), chunk=chunk, select_rows=select_rows)
     approximate = plan.strategy == "approximate"
     grid = check_grid(kind, head_grid(kind, approximate) if grid is None else grid, approximate)
     notes: list[str] = []
@@ -407,7 +411,7 @@ class _Refit:
 
 def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
                 grids: Mapping[str, Any] | None = None, strategy: str = "auto", memory_budget: int | None = None,
-                chunk: int | None = None) -> list[SelectionResult]:
+                chunk: int | None = None, select_rows: int = SELECT_ROWS) -> list[SelectionResult]:
     """Select every head in ``heads`` on the same folds; see :func:`select_head`.
 
     Parameters
@@ -418,7 +422,7 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
         Labels (default: the reader's).
     heads : sequence of str, or "all"
         Head kinds, run in this order.
-    cv, n_jobs, seed, strategy, memory_budget, chunk :
+    cv, n_jobs, seed, strategy, memory_budget, chunk, select_rows :
         As in :func:`select_head`.
     grids : dict, optional
         ``{kind: grid}`` replacing the default grid of some heads.
@@ -434,7 +438,7 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
     if unknown:
         raise ParameterError(f"grids given for head(s) {unknown} that are not trained; heads: {list(heads)}")
     return [select_head(kind, X, y, cv=cv, n_jobs=n_jobs, seed=seed, grid=grids.get(kind), strategy=strategy,
-                        memory_budget=memory_budget, chunk=chunk) for kind in heads]
+                        memory_budget=memory_budget, chunk=chunk, select_rows=select_rows) for kind in heads]
 
 
 def resolve_heads(heads) -> tuple[str, ...]:

@@ -83,13 +83,18 @@ def _read_chunks(rows, order: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarr
         X = rows.read(positions)
         check_finite(X, positions)
         yield positions, X
+        del X  # before the next read: one chunk in memory at a time
 
 
 def iter_batches(rows, order: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(positions, float32 rows)`` of :data:`BATCH_ROWS` rows following ``order``."""
+    """``(positions, float32 rows)`` of :data:`BATCH_ROWS` rows following ``order``.
+
+    Batches are copies, so a batch kept by the caller never keeps its whole chunk alive.
+    """
     for positions, X in _read_chunks(rows, order, chunk):
         for lo in range(0, len(positions), BATCH_ROWS):
-            yield positions[lo:lo + BATCH_ROWS], X[lo:lo + BATCH_ROWS]
+            yield positions[lo:lo + BATCH_ROWS], X[lo:lo + BATCH_ROWS].copy()
+        del X
 
 
 def apply_steps(steps, X):
@@ -131,7 +136,9 @@ def transform_all(steps, rows, chunk: int) -> np.ndarray:
     out = None
     for positions, X in _read_chunks(rows, np.arange(rows.n_rows), chunk):
         Z = np.asarray(apply_steps(steps, X), dtype=np.float32)
+        del X
         if out is None:
             out = np.empty((rows.n_rows, Z.shape[1]), np.float32)
         out[positions] = Z
+        del Z
     return out if out is not None else np.empty((0, 0), np.float32)
