@@ -263,3 +263,13 @@ def test_cli_train_says_what_it_did_per_head(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(cache), "--head", "svm", "--memory-budget", "lots"])
     assert "not a size: 'lots' (examples: 4G, 512M, 1.5GiB, 100000)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["featx.heads", "featx.heads.build", "featx.heads.plan", "featx.heads.select",
+                                    "featx.heads.stream"])  # knn.py's class answers to featx.heads
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -188,13 +188,10 @@ def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK
 
     Parameters
     ----------
-    cache : path
-    model : str, optional
-        Backbone name; may be omitted when the cache holds a single backbone.
+    cache, model, strict :
+        As in :class:`FeatureReader`.
     chunk : int
         Rows per chunk (default 8192); the last chunk may be shorter.
-    strict : bool
-        As in :func:`load_features`.
 
     Yields
     ------
@@ -216,16 +213,7 @@ def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK
 
 
 def load_features(cache, model: str | None = None, *, strict: bool = False):
-    """Cached embeddings in the dataset's order.
-
-    Parameters
-    ----------
-    cache : path
-        A cache directory written by :func:`featx.extract`.
-    model : str, optional
-        Backbone name; may be omitted when the cache holds a single backbone.
-    strict : bool
-        Raise instead of warning when items are not extracted yet or changed on disk.
+    """Cached embeddings in the dataset's order (parameters as in :class:`FeatureReader`).
 
     Returns
     -------

@@ -15,8 +15,9 @@ estimators (ONNX).
 
 Rows are grouped into ``n_lists`` clusters (k-means on at most :data:`KMEANS_ROWS` rows, seeded);
 a query looks at the ``n_probe`` nearest clusters. Defaults: ``n_lists = 4 sqrt(n)`` (at most one
-per 39 k-means rows), ``n_probe = n_lists / 8``: on 8000 Fashion-MNIST Lite0 rows (PCA 128) this
-scored 83.2 % against 83.4 % for the exact kNN on the same rows, scanning 1/8 of them.
+per 39 k-means rows), ``n_probe = n_lists / 8`` (at least 8): on 8000 Fashion-MNIST Lite0 rows
+(PCA 128, 64 lists, 8 probed) this scored 83.2 % against 83.4 % for the exact kNN on the same
+rows, scanning 1/8 of them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     n_lists : int, optional
         Clusters of the index (default ``4 sqrt(n)``, at most one per 39 k-means rows).
     n_probe : int, optional
-        Clusters a query scans (default ``n_lists / 8``, at least 1).
+        Clusters a query scans (default ``n_lists / 8``, at least 8).
     random_state : int
         Seed of the k-means.
 
@@ -67,7 +68,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     >>> X, y = load_digits(return_X_y=True)
     >>> knn = IVFKNeighborsClassifier(n_neighbors=5).fit(X[:1500], y[:1500])
     >>> knn.n_lists_, knn.n_probe_
-    (38, 4)
+    (38, 8)
     >>> float((knn.predict(X[1500:]) == y[1500:]).mean()) > 0.9
     True
     """
@@ -110,7 +111,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         lists = self.n_lists or max(1, min(int(4 * math.sqrt(n)), len(sample) // 39))
         lists = min(lists, len(sample))
         self.n_lists_ = int(lists)
-        self.n_probe_ = int(min(lists, self.n_probe or max(1, lists // 8)))
+        self.n_probe_ = int(min(lists, self.n_probe or max(lists // 8, 8)))
         if lists == 1:
             self.centroids_ = sample.mean(axis=0, keepdims=True).astype(np.float32)
         else:
