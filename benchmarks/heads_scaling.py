@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -170,6 +169,7 @@ def main(argv=None) -> int:
     if args.run_one:
         print(json.dumps(run_one(json.loads(args.run_one))))
         return 0
+    from featx.machine import machine_facts, rounded_load_average
     from featx.registry import featx_home
 
     home = featx_home()
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     heads = [h for h in args.heads.split(",") if h]
     args.memory_budget = args.memory_budget or ((64 << 20) if args.quick else (1 << 30))
     started = time.time()
-    load_before = os.getloadavg()
+    machine = machine_facts().to_dict()
     train, test = fashion_caches(home, max(sizes) if args.quick else None, 1000 if args.quick else None)
     base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs}
     rows = []
@@ -205,8 +205,7 @@ def main(argv=None) -> int:
     result = {
         "command": "python benchmarks/heads_scaling.py" + (" --quick" if args.quick else ""),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before,
-                    "load_after": os.getloadavg()},
+        "machine": {**machine, "load_after": rounded_load_average()},
         "baseline_peak_rss_mb": baseline.get("peak_rss_mb"), "seconds": time.time() - started,
         "rows": rows, "table": table(rows),
     }

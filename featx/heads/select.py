@@ -8,7 +8,8 @@
       GridSearchCV                stratified, shuffled, seeded k-fold on the sample
       refit                       exact: the pipeline on the whole matrix;
                                   approximate: its transformers on the sample, its classifier on
-                                  every row (SGD over batches, or a kernel map / PCA a chunk at a time)
+                                  every row (SGD over batches, or a kernel map / PCA a chunk at a time);
+                                  an approximate logreg is selected as the exact one (same objective)
 
 The selected SVM is refitted inside :class:`~sklearn.calibration.CalibratedClassifierCV`
 (sigmoid, ``ensemble=False``) so that it has ``predict_proba``; its predictions are the argmax of
@@ -286,10 +287,10 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         points = [fit.resolve(point, n_fit) for point in points]
     space = []
     for point in points:
-        pipe = fit.pipeline(point, n_train=n_fit, index=False, streamed=False)
+        pipe = fit.pipeline(point, n_train=n_fit, selecting=True)
         space.append({name: [step] for name, step in pipe.steps})
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    search = GridSearchCV(fit.pipeline(points[0], n_train=n_fit, index=False, streamed=False), space, cv=splitter,
+    search = GridSearchCV(fit.pipeline(points[0], n_train=n_fit, selecting=True), space, cv=splitter,
                           scoring=scoring, n_jobs=n_jobs, refit=False, error_score="raise")
     with threadpool_limits(limits=1, user_api="blas"):
         with warnings.catch_warnings():
@@ -359,22 +360,29 @@ class _Refit:
             point["n_components"] = int(min(point["n_components"], n_fit))
         return point
 
-    def pipeline(self, params: Mapping[str, Any], *, n_train: int, index: bool, streamed: bool):
+    def pipeline(self, params: Mapping[str, Any], *, n_train: int, selecting: bool):
+        """The head for ``params``; ``selecting``: the pipeline cross-validated on the sample.
+
+        An approximate logreg is selected as the exact one (the same objective in ``C``, and
+        L-BFGS is cheaper than SGD on a sample), an approximate kNN with exact neighbours on the
+        reduced rows, an approximate svm with LinearSVC: the winner is then refitted as planned.
+        """
         params = dict(params)
         scale, power = params.pop("scale", "standard"), params.pop("power", "none")
-        if self.approximate:
-            if self.kind != "knn":
-                params.setdefault("epochs", sgd_epochs(n_train))
-            return head_pipeline(self.kind, scale=scale, power=power, approximate=True, n_train=n_train, index=index,
-                                 streamed=streamed, seed=self.seed, **params)
-        return head_pipeline(self.kind, scale=scale, power=power, **params)
+        if not self.approximate or (selecting and self.kind == "logreg"):
+            return head_pipeline(self.kind, scale=scale, power=power, **params)
+        if self.kind != "knn":
+            params.setdefault("epochs", sgd_epochs(n_train))
+        return head_pipeline(self.kind, scale=scale, power=power, approximate=True, n_train=n_train,
+                             index=not selecting, streamed=self.plan.streamed and not selecting, seed=self.seed,
+                             **params)
 
     def refit(self, params: Mapping[str, Any]):
         """Fit the chosen point on every row (the SVM inside a sigmoid calibration when possible)."""
         if self.approximate and self.kind == "knn":
             params = {**params, "n_components": int(min(params.get("n_components", self.Xs.shape[1]),
                                                          len(self.ys), self.Xs.shape[1]))}
-        pipe = self.pipeline(params, n_train=self.plan.n_rows, index=True, streamed=self.plan.streamed)
+        pipe = self.pipeline(params, n_train=self.plan.n_rows, selecting=False)
         if not self.approximate:
             X = self.Xs if self.plan.n_select >= self.plan.n_rows else self.rows.read(np.arange(self.plan.n_rows))
             self._calibrated(pipe)
