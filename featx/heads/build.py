@@ -40,6 +40,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ParameterError
+from ..validation import check_choice, check_int, invalid
 from .knn import IVFKNeighborsClassifier
 
 __all__ = ["HEADS", "SCALERS", "POWERS", "CALIBRATION_FOLDS", "NYSTROEM_COMPONENTS", "PCA_COMPONENTS", "SignedSqrt",
@@ -113,9 +114,7 @@ def default_params(kind: str) -> dict:
 
 def check_kind(kind) -> str:
     """``kind`` if it is a head kind, else :class:`~featx.errors.ParameterError`."""
-    if kind not in HEADS:
-        raise ParameterError(f"The 'kind' parameter must be one of {HEADS}. Got {kind!r} instead.")
-    return kind
+    return check_choice(kind, "kind", "head_pipeline", HEADS)
 
 
 class SignedSqrt(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -150,23 +149,14 @@ SignedSqrt.__module__ = "featx.heads"
 
 
 def _power(name):
-    if name == "sqrt":
-        return SignedSqrt()
-    if name == "none":
-        return "passthrough"
-    raise ParameterError(f"The 'power' parameter must be one of {POWERS}. Got {name!r} instead.")
+    return SignedSqrt() if check_choice(name, "power", "head_pipeline", POWERS) == "sqrt" else "passthrough"
 
 
 def _scaler(name):
     from sklearn.preprocessing import Normalizer, StandardScaler
 
-    if name == "standard":
-        return StandardScaler()
-    if name == "l2":
-        return Normalizer(norm="l2")
-    if name == "none":
-        return "passthrough"
-    raise ParameterError(f"The 'scale' parameter must be one of {SCALERS}. Got {name!r} instead.")
+    name = check_choice(name, "scale", "head_pipeline", SCALERS)
+    return StandardScaler() if name == "standard" else Normalizer(norm="l2") if name == "l2" else "passthrough"
 
 
 def _check_names(kind: str, given: Mapping[str, Any], known, where: str) -> None:
@@ -202,9 +192,7 @@ def _approximate_steps(kind: str, params: Mapping[str, Any], *, n_train, streame
         clf = (IVFKNeighborsClassifier(**neighbours, random_state=seed) if index
                else KNeighborsClassifier(algorithm="brute", **neighbours))
         return [("reduce", PCA(n_components=p["n_components"], random_state=seed)), ("clf", clf)]
-    if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
-        raise ParameterError(f"The 'n_train' parameter must be an int in [1, inf) for an approximate {kind} head "
-                             f"(its penalty is 1 / (C n)). Got {n_train!r} instead.")
+    check_int(n_train, "n_train", f"an approximate {kind} head_pipeline (alpha = 1 / (C n_train))", low=1)
     alpha = 1.0 / (float(p["C"]) * int(n_train))
     sgd = dict(alpha=alpha, max_iter=int(p["epochs"]), tol=None, random_state=seed)
     if kind == "logreg":
@@ -218,8 +206,7 @@ def _approximate_steps(kind: str, params: Mapping[str, Any], *, n_train, streame
     elif p["kernel"] == "linear":
         kernel = "passthrough"
     else:
-        raise ParameterError(f"The 'kernel' parameter of an approximate svm head must be one of ('linear', 'rbf'). "
-                             f"Got {p['kernel']!r} instead.")
+        check_choice(p["kernel"], "kernel", "an approximate svm head_pipeline", ("linear", "rbf"))
     clf = SGDClassifier(loss="hinge", **sgd) if streamed else LinearSVC(C=float(p["C"]), random_state=seed)
     return [("kernel", kernel), ("clf", clf)]
 
@@ -330,7 +317,7 @@ def check_grid(kind: str, grid, approximate: bool = False) -> list[dict[str, lis
     if isinstance(grid, Mapping):
         grid = [grid]
     if not isinstance(grid, (list, tuple)) or not grid:
-        raise ParameterError(f"The 'grid' parameter must be a dict or a non-empty list of dicts. Got {grid!r} instead.")
+        raise invalid("grid", "select_head", "a dict or a non-empty list of dicts", grid)
     checked = []
     for part in grid:
         if not isinstance(part, Mapping) or not part:

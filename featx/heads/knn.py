@@ -18,6 +18,13 @@ a query looks at the ``n_probe`` nearest clusters. Defaults: ``n_lists = 4 sqrt(
 per 39 k-means rows), ``n_probe = n_lists / 8`` (at least 8): on 8000 Fashion-MNIST Lite0 rows
 (PCA 128, 64 lists, 8 probed) this scored 83.2 % against 83.4 % for the exact kNN on the same
 rows, scanning 1/8 of them.
+
+Examples
+--------
+>>> import numpy as np
+>>> knn = IVFKNeighborsClassifier(n_neighbors=1).fit(np.eye(3, dtype=np.float32), ["a", "b", "c"])
+>>> knn.predict(np.eye(3, dtype=np.float32) * 2).tolist(), knn.to_exact().n_neighbors
+(['a', 'b', 'c'], 1)
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..errors import HeadError, MissingDependencyError, ParameterError
+from ..errors import HeadError, MissingDependencyError
+from ..validation import check_choice, check_int
 
 __all__ = ["IVFKNeighborsClassifier", "KMEANS_ROWS"]
 
@@ -84,19 +92,12 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- fit
     def _check_params(self) -> None:
+        owner = type(self).__name__
         for name in ("n_neighbors", "n_lists", "n_probe"):
-            value = getattr(self, name)
-            if value is None and name != "n_neighbors":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ParameterError(f"The {name!r} parameter of IVFKNeighborsClassifier must be an int in "
-                                     f"[1, inf). Got {value!r} instead.")
-        if self.metric not in _METRICS:
-            raise ParameterError(f"The 'metric' parameter of IVFKNeighborsClassifier must be one of {_METRICS}. "
-                                 f"Got {self.metric!r} instead.")
-        if self.weights not in _WEIGHTS:
-            raise ParameterError(f"The 'weights' parameter of IVFKNeighborsClassifier must be one of {_WEIGHTS}. "
-                                 f"Got {self.weights!r} instead.")
+            check_int(getattr(self, name), name, owner, low=1, optional=name != "n_neighbors")
+        check_int(self.random_state, "random_state", owner, low=0)
+        check_choice(self.metric, "metric", owner, _METRICS)
+        check_choice(self.weights, "weights", owner, _WEIGHTS)
 
     def fit(self, X, y):
         self._check_params()

@@ -19,6 +19,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
+from ..validation import check_choice, check_int
 
 __all__ = ["STRATEGIES", "SELECT_ROWS", "EXACT_ROWS", "BYTES_PER_VALUE", "HeadPlan", "plan_head",
            "default_memory_budget", "sgd_epochs"]
@@ -118,11 +119,6 @@ def sgd_epochs(n_rows: int) -> int:
     return min(50, max(3, math.ceil(1_000_000 / max(1, n_rows))))
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ParameterError(f"The {name!r} parameter must be an int in [1, inf). Got {value!r} instead.")
-
-
 def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memory_budget: int | None = None,
               in_memory: bool = False, chunk: int | None = None, select_rows: int = SELECT_ROWS) -> HeadPlan:
     """Choose exact or approximate, the selection sample and streaming for one head.
@@ -158,13 +154,10 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     >>> p.strategy, p.streamed, p.n_select, p.chunk
     ('approximate', True, 10000, 26214)
     """
-    if strategy not in STRATEGIES:
-        raise ParameterError(f"The 'strategy' parameter must be one of {STRATEGIES}. Got {strategy!r} instead.")
-    budget = default_memory_budget() if memory_budget is None else memory_budget
-    _check_positive_int("memory_budget", budget)
-    if chunk is not None:
-        _check_positive_int("chunk", chunk)
-    _check_positive_int("select_rows", select_rows)
+    check_choice(strategy, "strategy", "select_head", STRATEGIES)
+    budget = check_int(memory_budget, "memory_budget", "select_head", low=1, optional=True) or default_memory_budget()
+    check_int(chunk, "chunk", "select_head", low=1, optional=True)
+    check_int(select_rows, "select_rows", "select_head", low=1)
     need = n_rows * dim * BYTES_PER_VALUE
     fits = in_memory or need <= budget
     limit = EXACT_ROWS[kind]

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, ParameterError
+from ..validation import check_int, invalid
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
                     head_pipeline, plain)
 from .plan import SELECT_ROWS, HeadPlan, plan_head, sgd_epochs
@@ -90,18 +91,10 @@ def _none_if_nan(x):
 
 
 # ------------------------------------------------------------------------ checks
-def _check_int(name: str, value, low: int):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ParameterError(f"The {name!r} parameter must be an int in [{low}, inf). Got {value!r} instead.")
-
-
-def check_n_jobs(n_jobs) -> None:
+def check_n_jobs(n_jobs, owner: str = "select_head") -> None:
     """``None`` or a non-zero int (``-1``: all cores), else :class:`~featx.errors.ParameterError`."""
-    if n_jobs is None:
-        return
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
-        raise ParameterError(f"The 'n_jobs' parameter must be None or a non-zero int (-1: all cores). "
-                             f"Got {n_jobs!r} instead.")
+    if check_int(n_jobs, "n_jobs", owner, optional=True) == 0:
+        raise invalid("n_jobs", owner, "None or a non-zero int (-1: all cores)", n_jobs)
 
 
 def _check_labels(y, n_rows: int):
@@ -236,8 +229,8 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     from threadpoolctl import threadpool_limits
 
     check_kind(kind)
-    _check_int("cv", cv, 2)
-    _check_int("seed", seed, 0)
+    check_int(cv, "cv", "select_head", low=2)
+    check_int(seed, "seed", "select_head", low=0)
     check_n_jobs(n_jobs)
     rows = rows_of(X) if hasattr(X, "read") else ArrayRows(_check_array(X))
     if not isinstance(rows, ArrayRows) and y is None:
