@@ -71,9 +71,7 @@ class FeatureReader:
     """
 
     def __init__(self, cache, model: str | None = None, *, strict: bool = False):
-        check_path(cache, "cache", "FeatureReader")
-        check_str(model, "model", "FeatureReader", optional=True)
-        check_bool(strict, "strict", "FeatureReader")
+        _check_args(cache, model, strict, "FeatureReader")
         store = CacheStore(cache)
         store.check_readable()
         name = store.resolve_model(model)
@@ -176,6 +174,12 @@ def _read_runs(ds, rows: np.ndarray, targets: np.ndarray, out: np.ndarray) -> No
         out[run_targets] = block[run_rows - lo]
 
 
+def _check_args(cache, model, strict, owner: str) -> None:
+    check_path(cache, "cache", owner)
+    check_str(model, "model", owner, optional=True)
+    check_bool(strict, "strict", owner)
+
+
 def _check_chunk(rows) -> None:
     check_int(rows, "chunk", "iter_features", low=1)
 
@@ -206,6 +210,7 @@ def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK
     >>> [len(X) for X, y, ids in iter_features("digits.cache", chunk=200)]
     [200, 200, 50]
     """
+    _check_args(cache, model, strict, "iter_features")
     _check_chunk(chunk)
     reader = FeatureReader(cache, model, strict=strict)
     for where, X in reader.chunks(chunk):
@@ -234,5 +239,6 @@ def load_features(cache, model: str | None = None, *, strict: bool = False):
     >>> X.shape, X.dtype, y[:3].tolist(), ids[:2].tolist()
     ((450, 8), dtype('float32'), ['1', '4', '8'], ['digits/0021', 'digits/0024'])
     """
+    _check_args(cache, model, strict, "load_features")
     reader = FeatureReader(cache, model, strict=strict)
     return reader.read_all(), reader.labels, reader.ids
