@@ -101,8 +101,9 @@ def test_plan_switches_by_size_both_ways():
     assert (big.strategy, big.streamed, big.n_select) == ("exact", False, 10_000)
     over = plan_head("logreg", 1_000_000, 1280, memory_budget=gib)
     assert (over.strategy, over.streamed) == ("approximate", True)
-    assert "over the memory budget" in over.describe() and "streamed in chunks of 26,214 rows" in over.describe()
+    assert "over the memory budget" in over.describe() and "streamed in chunks of 24,576 rows" in over.describe()
     assert not plan_head("logreg", 1_000_000, 1280, memory_budget=gib, in_memory=True).streamed
+    assert plan_head("logreg", 10**6, 1280, memory_budget=gib, chunk=1000).chunk == WINDOW_ROWS  # the floor
     assert plan_head("svm", 500, 8, strategy="approximate").strategy == "approximate"
     assert plan_head("svm", 50_000, 8, strategy="exact").strategy == "exact"
     with pytest.raises(ParameterError, match="strategy='exact' needs the whole 1,000,000 x 1280 matrix in memory"):
@@ -147,7 +148,7 @@ def test_streamed_training_equals_in_memory_training(big_cache):
     grid = {"C": [0.1], "scale": ["standard"], "power": ["none", "sqrt"]}
     in_memory = select_head("logreg", X, y, strategy="approximate", grid=grid, **common)
     assert not in_memory.plan.streamed and len(X) > 2 * WINDOW_ROWS
-    for chunk in (8192, 20_000):
+    for chunk in (8192, 16_384):
         streamed = select_head("logreg", reader, strategy="auto", memory_budget=100_000, chunk=chunk, grid=grid,
                                **common)
         assert streamed.plan.streamed and streamed.plan.strategy == "approximate" and streamed.plan.chunk == chunk
@@ -159,7 +160,7 @@ def test_streamed_training_equals_in_memory_training(big_cache):
     assert np.mean(in_memory.best_estimator.predict(X) == y) > 0.8
 
     svm = [select_head("svm", reader, memory_budget=100_000, chunk=chunk, strategy="approximate",
-                       grid={"kernel": ["linear"], "C": [1.0], "scale": ["standard"]}, **common) for chunk in (9000, 4000)]
+                       grid={"kernel": ["linear"], "C": [1.0], "scale": ["standard"]}, **common) for chunk in (8192, 16_384)]
     assert svm[0].plan.streamed and "no predict_proba" in " ".join(svm[0].notes)
     np.testing.assert_array_equal(svm[0].best_estimator[-1].coef_, svm[1].best_estimator[-1].coef_)
 

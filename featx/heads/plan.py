@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import ParameterError
 from ..validation import check_choice, check_int
+from .stream import WINDOW_ROWS
 
 __all__ = ["STRATEGIES", "SELECT_ROWS", "EXACT_ROWS", "BYTES_PER_VALUE", "HeadPlan", "plan_head",
            "default_memory_budget", "sgd_epochs"]
@@ -137,7 +138,8 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     in_memory : bool
         The rows are already an array in memory: never streamed.
     chunk : int, optional
-        Rows read at a time when streaming (default: what an eighth of the budget holds, at least 1024).
+        Rows read at a time when streaming (default: what an eighth of the budget holds), rounded
+        down to whole windows of :data:`~featx.heads.stream.WINDOW_ROWS` (8192) rows, at least one.
     select_rows : int
         Most rows the grid is cross-validated on (default :data:`SELECT_ROWS`).
 
@@ -152,7 +154,7 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     'exact'
     >>> p = plan_head("logreg", 1_000_000, 1280, memory_budget=1 << 30)
     >>> p.strategy, p.streamed, p.n_select, p.chunk
-    ('approximate', True, 10000, 26214)
+    ('approximate', True, 10000, 24576)
     """
     check_choice(strategy, "strategy", "select_head", STRATEGIES)
     budget = check_int(memory_budget, "memory_budget", "select_head", low=1, optional=True) or default_memory_budget()
@@ -178,6 +180,7 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     else:
         strategy = "exact"
         reason = f"auto: {n_rows:,} rows <= {limit:,}" if limit else "auto: the matrix fits in memory"
-    rows_in_budget = max(1024, budget // 8 // max(1, dim * 4))
+    rows = chunk or budget // 8 // max(1, dim * 4)
+    rows = max(WINDOW_ROWS, rows // WINDOW_ROWS * WINDOW_ROWS)  # whole shuffling windows
     return HeadPlan(kind=kind, strategy=strategy, n_rows=int(n_rows), n_select=int(min(n_rows, select_rows)),
-                    streamed=not fits, chunk=int(chunk or rows_in_budget), epochs=sgd_epochs(n_rows), reason=reason)
+                    streamed=not fits, chunk=int(rows), epochs=sgd_epochs(n_rows), reason=reason)

@@ -78,6 +78,7 @@ def check_finite(X: np.ndarray, positions: np.ndarray) -> None:
 def _read_chunks(rows, order: np.ndarray, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(positions, float32 rows)`` following ``order``, ``chunk`` rows (rounded to whole windows) at a time."""
     step = max(WINDOW_ROWS, chunk // WINDOW_ROWS * WINDOW_ROWS) if len(order) > chunk else len(order)
+    step = min(step, len(order))
     for lo in range(0, len(order), max(1, step)):
         positions = order[lo:lo + step]
         X = rows.read(positions)
