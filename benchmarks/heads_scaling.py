@@ -69,7 +69,7 @@ def run_one(spec: dict) -> dict:
     else:  # the whole cache, streamed when it does not fit the budget
         X, y = reader, reader.labels
     result = select_head(spec["kind"], X, y, cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
-                         memory_budget=spec.get("memory_budget"))
+                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"])
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     Xt, yt, _ = featx.load_features(spec["test"])
@@ -162,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--memory-budget", type=int, default=None,
                    help="bytes, for the synthetic runs (default 1 GiB; --quick: 64 MiB, so that they stream too)")
     p.add_argument("--cv", type=int, default=3)
+    p.add_argument("--select-rows", type=int, default=None,
+                   help="most rows the grid is cross-validated on (default featx's 10,000; --quick: 2000)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per run")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
@@ -180,7 +182,10 @@ def main(argv=None) -> int:
     started = time.time()
     machine = machine_facts().to_dict()
     train, test = fashion_caches(home, max(sizes) if args.quick else None, 1000 if args.quick else None)
-    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs}
+    from featx.heads import SELECT_ROWS
+
+    select_rows = args.select_rows or (2000 if args.quick else SELECT_ROWS)
+    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs, "select_rows": select_rows}
     rows = []
 
     def record(data, n, kind, strategy, spec):

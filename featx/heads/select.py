@@ -365,7 +365,7 @@ class _Refit:
         if not self.approximate or (selecting and self.kind == "logreg"):
             return head_pipeline(self.kind, scale=scale, power=power, **params)
         if self.kind != "knn":
-            params.setdefault("epochs", sgd_epochs(n_train))
+            params.setdefault("epochs", sgd_epochs(n_train, self.kind))
         return head_pipeline(self.kind, scale=scale, power=power, approximate=True, n_train=n_train,
                              index=not selecting, streamed=self.plan.streamed and not selecting, seed=self.seed,
                              **params)
