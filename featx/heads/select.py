@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, ParameterError
+from ..search import grid_search
 from ..validation import check_int, invalid
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
                     head_pipeline, plain)
@@ -167,7 +168,7 @@ def _prune_neighbors(grid: list[dict[str, list]], max_k: int, notes: list) -> li
 def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0, grid=None,
                 scoring: str = "accuracy", calibrate: bool = True, strategy: str = "auto",
                 memory_budget: int | None = None, chunk: int | None = None,
-                select_rows: int = SELECT_ROWS) -> SelectionResult:
+                select_rows: int = SELECT_ROWS, progress: bool | None = None) -> SelectionResult:
     """Pick the best point of a head's grid by cross-validation and refit it on all the data.
 
     Parameters
@@ -201,6 +202,8 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         Rows read at a time when streaming.
     select_rows : int
         Most rows the grid is cross-validated on; above it, a stratified sample of this size.
+    progress : bool or None
+        A bar over the fits of the search (None: when stderr is a terminal; see :mod:`featx.progress`).
 
     Returns
     -------
@@ -225,7 +228,7 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     ('SGDClassifier', True)
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
     check_kind(kind)
@@ -283,8 +286,9 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         pipe = fit.pipeline(point, n_train=n_fit, selecting=True)
         space.append({name: [step] for name, step in pipe.steps})
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    search = GridSearchCV(fit.pipeline(points[0], n_train=n_fit, selecting=True), space, cv=splitter,
-                          scoring=scoring, n_jobs=n_jobs, refit=False, error_score="raise")
+    search = grid_search(fit.pipeline(points[0], n_train=n_fit, selecting=True), space, cv=splitter,
+                         scoring=scoring, n_jobs=n_jobs, refit=False, error_score="raise", progress=progress,
+                         label=f"featx {kind}")
     with threadpool_limits(limits=1, user_api="blas"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # of grid points that are not chosen
@@ -412,7 +416,8 @@ class _Refit:
 
 def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
                 grids: Mapping[str, Any] | None = None, strategy: str = "auto", memory_budget: int | None = None,
-                chunk: int | None = None, select_rows: int = SELECT_ROWS) -> list[SelectionResult]:
+                chunk: int | None = None, select_rows: int = SELECT_ROWS,
+                progress: bool | None = None) -> list[SelectionResult]:
     """Select every head in ``heads`` on the same folds; see :func:`select_head`.
 
     Parameters
@@ -423,7 +428,7 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
         Labels (default: the reader's).
     heads : sequence of str, or "all"
         Head kinds, run in this order.
-    cv, n_jobs, seed, strategy, memory_budget, chunk, select_rows :
+    cv, n_jobs, seed, strategy, memory_budget, chunk, select_rows, progress :
         As in :func:`select_head`.
     grids : dict, optional
         ``{kind: grid}`` replacing the default grid of some heads.
@@ -439,7 +444,8 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
     if unknown:
         raise ParameterError(f"grids given for head(s) {unknown} that are not trained; heads: {list(heads)}")
     return [select_head(kind, X, y, cv=cv, n_jobs=n_jobs, seed=seed, grid=grids.get(kind), strategy=strategy,
-                        memory_budget=memory_budget, chunk=chunk, select_rows=select_rows) for kind in heads]
+                        memory_budget=memory_budget, chunk=chunk, select_rows=select_rows, progress=progress)
+            for kind in heads]
 
 
 def resolve_heads(heads) -> tuple[str, ...]:
