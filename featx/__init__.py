@@ -7,7 +7,7 @@ ONNX Runtime, and train scikit-learn heads on them.
 __version__ = "0.1.0"
 
 from .backbone import Backbone, load_backbone  # noqa: E402
-from .cache import load_features  # noqa: E402
+from .cache import FeatureReader, iter_features, load_features  # noqa: E402
 from .errors import FeatxError  # noqa: E402
 from .extract import ExtractReport, extract  # noqa: E402
 from .sources import Dataset, Item, open_dataset  # noqa: E402
@@ -33,5 +33,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'featx' has no attribute {name!r}")
 
 
-__all__ = ["Backbone", "Dataset", "ExtractReport", "FeatxError", "Item", "extract", "load_backbone",
+__all__ = ["Backbone", "Dataset", "FeatureReader", "iter_features", "ExtractReport", "FeatxError", "Item", "extract", "load_backbone",
            "load_features", "open_dataset", "__version__", *_LAZY]

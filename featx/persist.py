@@ -66,8 +66,15 @@ _SKLEARN_TYPES = (
     "sklearn.isotonic.IsotonicRegression",
     "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.model_selection._split.KFold",
+    # approximate heads (featx.heads): SGD, kernel map, reduction
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn.linear_model._sgd_fast.Hinge",
+    "sklearn.kernel_approximation.Nystroem",
+    "sklearn.decomposition._pca.PCA",
 )
-_FEATX_TYPES = ("featx.heads.SignedSqrt",)
+# The kNN index holds plain arrays, checked before faiss reads them, and is rebuilt on load.
+_FEATX_TYPES = ("featx.heads.SignedSqrt", "featx.heads.IVFKNeighborsClassifier")
 _BUILTIN_TYPES = tuple(f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool",
                                                   "NoneType", "bytes"))
 _NUMPY_TYPES = ("numpy.ndarray", "numpy.dtype") + tuple(

@@ -146,14 +146,14 @@ class PipelineConfig:
         check_bool(self.jpeg_draft, "jpeg_draft", owner)
         if self.cache is True or (self.cache is not None and not isinstance(self.cache, (str, bool))):
             raise invalid("cache", owner, "a directory path or false", self.cache)
-        from .heads import _check_grid, _check_n_jobs
+        from .heads import check_grid, check_n_jobs
 
-        _check_n_jobs(self.n_jobs)
+        check_n_jobs(self.n_jobs)
         for kind, grid in self.grids.items():
             if kind not in self.heads:
                 raise ParameterError(f"{where}: [heads.grids.{kind}] is given but {kind!r} is not in kinds "
                                      f"{list(self.heads)}")
-            _check_grid(kind, grid)
+            check_grid(kind, grid)
 
 
 def load_pipeline(path) -> PipelineConfig:

@@ -60,10 +60,10 @@ def test_head_pipeline_steps_and_parameters():
 
 
 def test_bad_kind_scale_and_parameter_are_named():
-    with pytest.raises(ParameterError, match=r"The 'kind' parameter must be one of \('logreg', 'svm', 'knn'\)\. "
+    with pytest.raises(ParameterError, match=r"The 'kind' parameter of head_pipeline must be one of \('logreg', 'svm', 'knn'\)\. "
                                              r"Got 'tree' instead\."):
         head_pipeline("tree")
-    with pytest.raises(ParameterError, match=r"The 'scale' parameter must be one of .*Got 'minmax' instead"):
+    with pytest.raises(ParameterError, match=r"The 'scale' parameter of head_pipeline must be one of .*Got 'minmax' instead"):
         head_pipeline("logreg", scale="minmax")
     with pytest.raises(ParameterError, match=r"unknown parameter\(s\) \['n_neighbours'\] for the 'knn' head"):
         head_pipeline("knn", n_neighbours=3)
@@ -177,9 +177,9 @@ def test_bad_inputs_are_named(tiny_digits):
         select_head("logreg", X[:5], np.array(["a"] * 5, dtype=object))
     with pytest.raises(InputError, match="y is None"):
         select_head("logreg", X, None)
-    with pytest.raises(ParameterError, match=r"The 'cv' parameter must be an int in \[2, inf\)\. Got 1 instead\."):
+    with pytest.raises(ParameterError, match=r"The 'cv' parameter of select_head must be an int in \[2, inf\)\. Got 1 instead\."):
         select_head("logreg", X, y, cv=1)
-    with pytest.raises(ParameterError, match="'n_jobs' parameter must be None or a non-zero int"):
+    with pytest.raises(ParameterError, match="'n_jobs' parameter of select_head must be None or a non-zero int"):
         select_head("logreg", X, y, n_jobs=0)
     with pytest.raises(ParameterError, match="grid entry 'C' of the 'logreg' head has no values"):
         select_head("logreg", X, y, grid={"C": []})

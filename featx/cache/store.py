@@ -1,7 +1,7 @@
 """The cache directory: listing, backbone fingerprints, committed shards, read view.
 
 Only :class:`CacheStore` touches the files; :func:`featx.extract` drives it and
-:func:`load_features` reads it.
+:class:`~featx.cache.reader.FeatureReader` reads it.
 """
 
 from __future__ import annotations
@@ -230,49 +230,6 @@ class CacheStore:
         seq = 1 + max((int(SHARD_RE.match(p.name).group(1)) for p in paths), default=-1)
         final = layout.shards_dir(self.root, name) / layout.shard_name(seq)
         return write_shard(final, data, model=name, fingerprint_id=fingerprint_id, dtype=dtype, durable=durable)
-
-    # ---------------------------------------------------------------- reading
-    def load(self, model: str | None = None, *, strict: bool = False):
-        """Features in dataset order: ``(X, y, ids)``; see :func:`featx.load_features`."""
-        self.check_readable()
-        name = self.resolve_model(model)
-        listing = self.read_listing()
-        if listing is None:
-            raise CacheError(f"cache {self.root} has no dataset listing; run `featx extract` first")
-        state = self.scan(name, keep_embeddings=True)
-        if state.damaged:
-            paths = ", ".join(str(p) for p, _ in state.damaged[:3])
-            raise CacheCorruptError(f"cache {self.root}: damaged shard(s) {paths}; run `featx verify {self.root}` "
-                                    "and `featx extract` again to recompute them")
-        dim = int((self.read_model(name) or {}).get("fingerprint", {}).get("dim", 0))
-        positions, rows = [], []
-        missing = stale = failed = 0
-        for pos, (item_id, stamp) in enumerate(zip(listing.ids, listing.stamps)):
-            hit = state.rows.get(item_id)
-            if hit is None:
-                if item_id in state.failed:
-                    failed += 1
-                else:
-                    missing += 1
-                continue
-            if hit[2] != stamp:
-                stale += 1
-                continue
-            positions.append(pos)
-            rows.append(hit)
-        if missing or stale:
-            msg = (f"cache {self.root}: {missing} item(s) not extracted yet and {stale} changed on disk since "
-                   f"extraction for {name!r}; run `featx extract` again to complete it")
-            if strict:
-                raise CacheError(msg)
-            log.warning(msg)
-        X = np.empty((len(rows), dim), np.float32)
-        for i, (k, row, _) in enumerate(rows):
-            X[i] = state.arrays[k][row]
-        idx = np.asarray(positions, dtype=np.int64)
-        ids = listing.ids[idx] if len(idx) else np.empty(0, dtype=object)
-        y = None if listing.labels is None else (listing.labels[idx] if len(idx) else np.empty(0, dtype=object))
-        return X, y, ids
 
     # ---------------------------------------------------------------- read view for plain h5py
     def rebuild_index(self) -> Path:

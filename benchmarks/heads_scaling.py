@@ -1,0 +1,226 @@
+"""Heads at scale: train time, peak memory and test accuracy per head and strategy, as n grows.
+
+    python benchmarks/heads_scaling.py            # full run -> results/heads_scaling.json (hours on 2 cores)
+    python benchmarks/heads_scaling.py --quick    # small sizes, minutes  -> results/heads_scaling.quick.json
+
+Two parts:
+
+a. Fashion-MNIST training split (EfficientNet-Lite0 at 112 px, the bench's input size), stratified
+   subsets of 2,000, 10,000 and 60,000 images, each head ``exact`` and ``approximate``
+   (``featx.heads.select_head``, 3-fold CV, the default grids), scored on the 10,000 test images.
+   The exact SVM is skipped above ``--exact-svm-max`` rows (n^2 to n^3: hours at 60,000).
+b. A synthetic float16 cache of 250,000 and 1,000,000 rows made from the real training embeddings
+   plus Gaussian noise (0.1 of each feature's standard deviation), trained by the "auto" strategy
+   under a memory budget (default 1 GiB): streamed from the HDF5 shards, scored on the real test
+   images. Peak memory should not grow with n past the ids and labels (~100 bytes a row).
+
+Every run is a child process (``--run-one``): its peak RSS (``VmHWM``) is read right after training,
+before the test set is loaded; a child that only imports featx and sklearn gives the baseline.
+Goals (issue 17): time per head grows at most linearly from 10k to 60k; each approximate head
+within 0.5 accuracy points of the exact one at 10k and 60k (where the exact head runs); 1M rows
+train with memory bounded by the chunk size, not n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+HEADS = ("logreg", "svm", "knn")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (``VmHWM``), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- one run, in a child
+def run_one(spec: dict) -> dict:
+    import warnings
+
+    import featx
+    from featx.cache import FeatureReader
+    from featx.heads import select_head, stratified_sample
+
+    warnings.simplefilter("ignore")
+    if spec.get("baseline"):
+        import sklearn.linear_model  # noqa: F401  (what every run imports)
+
+        return {"peak_rss_mb": peak_rss_mb()}
+    reader = FeatureReader(spec["train"])
+    t0 = time.perf_counter()
+    if spec.get("size"):  # an in-memory stratified subset of the cache
+        positions = stratified_sample(reader.labels, spec["size"], seed=0)
+        X, y = reader.read(positions), reader.labels[positions]
+    else:  # the whole cache, streamed when it does not fit the budget
+        X, y = reader, reader.labels
+    result = select_head(spec["kind"], X, y, cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
+                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"])
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    Xt, yt, _ = featx.load_features(spec["test"])
+    t1 = time.perf_counter()
+    accuracy = float(np.mean(result.best_estimator.predict(Xt) == yt))
+    return {"train_seconds": seconds, "peak_rss_mb": peak, "test_accuracy": accuracy,
+            "predict_ms_per_item": 1000 * (time.perf_counter() - t1) / len(yt), "n_train": int(len(y)),
+            "plan": result.plan.describe(), "strategy": result.plan.strategy, "streamed": result.plan.streamed,
+            "n_select": result.plan.n_select, "best_params": result.best_params, "cv_mean": result.cv_mean}
+
+
+def in_child(spec: dict, timeout: float | None) -> dict:
+    cmd = [sys.executable, __file__, "--run-one", json.dumps(spec)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- data
+def fashion_caches(home: Path, n_train: int | None, n_test: int | None) -> tuple[Path, Path]:
+    """Caches of Fashion-MNIST train/test through Lite0 at 112 px (reused across runs)."""
+    import featx
+    from featx.bench import BenchConfig, prepare_backbone
+    from featx.sources import open_dataset, subset
+
+    bb = prepare_backbone(BenchConfig(dataset="fashion-mnist", image_size=112), "image", need_torch=False)
+    caches = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        cache = home / f"heads-scaling-fashion-mnist-{split}-{n or 'all'}"
+        data = open_dataset(f"builtin:fashion-mnist:{split}")
+        featx.extract(subset(data, n, seed=0) if n else data, bb.onnx_path, cache, progress=sys.stderr.isatty())
+        caches.append(cache)
+    return caches[0], caches[1]
+
+
+def synthetic_cache(home: Path, source: Path, n_rows: int, noise: float = 0.1, shard_rows: int = 8192) -> Path:
+    """A float16 cache of ``n_rows``: real embeddings drawn with replacement, plus Gaussian noise."""
+    from featx.cache import CacheStore, FeatureReader, ShardData
+
+    cache = home / f"heads-scaling-synthetic-{n_rows}"
+    if (cache / "dataset.h5").is_file():
+        return cache
+    reader = FeatureReader(source)
+    X, labels = reader.read_all(), reader.labels
+    scale = noise * X.std(axis=0)
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(X), n_rows)
+    ids = [f"synthetic/{i:07d}" for i in range(n_rows)]
+    store = CacheStore(cache)
+    store.create()
+    store.register_model({"name": "synthetic-lite0", "dim": int(X.shape[1]), "source": str(source.name),
+                          "noise": noise}, "synthetic", "float16")
+    store.write_listing(f"synthetic-{n_rows}", "image", ids, labels[picks], [""] * n_rows)
+    for lo in range(0, n_rows, shard_rows):
+        rows = picks[lo:lo + shard_rows]
+        emb = X[rows] + rng.normal(size=(len(rows), X.shape[1])).astype(np.float32) * scale
+        store.commit("synthetic-lite0", ShardData(ids[lo:lo + len(rows)], [""] * len(rows), emb),
+                     fingerprint_id="synthetic", dtype="float16", durable=False)
+    return cache
+
+
+# --------------------------------------------------------------------------- the run
+def table(rows: list[dict]) -> str:
+    lines = ["| data | n | head | strategy | train (s) | peak RSS (MB) | test acc | vs exact (pt) | what was done |",
+             "|---|---:|---|---|---:|---:|---:|---:|---|"]
+    exact = {(r["data"], r["n"], r["kind"]): r.get("test_accuracy") for r in rows if r["strategy_asked"] == "exact"}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['data']} | {r['n']:,} | {r['kind']} | {r['strategy_asked']} | | | | | {r['error']} |")
+            continue
+        ref = exact.get((r["data"], r["n"], r["kind"]))
+        delta = "" if ref is None or r["strategy_asked"] == "exact" else f"{100 * (r['test_accuracy'] - ref):+.1f}"
+        lines.append(f"| {r['data']} | {r['n']:,} | {r['kind']} | {r['strategy_asked']} | {r['train_seconds']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['test_accuracy']:.4f} | {delta} | {r['plan']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="sizes 500/2000, synthetic 20k/50k under 64 MiB, 1000 test images")
+    p.add_argument("--sizes", default=None, help="Fashion-MNIST training sizes (default 2000,10000,60000)")
+    p.add_argument("--synthetic", default=None, help="synthetic cache sizes (default 250000,1000000)")
+    p.add_argument("--heads", default="logreg,svm,knn")
+    p.add_argument("--exact-svm-max", type=int, default=10_000, help="largest n the exact SVM runs at")
+    p.add_argument("--memory-budget", type=int, default=None,
+                   help="bytes, for the synthetic runs (default 1 GiB; --quick: 64 MiB, so that they stream too)")
+    p.add_argument("--cv", type=int, default=3)
+    p.add_argument("--select-rows", type=int, default=None,
+                   help="most rows the grid is cross-validated on (default featx's 10,000; --quick: 2000)")
+    p.add_argument("--jobs", type=int, default=-1)
+    p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per run")
+    p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.run_one:
+        print(json.dumps(run_one(json.loads(args.run_one))))
+        return 0
+    from featx.machine import machine_facts, rounded_load_average
+    from featx.registry import featx_home
+
+    home = featx_home()
+    sizes = [int(s) for s in (args.sizes or ("500,2000" if args.quick else "2000,10000,60000")).split(",")]
+    synth = [int(s) for s in (args.synthetic or ("20000,50000" if args.quick else "250000,1000000")).split(",")]
+    heads = [h for h in args.heads.split(",") if h]
+    args.memory_budget = args.memory_budget or ((64 << 20) if args.quick else (1 << 30))
+    started = time.time()
+    machine = machine_facts().to_dict()
+    train, test = fashion_caches(home, max(sizes) if args.quick else None, 1000 if args.quick else None)
+    from featx.heads import SELECT_ROWS
+
+    select_rows = args.select_rows or (2000 if args.quick else SELECT_ROWS)
+    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs, "select_rows": select_rows}
+    rows = []
+
+    def record(data, n, kind, strategy, spec):
+        out = {"data": data, "n": n, "kind": kind, "strategy_asked": strategy, **in_child(spec, args.timeout)}
+        rows.append(out)
+        print(table([out]).splitlines()[-1], flush=True)
+
+    baseline = in_child({"baseline": True}, 600)
+    for n in sizes:
+        for kind in heads:
+            for strategy in ("exact", "approximate"):
+                if strategy == "exact" and kind == "svm" and n > args.exact_svm_max:
+                    rows.append({"data": "fashion-mnist", "n": n, "kind": kind, "strategy_asked": strategy,
+                                 "error": f"skipped: exact SVM above {args.exact_svm_max:,} rows (n^2 to n^3)"})
+                    continue
+                record("fashion-mnist", n, kind, strategy, {**base, "kind": kind, "strategy": strategy, "size": n})
+    for n in synth:
+        cache = synthetic_cache(home, train, n)
+        for kind in heads:
+            record(f"synthetic f16 (budget {args.memory_budget >> 20} MiB)", n, kind, "auto",
+                   {**base, "train": str(cache), "kind": kind, "strategy": "auto", "memory_budget": args.memory_budget})
+    result = {
+        "command": "python benchmarks/heads_scaling.py" + (" --quick" if args.quick else ""),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine, "load_after": rounded_load_average()},
+        "baseline_peak_rss_mb": baseline.get("peak_rss_mb"), "seconds": time.time() - started,
+        "rows": rows, "table": table(rows),
+    }
+    out = HERE / "results" / ("heads_scaling.quick.json" if args.quick else "heads_scaling.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(result["table"])
+    print(f"baseline peak RSS (imports only): {result['baseline_peak_rss_mb']:.0f} MB; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
