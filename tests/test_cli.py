@@ -51,24 +51,27 @@ def run_on_terminal(*args, timeout=300) -> tuple[int, str, str]:
     master, slave = terminal()
     proc = subprocess.Popen([*FEATX, *map(str, args)], stdout=subprocess.PIPE, stderr=slave, text=True)
     os.close(slave)
-    chunks: list[bytes] = []
-
-    def read():
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
+    screen: list[str] = []
+    reader = threading.Thread(target=lambda: screen.append(read_until_closed(master)), daemon=True)
     reader.start()
     out, _ = proc.communicate(timeout=timeout)
     reader.join(timeout=60)
     os.close(master)
-    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+    return proc.returncode, out, "".join(screen)
+
+
+def read_until_closed(master: int) -> str:
+    """Everything written to a pseudo-terminal, read until every writer has closed it."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -451,8 +454,7 @@ def test_bench_progress_lines_and_bar_on_a_terminal_nothing_elsewhere():
         say.row_done()
         say.row_done()
         say.close()
-        screen_in.flush()
-        screen = os.read(master, 65536).decode()
+    screen = read_until_closed(master)  # the terminal is closed: one read could return part of it
     os.close(master)
     assert "first row" in screen and "featx bench: 100%" in screen and "3/3" in screen
     piped = io.StringIO()
