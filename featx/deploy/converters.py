@@ -1,0 +1,301 @@
+"""featx's own skl2onnx converters: the head steps whose ONNX form featx decides.
+
+skl2onnx converts the logistic regression and the calibrated SVM of a head as it ships them;
+the steps in :data:`CONVERTERS` are converted by featx, handed to skl2onnx for one
+conversion at a time (skl2onnx's own registry is left alone, except for featx's
+:class:`~featx.heads.SignedSqrt`, which skl2onnx cannot know):
+
+====================  ======================================================================
+step                  why featx converts it
+====================  ======================================================================
+SignedSqrt            featx's own transformer: skl2onnx has no converter for it.
+StandardScaler        rounds to float32 after each operation, as scikit-learn does on
+                      featx's float32 features: the scaled features are bit-identical.
+Normalizer            the same rounding; the L2 norm agrees within one float32 ulp.
+KNeighborsClassifier  a neighbour at distance zero takes all the weight (scikit-learn's
+                      rule; skl2onnx clamps the distance instead, which moved the
+                      probabilities of training items by up to 0.9 on digits); distances
+                      by one matrix product (skl2onnx loops over the training set with
+                      ``Scan`` for the euclidean metric); ties go to the lower training
+                      index, as in scikit-learn's brute-force search.
+====================  ======================================================================
+
+A head graph computes in float64 (the backbone's float32 features are cast once), so its
+arithmetic error stays far below the deploy gate's 1e-4, and near-ties between neighbours
+or SVM votes flip far less often than in float32.
+
+Adding a step (a kernel map, an approximate-kNN index, ...) is one function
+``convert(builder, estimator)`` that reads ``builder.input`` and writes
+``builder.output(i)``, passed to :func:`register_converter`; a classifier also writes
+its label (output 0) and probabilities (output 1).
+
+Examples
+--------
+>>> from featx.heads import SignedSqrt
+>>> sorted(cls.__name__ for cls in CONVERTERS)
+['KNeighborsClassifier', 'Normalizer', 'SignedSqrt', 'StandardScaler']
+>>> CONVERTERS[SignedSqrt].alias
+'FeatxSignedSqrt'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DeployError, MissingDependencyError
+from ..heads import SignedSqrt
+
+__all__ = ["CONVERTERS", "Converter", "GraphBuilder", "register_converter", "require_skl2onnx", "conversion_hooks"]
+
+#: Values under this are a zero norm or scale for scikit-learn on float32 data (``10 * eps``).
+_TINY32 = 10 * float(np.finfo(np.float32).eps)
+
+
+def require_skl2onnx():
+    """Import skl2onnx, or say how to install the deploy extra."""
+    try:
+        import skl2onnx
+    except ImportError:
+        raise MissingDependencyError("deploying a head needs skl2onnx: pip install 'featx[deploy]'") from None
+    return skl2onnx
+
+
+class GraphBuilder:
+    """Adds one converter's nodes and constants to skl2onnx's container, under unique names.
+
+    Parameters
+    ----------
+    scope, operator, container :
+        What skl2onnx passes a converter.
+    """
+
+    def __init__(self, scope, operator, container):
+        self.scope = scope
+        self.operator = operator
+        self.container = container
+
+    @property
+    def input(self) -> str:
+        """The step's input (float64 (n, d))."""
+        return self.operator.inputs[0].full_name
+
+    def output(self, i: int = 0) -> str:
+        """Name of the step's ``i``-th output: a classifier's label (0) and probabilities (1)."""
+        return self.operator.outputs[i].full_name
+
+    def const(self, hint: str, value) -> str:
+        """A constant tensor (numpy array or scalar; strings become a STRING tensor)."""
+        from onnx import TensorProto, numpy_helper
+
+        name = self.scope.get_unique_variable_name(hint)
+        array = np.asarray(value)
+        if array.dtype.kind in "OUS":
+            values = [str(v).encode("utf-8") for v in array.ravel()]
+            self.container.add_initializer(name, TensorProto.STRING, list(array.shape), values)
+        else:
+            self.container.add_initializer(name, None, list(array.shape), numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs, *, outputs=None, n_outputs: int = 1, domain: str = "", **attrs):
+        """Add a node; return its output name (a list when it has several)."""
+        if outputs is None:
+            outputs = [self.scope.get_unique_variable_name(op_type.lower()) for _ in range(n_outputs)]
+        elif isinstance(outputs, str):
+            outputs = [outputs]
+        self.container.add_node(op_type, list(inputs), list(outputs), op_domain=domain,
+                                name=self.scope.get_unique_operator_name(op_type), **attrs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def float32_round(self, x: str) -> str:
+        """Round float64 values to float32 and back: what scikit-learn's float32 arrays hold."""
+        from onnx import TensorProto
+
+        return self.op("Cast", [self.op("Cast", [x], to=TensorProto.FLOAT)], to=TensorProto.DOUBLE)
+
+    def row_sum(self, x: str, keepdims: int = 1) -> str:
+        return self.op("ReduceSum", [x, self.const("axis1", np.array([1], np.int64))], keepdims=keepdims)
+
+
+# ------------------------------------------------------------------------ the converters
+def convert_signed_sqrt(b: GraphBuilder, step) -> None:
+    """``sign(x) * sqrt(|x|)``; the square root rounded to float32, as numpy computes it on float32."""
+    root = b.float32_round(b.op("Sqrt", [b.op("Abs", [b.input])]))
+    b.op("Mul", [b.op("Sign", [b.input]), root], outputs=b.output())
+
+
+def convert_standard_scaler(b: GraphBuilder, scaler) -> None:
+    """``(x - mean_) / scale_``, each result rounded to float32 as scikit-learn's in-place float32 ops do."""
+    x = b.input
+    if scaler.mean_ is not None and scaler.with_mean:
+        x = b.float32_round(b.op("Sub", [x, b.const("mean", scaler.mean_.astype(np.float64))]))
+    if scaler.scale_ is not None and scaler.with_std:
+        x = b.float32_round(b.op("Div", [x, b.const("scale", scaler.scale_.astype(np.float64))]))
+    b.op("Identity", [x], outputs=b.output())
+
+
+def _l2_normalised(b: GraphBuilder, x: str) -> str:
+    """Rows divided by their float32-rounded L2 norm (norms under 10 eps count as 1, as in scikit-learn)."""
+    norm = b.float32_round(b.op("Sqrt", [b.row_sum(b.op("Mul", [x, x]))]))
+    tiny = b.op("Less", [norm, b.const("tiny", np.array(_TINY32))])
+    safe = b.op("Where", [tiny, b.const("one", np.array(1.0)), norm])
+    return b.op("Div", [x, safe])
+
+
+def convert_normalizer(b: GraphBuilder, normalizer) -> None:
+    """L2 row normalisation (the only norm featx heads use), rounded to float32."""
+    if normalizer.norm != "l2":
+        raise DeployError(f"featx deploys Normalizer(norm='l2') only; this head has norm={normalizer.norm!r}")
+    b.op("Identity", [b.float32_round(_l2_normalised(b, b.input))], outputs=b.output())
+
+
+def _neighbour_distances(b: GraphBuilder, knn, metric: str):
+    """(sorted distances, indices) of the ``n_neighbors`` nearest training rows, in float64."""
+    from onnx import TensorProto
+
+    fit_x = np.asarray(knn._fit_X)  # scikit-learn keeps the training rows only here
+    exact32 = fit_x.astype(np.float32)
+    stored = exact32 if np.array_equal(exact32, fit_x) else fit_x.astype(np.float64)
+    # Stored as fitted (float32: half the bytes); the cast and, for cosine, the normalisation
+    # of the training rows are constant-folded once when the runtime loads the model.
+    train = b.op("Cast", [b.const("train", stored)], to=TensorProto.DOUBLE)
+    k = b.const("k", np.array([knn.n_neighbors], np.int64))
+    x = b.input
+    if metric == "euclidean":
+        train_sq = (fit_x.astype(np.float64) ** 2).sum(axis=1)
+        cross = b.op("Gemm", [x, train, b.const("train_sq", train_sq)], alpha=-2.0, beta=1.0, transB=1)
+        squared = b.op("Max", [b.op("Add", [cross, b.row_sum(b.op("Mul", [x, x]))]), b.const("zero", np.array(0.0))])
+        values, idx = b.op("TopK", [squared, k], n_outputs=2, largest=0, sorted=1)
+        return b.op("Sqrt", [values]), idx
+    similarity = b.op("Gemm", [_l2_normalised(b, x), _l2_normalised(b, train)], transB=1)
+    distance = b.op("Sub", [b.const("one", np.array(1.0)), similarity])
+    clipped = b.op("Clip", [distance, b.const("zero", np.array(0.0)), b.const("two", np.array(2.0))])
+    values, idx = b.op("TopK", [clipped, k], n_outputs=2, largest=0, sorted=1)
+    return values, idx
+
+
+def _neighbour_weights(b: GraphBuilder, distances: str) -> str:
+    """``1 / d``; a row with a neighbour at distance 0 weights those neighbours 1 and the others 0."""
+    from onnx import TensorProto
+
+    at_zero = b.op("Equal", [distances, b.const("zero", np.array(0.0))])
+    at_zero64 = b.op("Cast", [at_zero], to=TensorProto.DOUBLE)
+    any_zero = b.op("Greater", [b.row_sum(at_zero64), b.const("zero", np.array(0.0))])
+    inverse = b.op("Div", [b.const("one", np.array(1.0)), distances])
+    return b.op("Where", [any_zero, at_zero64, inverse])
+
+
+def classes_constant(b: GraphBuilder, classes) -> str:
+    """The class labels as a constant: STRING for text labels, INT64 for integers."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind in "OUS" and all(isinstance(c, str) for c in classes.tolist()):
+        return b.const("classes", classes.astype(object))
+    if classes.dtype.kind in "iu":
+        return b.const("classes", classes.astype(np.int64))
+    raise DeployError(f"class labels must be strings or integers to deploy; this head has {classes.dtype} labels")
+
+
+def convert_knn(b: GraphBuilder, knn) -> None:
+    """kNN probabilities and label, as scikit-learn computes them (brute force, float64)."""
+    from onnx import TensorProto
+
+    metric = knn.effective_metric_
+    if metric not in ("euclidean", "cosine") or knn.effective_metric_params_:
+        raise DeployError(f"featx deploys kNN heads with the euclidean or cosine metric; this head uses {metric!r}")
+    if knn.weights not in ("uniform", "distance"):
+        raise DeployError(f"featx deploys kNN heads weighted 'uniform' or 'distance'; this head uses {knn.weights!r}")
+    if knn.outputs_2d_:
+        raise DeployError("featx deploys single-output kNN heads; this one predicts several outputs")
+    distances, idx = _neighbour_distances(b, knn, metric)
+    classes = np.asarray(knn.classes_)
+    neighbour_class = b.op("Gather", [b.const("train_class", np.asarray(knn._y, np.int64)), idx])  # (n, k)
+    one_hot = b.op("Equal", [b.op("Unsqueeze", [neighbour_class, b.const("axis2", np.array([2], np.int64))]),
+                             b.const("class_index", np.arange(len(classes), dtype=np.int64))])  # (n, k, C)
+    votes = b.op("Cast", [one_hot], to=TensorProto.DOUBLE)
+    if knn.weights == "distance":
+        weights = b.op("Unsqueeze", [_neighbour_weights(b, distances), b.const("axis2", np.array([2], np.int64))])
+        votes = b.op("Mul", [votes, weights])
+    totals = b.row_sum(votes, keepdims=0)  # (n, C)
+    b.op("Div", [totals, b.row_sum(totals)], outputs=b.output(1))
+    best = b.op("ArgMax", [b.output(1)], axis=1, keepdims=0)
+    b.op("Gather", [classes_constant(b, classes), best], outputs=b.output(0))
+
+
+# ------------------------------------------------------------------------ the registry
+@dataclass(frozen=True)
+class Converter:
+    """How featx converts one estimator type.
+
+    ``convert(builder, estimator)``; ``alias`` names the type for skl2onnx; ``shape``
+    is skl2onnx's shape calculator (None: skl2onnx's own for a type it knows).
+    """
+
+    convert: Callable
+    alias: str
+    shape: Callable | None = None
+
+
+#: Estimator type -> featx's converter. Extend with :func:`register_converter`.
+CONVERTERS: dict[type, Converter] = {}
+
+
+def register_converter(estimator_type: type, convert: Callable, *, alias: str | None = None,
+                       shape: Callable | None = None) -> None:
+    """Make featx convert ``estimator_type`` with ``convert(builder, estimator)``.
+
+    A type skl2onnx does not know needs ``shape`` (a skl2onnx shape calculator, e.g.
+    ``skl2onnx.common.shape_calculator.calculate_linear_classifier_output_shapes`` for a
+    classifier); it is then registered with skl2onnx under ``alias`` at the first deploy.
+    """
+    CONVERTERS[estimator_type] = Converter(convert, alias or f"Featx{estimator_type.__name__}", shape)
+
+
+def _skl2onnx_function(converter: Converter):
+    def convert(scope, operator, container):
+        converter.convert(GraphBuilder(scope, operator, container), operator.raw_operator)
+    return convert
+
+
+def conversion_hooks() -> tuple[dict, dict]:
+    """``(custom_conversion_functions, custom_shape_calculators)`` for ``skl2onnx.convert_sklearn``.
+
+    Types skl2onnx does not know are registered with it here (once): its parser needs their alias.
+    """
+    require_skl2onnx()
+    from skl2onnx import get_model_alias, update_registered_converter
+
+    functions, shapes = {}, {}
+    for cls, converter in CONVERTERS.items():
+        function = _skl2onnx_function(converter)
+        try:
+            get_model_alias(cls)
+        except RuntimeError:  # a type skl2onnx does not know: its parser needs the alias
+            if converter.shape is None:
+                raise DeployError(f"the featx converter of {cls.__name__} needs a shape calculator") from None
+            update_registered_converter(cls, converter.alias, converter.shape, function)
+        functions[cls] = function
+        if converter.shape is not None:
+            shapes[cls] = converter.shape
+    return functions, shapes
+
+
+def _same_shape(operator) -> None:
+    """skl2onnx shape calculator of a step that keeps its input's shape and type."""
+    from skl2onnx.shape_calculators.scaler import calculate_sklearn_scaler_output_shapes
+
+    calculate_sklearn_scaler_output_shapes(operator)
+
+
+def _register_featx_steps() -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
+    register_converter(SignedSqrt, convert_signed_sqrt, shape=_same_shape)
+    register_converter(StandardScaler, convert_standard_scaler)
+    register_converter(Normalizer, convert_normalizer)
+    register_converter(KNeighborsClassifier, convert_knn)
+
+
+_register_featx_steps()
