@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
-from ..errors import DeployError, ParameterError
+from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
 from ..persist import load_head, read_metadata
 from .compose import default_opset, fuse_graphs, set_metadata
@@ -62,7 +62,11 @@ def trained_backbone(meta: dict, model=None) -> Backbone:
         raise DeployError("the head's metadata does not record its backbone and fingerprint (heads saved by "
                           "`featx train` do); save it with save_head(..., metadata={'backbone': NAME, 'model': "
                           "NAME_OR_PATH, 'fingerprint_id': backbone.fingerprint_id})")
-    backbone = load_backbone(source, providers="cpu")
+    try:
+        backbone = load_backbone(source, providers="cpu")
+    except SpecError as e:
+        raise DeployError(f"cannot load the head's backbone {source!r} ({e}); pass its exported .onnx file "
+                          "with --model") from None
     if backbone.fingerprint_id != expected and backbone.modality == "image":
         drafted = load_backbone(source, providers="cpu", jpeg_draft=True)  # features extracted with --jpeg-draft
         if drafted.fingerprint_id == expected:

@@ -9,8 +9,8 @@ conversion at a time (skl2onnx's own registry is left alone, except for featx's
 step                  why featx converts it
 ====================  ======================================================================
 SignedSqrt            featx's own transformer: skl2onnx has no converter for it.
-StandardScaler        rounds to float32 after each operation, as scikit-learn does on
-                      featx's float32 features: the scaled features are bit-identical.
+StandardScaler        float32 arithmetic, as scikit-learn does on featx's float32 features:
+                      the scaled features are bit-identical.
 Normalizer            the same rounding; the L2 norm agrees within one float32 ulp.
 KNeighborsClassifier  a neighbour at distance zero takes all the weight (scikit-learn's
                       rule; skl2onnx clamps the distance instead, which moved the
@@ -127,12 +127,18 @@ def convert_signed_sqrt(b: GraphBuilder, step) -> None:
 
 
 def convert_standard_scaler(b: GraphBuilder, scaler) -> None:
-    """``(x - mean_) / scale_``, each result rounded to float32 as scikit-learn's in-place float32 ops do."""
+    """``(x - mean_) / scale_`` in float32 arithmetic, as scikit-learn (1.9) does on float32 features.
+
+    scikit-learn casts ``mean_`` and ``scale_`` to the features' float32 and works in place; one
+    float64 operation rounded to float32 gives the same bits as the float32 operation.
+    """
     x = b.input
     if scaler.mean_ is not None and scaler.with_mean:
-        x = b.float32_round(b.op("Sub", [x, b.const("mean", scaler.mean_.astype(np.float64))]))
+        mean = scaler.mean_.astype(np.float32).astype(np.float64)
+        x = b.float32_round(b.op("Sub", [x, b.const("mean", mean)]))
     if scaler.scale_ is not None and scaler.with_std:
-        x = b.float32_round(b.op("Div", [x, b.const("scale", scaler.scale_.astype(np.float64))]))
+        scale = scaler.scale_.astype(np.float32).astype(np.float64)
+        x = b.float32_round(b.op("Div", [x, b.const("scale", scale)]))
     b.op("Identity", [x], outputs=b.output())
 
 
