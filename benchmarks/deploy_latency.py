@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -189,18 +188,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime and BLAS threads (default: all cores)")
     p.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated subset of the two")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/...)")
-    for f in dataclasses.fields(Sizes):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None, metavar="N",
-                       help=f"default {getattr(Sizes(), f.name)}, --quick {getattr(QUICK, f.name)}")
+    helps = {"train": "training items per backbone", "items": "distinct test items timed per round",
+             "rounds": "timed rounds per side", "parity_items": "items of each deploy's parity gate"}
+    for name, text in helps.items():
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",
+                       help=f"{text} (default {getattr(Sizes(), name)}, --quick {getattr(QUICK, name)})")
     args = p.parse_args(argv)
 
     from threadpoolctl import threadpool_limits
 
+    from featx.files import write_text_atomically
     from featx.runtime import default_threads
 
-    sizes = dataclasses.replace(QUICK if args.quick else Sizes(),
-                                **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)
-                                   if getattr(args, f.name) is not None})
+    given = {name: getattr(args, name) for name in helps if getattr(args, name) is not None}
+    sizes = dataclasses.replace(QUICK if args.quick else Sizes(), **given)
     names = [n.strip() for n in args.backbones.split(",") if n.strip()]
     unknown = sorted(set(names) - set(BACKBONES))
     if unknown:
@@ -218,27 +219,18 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n" + table(rows))
-    record = {
-        "benchmark": "featx deploy: fused file vs two-stage prediction latency (issue 13)",
-        "command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "quick": bool(args.quick),
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": time.perf_counter() - t0,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "noise": "wall-clock per-item times; medians of alternating rounds; shared cores make them noisy",
-        "sizes": dataclasses.asdict(sizes),
-        "heads": HEADS,
-        "environment": environment(threads),
-        "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows],
-        "deployed": facts,
-        "table_markdown": table(rows),
-    }
+    load_after = os.getloadavg()
+    run = {"command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "quick": bool(args.quick), "started": started.isoformat(timespec="seconds"),
+           "seconds": round(time.perf_counter() - t0, 1), "load_average": {"before": load_before, "after": load_after},
+           "sizes": dataclasses.asdict(sizes), "environment": environment(threads)}
+    record = {"benchmark": "featx deploy: fused file vs two-stage prediction latency (issue 13)", "run": run,
+              "noise": "wall-clock per-item times; medians of alternating rounds; shared cores make them noisy",
+              "heads": HEADS, "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows],
+              "deployed": facts, "table_markdown": table(rows)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out} in {record['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f})")
+    write_text_atomically(out, json.dumps(record, indent=2, default=float) + "\n")
+    print(f"wrote {out} in {run['seconds']:.0f} s (load average {load_before[0]:.1f} -> {load_after[0]:.1f})")
     return 0
 
 

@@ -56,30 +56,31 @@ def digit_files(folder: Path, n: int) -> Path:
     return folder
 
 
+def deployed(head: Path, out: Path) -> Path:
+    deploy_head(head, out, parity_items_n=32)
+    return out
+
+
 @pytest.fixture(scope="module")
 def digits_head(digits_lite0_caches, tmp_path_factory) -> Path:
     """A logistic-regression head selected by `featx train` on 400 real Lite0 digits."""
-    return train(digits_lite0_caches[0], tmp_path_factory.mktemp("digits-heads"), "logreg")
-
-
-@pytest.fixture(scope="module")
-def digits_model(digits_head, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits-deployed") / "digits.onnx"
-    deploy_head(digits_head, out, parity_items_n=32)
-    return out
+    return train(digits_lite0_caches[0], tmp_path_factory.mktemp("digits"), "logreg")
 
 
 @pytest.fixture(scope="module")
 def foods_head(foods_minilm_caches, tmp_path_factory) -> Path:
     """An SVM head (calibrated) selected by `featx train` on 240 real MiniLM fine-food reviews."""
-    return train(foods_minilm_caches[0], tmp_path_factory.mktemp("foods-heads"), "svm")
+    return train(foods_minilm_caches[0], tmp_path_factory.mktemp("foods"), "svm")
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits_head, tmp_path_factory) -> Path:
+    return deployed(digits_head, tmp_path_factory.mktemp("deployed") / "digits.onnx")
 
 
 @pytest.fixture(scope="module")
 def foods_model(foods_head, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("foods-deployed") / "foods.onnx"
-    deploy_head(foods_head, out, parity_items_n=32)
-    return out
+    return deployed(foods_head, tmp_path_factory.mktemp("deployed") / "foods.onnx")
 
 
 @pytest.fixture(scope="module")

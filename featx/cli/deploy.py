@@ -36,10 +36,16 @@ def cmd_deploy(args) -> int:
     facts = result.metadata
     size = result.path.stat().st_size / 1e6
     print(f"deployed  {args.head} + {result.backbone} ({result.precision}) -> {result.path} ({size:.1f} MB)")
-    inputs = ", ".join(f"{i['name']} {i['type']} ({', '.join(map(str, i['shape']))})" for i in facts["inputs"])
+    types = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+    inputs = ", ".join(f"{i['name']} {types.get(i['type'], i['type'])} ({', '.join(map(str, i['shape']))})"
+                       for i in facts["inputs"])
     print(f"inputs    {inputs}; preprocessing in metadata_props['featx.preprocess']")
     print(f"outputs   {', '.join(facts['outputs'])}; classes {', '.join(facts['classes'][:10])}"
           + (" ..." if len(facts["classes"]) > 10 else ""))
+    recorded = facts["backbone"]["export_parity"] or {}
+    if facts["backbone"]["quantization"] and recorded.get("cosine_mean") is not None:
+        print(f"variant   {facts['backbone']['quantization']}: cosine to fp32 mean {recorded['cosine_mean']:.4f}, "
+              f"min {recorded['cosine_min']:.4f} (recorded by featx export)")
     if result.tokenizer_path is not None:
         print(f"tokenizer {result.tokenizer_path}")
     print(f"parity    {result.parity.summary()}")
