@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -158,21 +157,6 @@ def measure_backbone(name: str, sizes: Sizes, threads: int, workdir: Path) -> tu
     return rows, facts
 
 
-def environment(threads: int) -> dict:
-    import onnxruntime as ort
-    import sklearn
-
-    import featx
-
-    model = platform.processor()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "threads": threads, "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "scikit-learn": sklearn.__version__, "featx": featx.__version__}
-
-
 def table(rows: list[Row]) -> str:
     lines = ["| backbone | head | batch | fused (ms/item) | two-stage (ms/item) | two-stage / fused |",
              "|---|---|---:|---:|---:|---:|"]
@@ -198,6 +182,7 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     from featx.files import write_text_atomically
+    from featx.machine import load_average, machine_facts
     from featx.runtime import default_threads
 
     given = {name: getattr(args, name) for name in helps if getattr(args, name) is not None}
@@ -209,7 +194,7 @@ def main(argv=None) -> int:
     threads = args.threads or default_threads()
     out = args.out or HERE / "results" / ("deploy_latency.quick.json" if args.quick else "deploy_latency.json")
     workdir = Path(tempfile.mkdtemp(prefix="featx-deploy-latency-"))
-    started, load_before, t0 = dt.datetime.now(dt.timezone.utc), os.getloadavg(), time.perf_counter()
+    started, load_before, t0 = dt.datetime.now(dt.timezone.utc), load_average(), time.perf_counter()
     rows, facts = [], {}
     try:
         with threadpool_limits(threads):  # scikit-learn's BLAS gets the threads ONNX Runtime gets
@@ -219,11 +204,11 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n" + table(rows))
-    load_after = os.getloadavg()
+    load_after = load_average()
     run = {"command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "quick": bool(args.quick), "started": started.isoformat(timespec="seconds"),
            "seconds": round(time.perf_counter() - t0, 1), "load_average": {"before": load_before, "after": load_after},
-           "sizes": dataclasses.asdict(sizes), "environment": environment(threads)}
+           "sizes": dataclasses.asdict(sizes), "threads": threads, "machine": machine_facts().to_dict()}
     record = {"benchmark": "featx deploy: fused file vs two-stage prediction latency (issue 13)", "run": run,
               "noise": "wall-clock per-item times; medians of alternating rounds; shared cores make them noisy",
               "heads": HEADS, "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows],

@@ -125,8 +125,9 @@ def test_cli_deploy_writes_a_gated_file_with_its_facts(digits_head, tmp_path, ca
     parity = json.loads(meta["featx.parity"])
     assert parity["n_items"] == 24 and parity["labels_differ"] == 0 and 0 < parity["max_abs_diff"] <= TOLERANCE
     head = json.loads(meta["featx.head"])
-    assert head["kind"] == "logreg" and head["sha256"] == head_meta["sha256"] and head["params"] == head_meta["best_params"]
-    assert head["steps"][-1] == "LogisticRegression" and ("SignedSqrt" in head["steps"]) == (head["params"]["power"] == "sqrt")
+    assert head["kind"] == "logreg" and head["sha256"] == head_meta["sha256"]
+    assert head["params"] == head_meta["best_params"] and head["steps"][-1] == "LogisticRegression"
+    assert ("SignedSqrt" in head["steps"]) == (head["params"]["power"] == "sqrt")
 
 
 def test_deployed_image_model_predicts_what_featx_predict_does(digits_head, digits_model, tmp_path, capsys):
@@ -285,3 +286,51 @@ def test_variants_deploy_with_their_recorded_parity(name, mode, source, lite0_on
     assert meta["parity"]["labels_differ"] == 0 and meta["parity"]["max_abs_diff"] <= TOLERANCE
     assert main(["deploy", str(head), "--out", str(tmp_path / "w.onnx"), "--precision", "fp32"]) == 2
     assert f"trained on {mode} features" in capsys.readouterr().err and not (tmp_path / "w.onnx").exists()
+
+
+# --------------------------------------------------------------------------- the raw-input variant
+def test_raw_image_variant_agrees_with_featx(digits_head, tmp_path, capsys):
+    pytest.importorskip("onnxruntime_extensions")
+    from featx.deploy.raw import measure_agreement, raw_session
+
+    out = tmp_path / "digits.onnx"
+    assert main(["deploy", str(digits_head), "--out", str(out), "--raw", "--parity-items", "16"]) == 0
+    printed = capsys.readouterr().out
+    raw = tmp_path / "digits.raw.onnx"
+    assert f"raw input {raw}" in printed and "labels agree with featx's preprocessing on 100.0% of 16 items" in printed
+    with pytest.raises(DeployError, match="is a raw-input variant"):
+        DeployedModel(raw)
+    session = raw_session(raw)
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("image", "tensor(uint8)")]
+    recorded = json.loads(session.get_modelmeta().custom_metadata_map["featx.raw"])
+    assert recorded["agreement"]["labels_agree"] == 1.0 and recorded["from"] == "digits.onnx"
+    # real scans as PNG files (read as bytes) and as JPEG bytes decoded by another decoder than Pillow's
+    from PIL import Image
+
+    from featx.sources import Item
+
+    scans = list(subset(open_dataset("builtin:digits:test"), 60, seed=4).items)
+    files = [Item(i.id, str(p)) for i, p in zip(scans, sorted(digit_files(tmp_path / "scans", 60).rglob("*.png")))]
+    jpegs = []
+    for item in scans[:30]:
+        buf = io.BytesIO()
+        Image.fromarray(item.ref).convert("RGB").save(buf, format="JPEG", quality=90)
+        jpegs.append(Item(item.id, buf.getvalue()))
+    agreement = measure_agreement(session, DeployedModel(out), files + jpegs, "digit scans")
+    assert agreement.n_items == 90 and agreement.labels_agree >= 0.99
+
+
+def test_raw_text_variant_agrees_with_featx(foods_model, tmp_path):
+    pytest.importorskip("onnxruntime_extensions")
+    from featx.deploy.raw import measure_agreement, raw_feed, raw_session, raw_variant
+
+    path, agreement = raw_variant(foods_model, tmp_path / "foods.raw.onnx", data="builtin:fine-foods:test",
+                                  n_items=80)
+    assert agreement.passed and agreement.n_items == 80 and "builtin:fine-foods:test" in agreement.items
+    session, model = raw_session(path), DeployedModel(foods_model)
+    label, probabilities = session.run(None, raw_feed("Stale, broken cookies. Never again.", "text"))
+    assert label.shape == (1,) and probabilities.shape == (1, 2) and label[0] in model.classes
+    long_review = "delicious " * 2000  # truncated at max_length tokens inside the graph, as featx does
+    assert session.run(None, raw_feed(long_review, "text"))[0][0] == model.predict([long_review])[0]
+    strict = measure_agreement(session, model, [], "nothing", minimum=0.99)
+    assert not strict.passed

@@ -24,6 +24,10 @@ def register(sub) -> None:
                         "be opened, else bundled items)")
     p.add_argument("--parity-items", type=int, default=None, metavar="N", help="items the gate runs (default 128)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per ONNX Runtime call in the gate")
+    p.add_argument("--raw", action="store_true",
+                   help="also write STEM.raw.onnx: encoded image bytes or a string in, decoding, resizing and "
+                        "tokenising inside (onnxruntime-extensions); written when its labels agree with featx's "
+                        "preprocessing on >= 99%% of the gate's items")
     p.set_defaults(func=cmd_deploy)
 
 
@@ -49,4 +53,10 @@ def cmd_deploy(args) -> int:
     if result.tokenizer_path is not None:
         print(f"tokenizer {result.tokenizer_path}")
     print(f"parity    {result.parity.summary()}")
+    if args.raw:
+        from ..deploy.raw import raw_variant
+
+        path, agreement = raw_variant(result.path, data=args.parity_data,
+                                      n_items=args.parity_items or DEFAULT_PARITY_ITEMS)
+        print(f"raw input {path} ({path.stat().st_size / 1e6:.1f} MB): {agreement.summary()}")
     return 0

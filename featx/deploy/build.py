@@ -167,7 +167,8 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
     import onnx
 
     if isinstance(parity_items_n, bool) or not isinstance(parity_items_n, int) or parity_items_n < 1:
-        raise ParameterError(f"The 'parity_items_n' parameter must be an int in [1, inf). Got {parity_items_n!r} instead.")
+        raise ParameterError("The 'parity_items_n' parameter must be an int in [1, inf). "
+                             f"Got {parity_items_n!r} instead.")
     meta = read_metadata(head)
     estimator = load_head(head)
     head_path = Path(head)
@@ -199,9 +200,9 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         report = measure_parity(DeployedModel(staged, providers="cpu"), backbone, estimator, items,
                                 description=description, batch_size=batch_size, tolerance=tolerance)
         if not report.passed:
+            worst = f"; worst items: {', '.join(report.differing)}" if report.differing else ""
             raise DeployError(f"the fused model does not predict what `featx predict` does with the head: "
-                              f"{report.summary()}" + (f"; worst items: {', '.join(report.differing)}"
-                                                       if report.differing else "") + f". Nothing was written to {out}.")
+                              f"{report.summary()}{worst}. Nothing was written to {out}.")
         facts["parity"] = report.to_dict()
         set_metadata(fused, facts)
         _save(fused, staged)

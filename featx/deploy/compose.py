@@ -115,7 +115,8 @@ def set_metadata(model, facts: Mapping[str, object]) -> None:
     for prop in kept:
         model.metadata_props.add(key=prop.key, value=prop.value)
     for key, value in facts.items():
-        model.metadata_props.add(key=METADATA_PREFIX + key, value=value if isinstance(value, str) else json.dumps(value))
+        text = value if isinstance(value, str) else json.dumps(value)
+        model.metadata_props.add(key=METADATA_PREFIX + key, value=text)
 
 
 def read_metadata_props(props: Mapping[str, str]) -> dict:

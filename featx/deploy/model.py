@@ -81,6 +81,9 @@ class DeployedModel:
                               "metadata_props); for a backbone, use featx.load_backbone, for a head, its .skops file")
         if fmt > FORMAT:
             raise DeployError(f"{self.path} has deploy format {fmt}; this featx reads up to {FORMAT}: upgrade featx")
+        if "raw" in self.metadata:
+            raise DeployError(f"{self.path} is a raw-input variant (encoded bytes or a string in); run it with "
+                              f"featx.deploy.raw.raw_session, or use {self.metadata['raw'].get('from')} here")
         self.modality = self.metadata["modality"]
         self.preprocess = preprocess_from_dict(self.metadata["preprocess"], self.modality)
         self.classes = [str(c) for c in self.metadata["classes"]]

@@ -157,7 +157,8 @@ def bundled_items(modality: str, n: int, seed: int = 0) -> tuple[list[Item], str
     except Exception as e:  # not fetched: the sentences only
         log.debug("fine-foods not available for the deploy gate: %s", e)
         return items, f"{len(items)} bundled sentences"
-    return items + list(reviews.items), f"{len(items)} bundled sentences + {len(reviews)} builtin:fine-foods:test reviews"
+    what = f"{len(items)} bundled sentences + {len(reviews)} builtin:fine-foods:test reviews"
+    return items + list(reviews.items), what
 
 
 def measure_parity(fused, backbone, head, items: Sequence[Item], *, description: str, batch_size: int = 16,
