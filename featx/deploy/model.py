@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..decode import check_text, decode_image
-from ..errors import DeployError, InputError, NonFiniteOutputError, ParameterError
+from ..errors import DeployError, InputError, NonFiniteOutputError, ParameterError, SpecError
 from ..files import sha256_file
 from ..progress import progress_bar
 from ..preprocess import TextTokenizer, image_batch
@@ -74,7 +74,15 @@ class DeployedModel:
         if not self.path.is_file():
             raise DeployError(f"no deployed model at {self.path}; write one with `featx deploy HEAD --out {self.path}`")
         self.session = Session(self.path, providers=providers, threads=threads)
-        self.metadata = read_metadata_props(self.session.session.get_modelmeta().custom_metadata_map)
+        try:
+            props = self.session.session.get_modelmeta().custom_metadata_map
+        except SpecError:  # a raw-input variant needs onnxruntime-extensions' ops: say so, if that is it
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+            if "featx.raw" not in props:
+                raise
+        self.metadata = read_metadata_props(props)
         fmt = self.metadata.get("format")
         if not isinstance(fmt, int):
             raise DeployError(f"{self.path} is not a model written by `featx deploy` (no featx.format in its "
