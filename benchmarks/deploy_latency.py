@@ -148,7 +148,7 @@ def measure_backbone(name: str, sizes: Sizes, threads: int, workdir: Path) -> tu
 
         for batch in (1, 16):
             batches = feed_batches(backbone, test_source, max(sizes.items, batch), batch)
-            timed = per_item_ms({"fused": fused.run, "two_stage": two_stage}, batches, sizes.rounds)
+            timed = per_item_ms({"fused": fused.predict_feeds, "two_stage": two_stage}, batches, sizes.rounds)
             row = Row(name, kind, batch, timed["fused"][0], timed["two_stage"][0], timed["fused"][1],
                       timed["two_stage"][1])
             log(f"{name} {kind} batch {batch}: fused {row.fused_ms:.2f} ms/item, two-stage "

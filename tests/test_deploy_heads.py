@@ -8,10 +8,6 @@ identical. Images: Lite0 on digits (10 classes); texts: MiniLM on fine-food revi
 
 from __future__ import annotations
 
-import doctest
-import importlib
-import sys
-
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -20,7 +16,7 @@ import featx
 from featx.deploy.converters import CONVERTERS, register_converter
 from featx.deploy.head import head_to_onnx
 from featx.deploy.parity import memorises_training_items
-from featx.errors import DeployError, MissingDependencyError
+from featx.errors import DeployError
 from featx.heads import SignedSqrt, head_pipeline, select_head
 
 TOLERANCE = 1e-4
@@ -225,18 +221,3 @@ def test_knn_metric_and_opset_limits(image_features):
         head_to_onnx(head_pipeline("knn", metric="manhattan").fit(X, y), X.shape[1], opset=17)
     with pytest.raises(DeployError, match="opset 12; deploying needs 13 or newer"):
         head_to_onnx(head_pipeline("knn").fit(X, y), X.shape[1], opset=12)
-
-
-def test_missing_skl2onnx_says_how_to_install(monkeypatch):
-    from featx.deploy.converters import require_skl2onnx
-
-    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # what `import skl2onnx` sees when it is not installed
-    with pytest.raises(MissingDependencyError, match=r"pip install 'featx\[deploy\]'") as info:
-        require_skl2onnx()
-    assert isinstance(info.value, ImportError)
-
-
-@pytest.mark.parametrize("module", ["featx.deploy.converters", "featx.deploy.head"])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0

@@ -45,7 +45,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import DeployError, MissingDependencyError
+from ..errors import DeployError
+from ..extras import require
 from ..heads import SignedSqrt
 
 __all__ = ["CONVERTERS", "Converter", "GraphBuilder", "register_converter", "require_skl2onnx", "conversion_hooks"]
@@ -55,12 +56,8 @@ _TINY32 = 10 * float(np.finfo(np.float32).eps)
 
 
 def require_skl2onnx():
-    """Import skl2onnx, or say how to install the deploy extra."""
-    try:
-        import skl2onnx
-    except ImportError:
-        raise MissingDependencyError("deploying a head needs skl2onnx: pip install 'featx[deploy]'") from None
-    return skl2onnx
+    """Import skl2onnx, or say which extra installs it."""
+    return require("skl2onnx", "deploy", "deploying a head")
 
 
 class GraphBuilder:

@@ -22,13 +22,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..decode import check_text, decode_image
-from ..errors import DeployError, InputError, NonFiniteOutputError, ParameterError, SpecError
+from ..backbone import ItemPreparation
+from ..embedding import ON_ERROR, embed
+from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
-from ..progress import progress_bar
-from ..preprocess import TextTokenizer, image_batch
-from ..registry import preprocess_from_dict
+from ..registry import BackboneSpec, preprocess_from_dict
 from ..runtime import Session
+from ..validation import check_choice, check_int
 from .compose import read_metadata_props
 from .head import LABEL, PROBABILITIES
 
@@ -36,7 +36,6 @@ __all__ = ["DeployedModel", "Predictions", "FORMAT"]
 
 #: Version of the deployed-file layout (metadata keys, inputs, outputs); readers refuse newer ones.
 FORMAT = 1
-ON_ERROR = ("raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,12 @@ class Predictions:
     kept: np.ndarray
 
 
-class DeployedModel:
+class DeployedModel(ItemPreparation):
     """A fused backbone + head file, ready to predict raw items.
+
+    It prepares items as the backbone it holds does (:class:`featx.backbone.ItemPreparation`),
+    and predicts through featx's embedding routine (:mod:`featx.embedding`), whose error policy
+    it shares: for that routine a "row" is the label's index followed by the probabilities.
 
     Parameters
     ----------
@@ -73,7 +76,7 @@ class DeployedModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise DeployError(f"no deployed model at {self.path}; write one with `featx deploy HEAD --out {self.path}`")
-        self.session = Session(self.path, providers=providers, threads=threads)
+        self.session = Session(self.path, providers=providers, threads=threads, io_binding=False)
         try:
             props = self.session.session.get_modelmeta().custom_metadata_map
         except SpecError:  # a raw-input variant needs onnxruntime-extensions' ops: say so, if that is it
@@ -92,12 +95,16 @@ class DeployedModel:
         if "raw" in self.metadata:
             raise DeployError(f"{self.path} is a raw-input variant (encoded bytes or a string in); run it with "
                               f"featx.deploy.raw.raw_session, or use {self.metadata['raw'].get('from')} here")
-        self.modality = self.metadata["modality"]
-        self.preprocess = preprocess_from_dict(self.metadata["preprocess"], self.modality)
+        modality = self.metadata["modality"]
         self.classes = [str(c) for c in self.metadata["classes"]]
+        self._index = {c: i for i, c in enumerate(self.classes)}
         self.has_probabilities = PROBABILITIES in [o.name for o in self.session.session.get_outputs()]
+        self.spec = BackboneSpec(name=(self.metadata.get("backbone") or {}).get("name", self.path.stem),
+                                 modality=modality, source={"kind": "deployed", "file": self.path.name},
+                                 preprocess=preprocess_from_dict(self.metadata["preprocess"], modality),
+                                 dim=1 + len(self.classes) * self.has_probabilities)
         self._tokenizer = None
-        if self.modality == "text":
+        if modality == "text":
             record = self.metadata.get("tokenizer") or {}
             self.tokenizer_path = self.path.parent / str(record.get("file", f"{self.path.stem}.tokenizer.json"))
             if not self.tokenizer_path.is_file():
@@ -111,26 +118,17 @@ class DeployedModel:
         return f"DeployedModel({str(self.path)!r}, {self.modality}, {len(self.classes)} classes)"
 
     @property
-    def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.tokenizer_path, self.preprocess.max_length)
-        return self._tokenizer
+    def preprocess(self):
+        """featx's preprocessing, as recorded in the file."""
+        return self.spec.preprocess
 
-    # -- the steps -------------------------------------------------------------
-    def decode(self, item, item_id=None):
-        """One raw item -> RGB uint8 array (images) or checked str (texts)."""
-        if self.modality == "image":
-            return decode_image(item, item_id=item_id, jpeg_min_side=self.preprocess.jpeg_min_side)
-        return check_text(item, item_id=item_id)
+    @property
+    def dim(self) -> int:
+        """Width of a row for :mod:`featx.embedding`: the label's index, then the probabilities."""
+        return int(self.spec.dim)
 
-    def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
-        """Decoded items -> the model's inputs (a batch)."""
-        names = self.session.input_names
-        if self.modality == "image":
-            return {names[0]: image_batch(decoded, self.preprocess)}
-        return self.tokenizer.encode(decoded).feeds(names)
-
-    def run(self, feeds) -> tuple[np.ndarray, np.ndarray | None]:
+    # -- decode and prepare (ItemPreparation), run ------------------------------
+    def predict_feeds(self, feeds) -> tuple[np.ndarray, np.ndarray | None]:
         """Model inputs -> (labels as str objects, float32 probabilities or None)."""
         self.session.validate(feeds)
         wanted = [LABEL, PROBABILITIES] if self.has_probabilities else [LABEL]
@@ -138,10 +136,15 @@ class DeployedModel:
         labels = np.asarray([str(v) for v in out[0]], dtype=object)
         return labels, (out[1] if self.has_probabilities else None)
 
+    def run(self, feeds) -> np.ndarray:
+        """Model inputs -> float32 rows: the label's index in :attr:`classes`, then the probabilities."""
+        labels, probabilities = self.predict_feeds(feeds)
+        index = np.array([[self._index[label]] for label in labels], np.float32).reshape(len(labels), 1)
+        return index if probabilities is None else np.hstack([index, probabilities.astype(np.float32)])
+
     # -- convenience -----------------------------------------------------------
     def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int = 16,
-                      on_error: str = "raise", warn: Callable[[str], None] | None = None,
-                      progress: bool | None = None) -> Predictions:
+                      on_error: str = "raise", warn: Callable[[str], None] | None = None) -> Predictions:
         """Predict raw items in batches, in input order.
 
         Parameters
@@ -154,56 +157,27 @@ class DeployedModel:
         on_error : {"raise", "skip"}
             A bad item (undecodable, or non-finite output) stops the run, or is left out and
             reported to ``warn(message)``.
-        progress : bool, optional
-            A progress bar on stderr (default: when stderr is a terminal; see :mod:`featx.progress`).
 
         Raises
         ------
         InputError, NonFiniteOutputError
             With ``on_error="raise"``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ParameterError(f"The 'batch_size' parameter must be an int in [1, inf). Got {batch_size!r} instead.")
-        if on_error not in ON_ERROR:
-            raise ParameterError(f"The 'on_error' parameter must be one of {ON_ERROR}. Got {on_error!r} instead.")
+        check_int(batch_size, "batch_size", "DeployedModel.predict_items", low=1)
+        check_choice(on_error, "on_error", "DeployedModel.predict_items", ON_ERROR)
         if isinstance(items, str):
             raise InputError("predict takes a sequence of items; wrap a single item in a list: [item]")
         items = list(items)
-        names = [f"#{i}" for i in range(len(items))] if ids is None else [str(i) for i in ids]
-        if len(names) != len(items):
+        names = None if ids is None else [str(i) for i in ids]
+        if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} items but {len(names)} ids")
-        labels, probabilities, kept = [], [], []
-        for start in range(0, len(items), batch_size):
-            decoded, positions = [], []
-            for i in range(start, min(start + batch_size, len(items))):
-                try:
-                    decoded.append(self.decode(items[i], names[i]))
-                    positions.append(i)
-                except InputError as e:
-                    if on_error == "raise":
-                        raise
-                    if warn is not None:
-                        warn(f"skipped {names[i]}: {e}")
-            if not decoded:
-                continue
-            batch_labels, batch_proba = self.run(self.prepare(decoded))
-            good = np.ones(len(decoded), bool) if batch_proba is None else np.isfinite(batch_proba).all(axis=1)
-            if not good.all():
-                bad = [names[positions[j]] for j in np.flatnonzero(~good)]
-                if on_error == "raise":
-                    raise NonFiniteOutputError(f"the model produced NaN/inf probabilities for item(s) "
-                                               f"{', '.join(bad[:5])}")
-                if warn is not None:
-                    for name in bad:
-                        warn(f"skipped {name}: the model produced NaN/inf probabilities")
-            labels.extend(batch_labels[good])
-            kept.extend(np.asarray(positions)[good])
-            if batch_proba is not None:
-                probabilities.append(batch_proba[good])
-        proba = None
-        if self.has_probabilities:
-            proba = np.concatenate(probabilities) if probabilities else np.empty((0, len(self.classes)), np.float32)
-        return Predictions(np.asarray(labels, dtype=object), proba, np.asarray(kept, dtype=np.int64))
+        out = embed(self, items, names, batch_size=batch_size, on_error=on_error)
+        if warn is not None:
+            for failure in out.failures:
+                warn(f"skipped {failure.id}: {failure.reason}")
+        labels = np.array([self.classes[int(i)] for i in out.rows[:, 0]], dtype=object)
+        proba = out.rows[:, 1:] if self.has_probabilities else None
+        return Predictions(labels, proba, out.positions)
 
     def predict(self, items: Sequence, *, batch_size: int = 16) -> np.ndarray:
         """Labels (str objects) of raw items; any bad item raises."""

@@ -189,7 +189,7 @@ def measure_parity(fused, backbone, head, items: Sequence[Item], *, description:
         if not decoded:
             continue
         features = backbone.run(backbone.prepare(decoded))
-        labels, proba = fused.run(fused.prepare(decoded))
+        labels, proba = fused.predict_feeds(fused.prepare(decoded))
         expected = np.asarray([str(v) for v in head.predict(features)], dtype=object)
         gap = np.zeros(len(ids))
         if proba is not None:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DeployError, MissingDependencyError
+from ..errors import DeployError
+from ..extras import require
 from .compose import default_opset, read_metadata_props, set_metadata
 
 __all__ = ["raw_variant", "raw_session", "raw_feed", "preprocessing_model", "measure_agreement", "RawAgreement",
@@ -47,12 +48,7 @@ _CONTRIB = "ai.onnx.contrib"
 
 
 def _extensions():
-    try:
-        import onnxruntime_extensions
-    except ImportError:
-        raise MissingDependencyError("a raw-input model needs onnxruntime-extensions: "
-                                     "pip install 'featx[deploy]'") from None
-    return onnxruntime_extensions
+    return require("onnxruntime_extensions", "deploy", "a raw-input model")
 
 
 def raw_session(path, threads: int | None = None):
@@ -303,7 +299,7 @@ def measure_agreement(session, model, items, description: str, minimum: float = 
             decoded = model.decode(item.ref, item.id)
         except InputError:
             continue  # featx refuses it: nothing to agree with
-        label, proba = model.run(model.prepare([decoded]))
+        label, proba = model.predict_feeds(model.prepare([decoded]))
         raw = session.run(None, raw_feed(decoded if model.modality == "text" else item.ref, model.modality))
         n += 1
         same += str(raw[0][0]) == str(label[0])
@@ -337,7 +333,7 @@ def raw_variant(deployed, out=None, *, data=None, n_items: int = 128, minimum: f
         The agreement is under ``minimum`` (nothing written), or the preprocessing cannot be
         expressed (a tokenizer other than BERT's WordPiece, nearest-neighbour resizing).
     MissingDependencyError
-        onnxruntime-extensions is not installed.
+        onnxruntime-extensions is not installed (``featx[deploy]``).
     """
     import onnx
     from onnx import compose
