@@ -136,7 +136,7 @@ def measure_backbone(name: str, sizes: Sizes, threads: int, workdir: Path) -> tu
     for kind in HEADS:
         log(f"{name}: fitting and deploying a {kind} head on {sizes.train} items of {train_source}")
         head_path = trained_head(backbone, train_source, kind, sizes.train, workdir)
-        result = deploy_head(head_path, workdir / f"{name}-{kind}.onnx", parity_items_n=sizes.parity_items)
+        result = deploy_head(head_path, workdir / f"{name}-{kind}.onnx", parity_items=sizes.parity_items)
         head = load_head(head_path)
         fused = DeployedModel(result.path, providers="cpu", threads=threads)
         facts[kind] = {"parity": result.parity.to_dict(), "fused_mb": result.path.stat().st_size / 1e6,

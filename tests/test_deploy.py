@@ -20,7 +20,7 @@ import pytest
 import featx
 from featx.cli import main
 from featx.deploy import DeployedModel, deploy_head
-from featx.errors import DeployError
+from featx.errors import DeployError, ParameterError
 from featx.persist import load_head
 from featx.sources import open_dataset, subset
 
@@ -57,7 +57,7 @@ def digit_files(folder: Path, n: int) -> Path:
 
 
 def deployed(head: Path, out: Path) -> Path:
-    deploy_head(head, out, parity_items_n=32)
+    deploy_head(head, out, parity_items=32)
     return out
 
 
@@ -220,7 +220,19 @@ def test_knn_head_of_the_tiny_backbone_deploys(tiny_head, tmp_path, capsys):
 def test_failed_gate_writes_nothing(digits_head, tmp_path):
     out = tmp_path / "digits.onnx"
     with pytest.raises(DeployError, match=r"does not predict what `featx predict` does with the head: max \|fused"):
-        deploy_head(digits_head, out, parity_items_n=8, tolerance=0.0)
+        deploy_head(digits_head, out, parity_items=8, tolerance=0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deploy_parameters_are_named(digits_head, tmp_path):
+    with pytest.raises(ParameterError, match=r"The 'precision' parameter of deploy_head must be None or one of "
+                                             r"\('fp32', 'fp16', 'int8'\)\. Got 'int4' instead\."):
+        deploy_head(digits_head, tmp_path / "x.onnx", precision="int4")
+    with pytest.raises(ParameterError, match=r"The 'parity_items' parameter of deploy_head must be an int in "
+                                             r"\[1, inf\)\. Got 0 instead\."):
+        deploy_head(digits_head, tmp_path / "x.onnx", parity_items=0)
+    with pytest.raises(ParameterError, match="The 'out' parameter must name an .onnx file"):
+        deploy_head(digits_head, tmp_path / "x.txt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -253,7 +265,7 @@ def test_every_head_featx_train_makes_deploys(which, digits_lite0_caches, foods_
     assert main(["train", str(train_cache), "--head", "all", "--cv", "3", "--out", str(tmp_path), "--jobs", "1"]) == 0
     X, y, _ = featx.load_features(test_cache)
     for kind in ("logreg", "svm", "knn"):
-        result = deploy_head(tmp_path / f"{kind}.skops", tmp_path / f"{kind}.onnx", parity_items_n=64)
+        result = deploy_head(tmp_path / f"{kind}.skops", tmp_path / f"{kind}.onnx", parity_items=64)
         assert result.parity.passed and result.parity.n_items == 64
         head, model = load_head(tmp_path / f"{kind}.skops"), DeployedModel(result.path)
         # the held-out cache's items, raw, through the deployed file vs its cached features through the head

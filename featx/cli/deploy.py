@@ -35,7 +35,7 @@ def cmd_deploy(args) -> int:
     from ..deploy import DEFAULT_PARITY_ITEMS, deploy_head
 
     result = deploy_head(args.head, args.out, precision=args.precision, model=args.model,
-                         parity_data=args.parity_data, parity_items_n=args.parity_items or DEFAULT_PARITY_ITEMS,
+                         parity_data=args.parity_data, parity_items=args.parity_items or DEFAULT_PARITY_ITEMS,
                          batch_size=args.batch_size)
     facts = result.metadata
     size = result.path.stat().st_size / 1e6

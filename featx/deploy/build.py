@@ -12,11 +12,12 @@ from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
 from ..persist import load_head, read_metadata
+from ..validation import check_choice, check_float, check_int
 from .compose import default_opset, fuse_graphs, set_metadata
 from .head import LABEL, PROBABILITIES, head_steps, head_to_onnx
 from .model import FORMAT, DeployedModel
-from .parity import (DEFAULT_PARITY_ITEMS, PARITY_TOLERANCE, ParityReport, measure_parity, memorises_training_items,
-                     parity_items)
+from .parity import (DEFAULT_PARITY_ITEMS, PARITY_TOLERANCE, ParityReport, gate_items, measure_parity,
+                     memorises_training_items)
 
 __all__ = ["deploy_head", "DeployResult", "PRECISIONS"]
 
@@ -85,8 +86,6 @@ def _check_precision(precision, backbone: Backbone, meta: dict) -> str:
     variant = variant_precision(backbone)
     if precision is None or precision == variant:
         return variant
-    if precision not in PRECISIONS:
-        raise ParameterError(f"The 'precision' parameter must be one of {PRECISIONS}. Got {precision!r} instead.")
     base = ((backbone.record.get("quantization") or {}).get("base") or {}).get("name", backbone.name)
     make = {"int8": "--quantize int8", "fp16": "--precision fp16", "fp32": ""}[precision]
     name = base if precision == "fp32" else f"{base}-{precision}"
@@ -127,7 +126,7 @@ def _facts(meta: dict, head_path: Path, estimator, backbone: Backbone, precision
 
 
 def deploy_head(head, out=None, *, precision: str | None = None, model=None, parity_data=None,
-                parity_items_n: int = DEFAULT_PARITY_ITEMS, batch_size: int = DEFAULT_BATCH_SIZE,
+                parity_items: int = DEFAULT_PARITY_ITEMS, batch_size: int = DEFAULT_BATCH_SIZE,
                 tolerance: float = PARITY_TOLERANCE) -> DeployResult:
     """Fuse a saved head with its backbone into one ONNX file, gated on parity with ``featx predict``.
 
@@ -144,8 +143,8 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         Load the backbone from here instead of the place recorded with the head (its
         fingerprint must still match).
     parity_data : str, path or Dataset, optional
-        Items for the gate (default: see :func:`featx.deploy.parity.parity_items`).
-    parity_items_n : int
+        Items for the gate (default: see :func:`featx.deploy.parity.gate_items`).
+    parity_items : int
         How many items the gate runs.
     batch_size : int
         Items per ONNX Runtime call in the gate.
@@ -166,9 +165,10 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
     """
     import onnx
 
-    if isinstance(parity_items_n, bool) or not isinstance(parity_items_n, int) or parity_items_n < 1:
-        raise ParameterError("The 'parity_items_n' parameter must be an int in [1, inf). "
-                             f"Got {parity_items_n!r} instead.")
+    check_choice(precision, "precision", "deploy_head", PRECISIONS, optional=True)
+    check_int(parity_items, "parity_items", "deploy_head", low=1)
+    check_int(batch_size, "batch_size", "deploy_head", low=1)
+    check_float(tolerance, "tolerance", "deploy_head", low=0.0)
     meta = read_metadata(head)
     estimator = load_head(head)
     head_path = Path(head)
@@ -195,7 +195,7 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         _save(fused, staged)
         if tokenizer_out is not None:
             (Path(tmp) / tokenizer_out.name).write_bytes(backbone.tokenizer_path.read_bytes())
-        items, description = parity_items(meta, backbone.modality, data=parity_data, n=parity_items_n,
+        items, description = gate_items(meta, backbone.modality, data=parity_data, n=parity_items,
                                           held_out=memorises_training_items(estimator))
         report = measure_parity(DeployedModel(staged, providers="cpu"), backbone, estimator, items,
                                 description=description, batch_size=batch_size, tolerance=tolerance)

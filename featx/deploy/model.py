@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..backbone import ItemPreparation
+from ..backbone import DEFAULT_BATCH_SIZE, ItemPreparation
 from ..embedding import ON_ERROR, embed
 from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
@@ -143,7 +143,7 @@ class DeployedModel(ItemPreparation):
         return index if probabilities is None else np.hstack([index, probabilities.astype(np.float32)])
 
     # -- convenience -----------------------------------------------------------
-    def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int = 16,
+    def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                       on_error: str = "raise", warn: Callable[[str], None] | None = None) -> Predictions:
         """Predict raw items in batches, in input order.
 
@@ -179,11 +179,11 @@ class DeployedModel(ItemPreparation):
         proba = out.rows[:, 1:] if self.has_probabilities else None
         return Predictions(labels, proba, out.positions)
 
-    def predict(self, items: Sequence, *, batch_size: int = 16) -> np.ndarray:
+    def predict(self, items: Sequence, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Labels (str objects) of raw items; any bad item raises."""
         return self.predict_items(items, batch_size=batch_size).labels
 
-    def predict_proba(self, items: Sequence, *, batch_size: int = 16) -> np.ndarray:
+    def predict_proba(self, items: Sequence, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Probabilities (n, len(classes)) of raw items, columns in :attr:`classes` order."""
         if not self.has_probabilities:
             raise DeployError(f"{self.path} has no probabilities output (its SVM head was too small to calibrate)")

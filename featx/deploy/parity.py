@@ -5,7 +5,7 @@ and then the scikit-learn head (what ``featx predict HEAD.skops`` does); the fus
 the deployed file with its own preprocessing. The gate passes when the probabilities differ
 by at most :data:`PARITY_TOLERANCE` and every label agrees.
 
-Which items (:func:`parity_items`): those given (``--parity-data``); else a stratified sample
+Which items (:func:`gate_items`): those given (``--parity-data``); else a stratified sample
 of the head's training data when it can be opened again (a built-in, or a folder or
 manifest that still exists); else real items bundled with featx (digit scans and two
 photos; sentences and, when fetched, fine-food reviews). A kNN head weighted by distance
@@ -27,7 +27,7 @@ from ..sources import Item, open_dataset, subset
 
 log = logging.getLogger("featx")
 
-__all__ = ["PARITY_TOLERANCE", "DEFAULT_PARITY_ITEMS", "ParityReport", "parity_items", "measure_parity",
+__all__ = ["PARITY_TOLERANCE", "DEFAULT_PARITY_ITEMS", "ParityReport", "gate_items", "measure_parity",
            "memorises_training_items"]
 
 #: Largest difference in probabilities the gate accepts (labels must all agree).
@@ -96,7 +96,7 @@ def _reopen(name: str):
     return rest if kind in _PATH_KINDS and rest else name
 
 
-def parity_items(head_meta: dict, modality: str, *, data=None, n: int = DEFAULT_PARITY_ITEMS, seed: int = 0,
+def gate_items(head_meta: dict, modality: str, *, data=None, n: int = DEFAULT_PARITY_ITEMS, seed: int = 0,
                  held_out: bool = False) -> tuple[list[Item], str]:
     """Real items for the gate, and a description of where they came from.
 

@@ -339,7 +339,7 @@ def raw_variant(deployed, out=None, *, data=None, n_items: int = 128, minimum: f
     from onnx import compose
 
     from .model import DeployedModel
-    from .parity import parity_items
+    from .parity import gate_items
 
     _extensions()
     deployed = Path(deployed)
@@ -353,7 +353,7 @@ def raw_variant(deployed, out=None, *, data=None, n_items: int = 128, minimum: f
                                  producer_name="featx", doc_string="featx deploy --raw: preprocessing inside")
     out = Path(out) if out is not None else deployed.with_name(f"{deployed.stem}.raw.onnx")
     head = model.metadata.get("head") or {}
-    items, description = parity_items({"train": head.get("train")}, model.modality, data=data, n=n_items)
+    items, description = gate_items({"train": head.get("train")}, model.modality, data=data, n=n_items)
     facts = read_metadata_props({p.key: p.value for p in base.metadata_props})
     facts["raw"] = {"input": "image: encoded bytes (n_bytes,) uint8" if model.modality == "image"
                     else "text: one string (1,)", "from": deployed.name,
