@@ -15,8 +15,9 @@ preprocessed batches of real test items (batch 1 and batch 16):
 
 Preprocessing (decoding, resizing, tokenising) is the same code on both sides and is left out:
 the figures are model time per item. The sides run alternately for ``--rounds`` rounds after a
-warm-up, both sessions with the same threads; each side's figure is the median round, and the
-ratio (two-stage / fused, > 1: the fused file is faster) is of the medians of the same run.
+warm-up, both sessions with the same threads and without spin-waiting (``FEATX_SPINNING=0``,
+see below); each side's figure is the median round, and the ratio (two-stage / fused, > 1: the
+fused file is faster) is of the medians of the same run.
 On shared cores the figures are noisy: the load average before and after is recorded.
 """
 
@@ -37,6 +38,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two sessions alternate here (the backbone's and the fused file's). With ORT's spin-waiting on,
+# each one's idle threads keep spinning while the other runs and take its cores: measured on 2
+# cores, the side timed right after the other lost up to 40%. Off, the sides are timed alike.
+os.environ.setdefault("FEATX_SPINNING", "0")
 
 HERE = Path(__file__).resolve().parent
 
@@ -208,7 +213,8 @@ def main(argv=None) -> int:
     run = {"command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "quick": bool(args.quick), "started": started.isoformat(timespec="seconds"),
            "seconds": round(time.perf_counter() - t0, 1), "load_average": {"before": load_before, "after": load_after},
-           "sizes": dataclasses.asdict(sizes), "threads": threads, "machine": machine_facts().to_dict()}
+           "sizes": dataclasses.asdict(sizes), "threads": threads, "machine": machine_facts().to_dict(),
+           "spinning": os.environ["FEATX_SPINNING"]}
     record = {"benchmark": "featx deploy: fused file vs two-stage prediction latency (issue 13)", "run": run,
               "noise": "wall-clock per-item times; medians of alternating rounds; shared cores make them noisy",
               "heads": HEADS, "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows],
