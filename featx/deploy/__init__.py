@@ -14,6 +14,7 @@
       parity.py       the gate: which items, both paths, the report
       model.py        DeployedModel: run a deployed file with featx's preprocessing
       build.py        deploy_head: the steps above, publishing the file only when the gate passes
+      raw.py          `--raw`: decoding, resizing and tokenising inside the graph (onnxruntime-extensions)
 
 The one guarantee: a file exists at ``OUT`` only if, on real items, its probabilities are
 within :data:`PARITY_TOLERANCE` of ``featx predict`` with the head and every label agrees.
