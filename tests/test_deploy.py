@@ -197,11 +197,11 @@ def test_readme_script_reproduces_featx_predict(digits_model, foods_model, tmp_p
 
 def test_head_of_another_backbone_is_refused(tiny_head, lite0_onnx, tmp_path, capsys):
     out = tmp_path / "x.onnx"
-    assert main(["deploy", str(tiny_head), "--out", str(out), "--model", str(lite0_onnx)]) == 2
+    assert main(["deploy", str(tiny_head), "--out", str(out), "--model", str(lite0_onnx)]) == 1
     err = capsys.readouterr().err
     assert "the head was trained on features of 'tiny-image' with fingerprint" in err
     assert "efficientnet-lite0.onnx has fingerprint" in err and not out.exists()
-    assert main(["deploy", str(tiny_head), "--out", str(out), "--precision", "int8"]) == 2
+    assert main(["deploy", str(tiny_head), "--out", str(out), "--precision", "int8"]) == 1
     err = capsys.readouterr().err
     assert "trained on fp32 features (tiny-image)" in err and "featx export tiny-image --quantize int8" in err
     assert not out.exists()
@@ -242,14 +242,14 @@ def test_deployed_file_misuse_is_explained(digits_model, lite0_onnx, tmp_path, c
     assert main(["predict", str(digits_model), "builtin:digits:test", "--cache", str(tmp_path / "c")]) == 2
     assert "--cache and --model go with a .skops head" in capsys.readouterr().err
     (tmp_path / "t.txt").write_text("a review\n")
-    assert main(["predict", str(digits_model), str(tmp_path / "t.txt")]) == 2
+    assert main(["predict", str(digits_model), str(tmp_path / "t.txt")]) == 1
     assert "holds texts but" in capsys.readouterr().err
 
 
 def test_bad_items_are_skipped_or_named(digits_model, tmp_path, capsys):
     folder = digit_files(tmp_path / "scans", 6)
     (folder / "3" / "broken.png").write_bytes(b"not a png")
-    assert main(["predict", str(digits_model), str(folder)]) == 2
+    assert main(["predict", str(digits_model), str(folder)]) == 1
     assert "broken.png" in capsys.readouterr().err
     assert main(["predict", str(digits_model), str(folder), "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
@@ -296,7 +296,7 @@ def test_variants_deploy_with_their_recorded_parity(name, mode, source, lite0_on
     assert meta["backbone"]["precision"] == mode and meta["backbone"]["name"] == f"{name}-{mode}"
     assert meta["backbone"]["export_parity"]["cosine_mean"] == recorded["parity"]["cosine_mean"]
     assert meta["parity"]["labels_differ"] == 0 and meta["parity"]["max_abs_diff"] <= TOLERANCE
-    assert main(["deploy", str(head), "--out", str(tmp_path / "w.onnx"), "--precision", "fp32"]) == 2
+    assert main(["deploy", str(head), "--out", str(tmp_path / "w.onnx"), "--precision", "fp32"]) == 1
     assert f"trained on {mode} features" in capsys.readouterr().err and not (tmp_path / "w.onnx").exists()
 
 
@@ -346,3 +346,12 @@ def test_raw_text_variant_agrees_with_featx(foods_model, tmp_path):
     assert session.run(None, raw_feed(long_review, "text"))[0][0] == model.predict([long_review])[0]
     strict = measure_agreement(session, model, [], "nothing", minimum=0.99)
     assert not strict.passed
+
+
+def test_cli_deploy_json_document(digits_head, tmp_path, capsys):
+    out = tmp_path / "d.onnx"
+    assert main(["deploy", str(digits_head), "--out", str(out), "--parity-items", "8", "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["path"] == str(out) and doc["precision"] == "fp32" and doc["raw"] is None
+    assert doc["parity"]["n_items"] == 8 and doc["parity"]["labels_differ"] == 0 and captured.err == ""

@@ -26,6 +26,7 @@ from ..backbone import DEFAULT_BATCH_SIZE, ItemPreparation
 from ..embedding import ON_ERROR, embed
 from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
+from ..progress import progress_bar
 from ..registry import BackboneSpec, preprocess_from_dict
 from ..runtime import Session
 from ..validation import check_choice, check_int
@@ -144,7 +145,8 @@ class DeployedModel(ItemPreparation):
 
     # -- convenience -----------------------------------------------------------
     def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                      on_error: str = "raise", warn: Callable[[str], None] | None = None) -> Predictions:
+                      on_error: str = "raise", warn: Callable[[str], None] | None = None,
+                      progress: bool | None = None) -> Predictions:
         """Predict raw items in batches, in input order.
 
         Parameters
@@ -157,6 +159,8 @@ class DeployedModel(ItemPreparation):
         on_error : {"raise", "skip"}
             A bad item (undecodable, or non-finite output) stops the run, or is left out and
             reported to ``warn(message)``.
+        progress : bool, optional
+            A progress bar on stderr (default: when stderr is a terminal; see :mod:`featx.progress`).
 
         Raises
         ------
@@ -171,7 +175,8 @@ class DeployedModel(ItemPreparation):
         names = None if ids is None else [str(i) for i in ids]
         if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} items but {len(names)} ids")
-        out = embed(self, items, names, batch_size=batch_size, on_error=on_error)
+        with progress_bar(len(items), f"featx {self.path.name}", progress=progress) as bar:
+            out = embed(self, items, names, batch_size=batch_size, on_error=on_error, on_batch=bar.update)
         if warn is not None:
             for failure in out.failures:
                 warn(f"skipped {failure.id}: {failure.reason}")
