@@ -117,6 +117,51 @@ def test_text_head_matches_sklearn(text_features, kind, point):
     check_head(kind, point, X, y, Xt)
 
 
+#: The approximate heads `featx train` selects past its size thresholds (featx.heads.plan).
+APPROXIMATE = [
+    ("logreg", {"power": "sqrt", "scale": "standard", "C": 0.1}),
+    ("svm", {"power": "none", "scale": "l2", "kernel": "linear", "C": 10.0}),
+    ("svm", {"power": "sqrt", "scale": "l2", "kernel": "rbf", "C": 10.0, "gamma": "scale", "n_components": 150}),
+    ("knn", {"power": "sqrt", "scale": "l2", "n_neighbors": 5, "weights": "distance", "metric": "cosine",
+             "n_components": 64}),
+    ("knn", {"power": "none", "scale": "standard", "n_neighbors": 10, "weights": "uniform", "metric": "euclidean",
+             "n_components": 64}),
+]
+
+
+@pytest.mark.parametrize("kind, point", [pytest.param(k, p, id=f"{k}-{i}") for i, (k, p) in enumerate(APPROXIMATE)])
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_approximate_head_matches_sklearn(modality, kind, point, image_features, text_features):
+    X, y, Xt, _ = image_features if modality == "image" else text_features
+    head = select_head(kind, X, y, cv=3, n_jobs=1, strategy="approximate",
+                       grid={k: [v] for k, v in point.items()}).best_estimator
+    steps = [type(step).__name__ for _, step in head.steps]
+    assert steps[-1] in ("SGDClassifier", "CalibratedClassifierCV", "IVFKNeighborsClassifier"), steps
+    diff, wrong = compare(head, Xt)
+    assert wrong == 0 and diff <= TOLERANCE
+
+
+def test_streamed_svm_has_labels_only(text_features):
+    X, y, Xt, _ = text_features
+    head = head_pipeline("svm", scale="l2", approximate=True, streamed=True, n_train=len(X), kernel="linear").fit(X, y)
+    model = head_to_onnx(head, X.shape[1], opset=17)
+    assert [o.name for o in model.graph.output] == ["label"]
+    assert np.array_equal(run_onnx(model, Xt)["label"], head.predict(Xt))
+
+
+def test_the_index_graph_finds_what_the_index_finds(image_features):
+    """With one list probed of 16, the index misses true neighbours: the graph misses the same ones."""
+    from featx.heads import IVFKNeighborsClassifier
+
+    X, y, Xt, _ = image_features
+    ivf = IVFKNeighborsClassifier(n_neighbors=5, n_lists=16, n_probe=1).fit(X, y)
+    out = run_onnx(head_to_onnx(ivf, X.shape[1], opset=17), Xt)
+    assert np.array_equal(out["label"], ivf.predict(Xt))
+    assert np.abs(out["probabilities"] - ivf.predict_proba(Xt)).max() <= TOLERANCE
+    exact = ivf.to_exact().predict_proba(Xt)
+    assert np.abs(exact - ivf.predict_proba(Xt)).max() > 0.1  # the index is approximate here
+
+
 def test_scaling_steps_are_bit_identical_to_sklearn(image_features):
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType

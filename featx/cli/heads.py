@@ -22,7 +22,18 @@ def register(sub) -> None:
     p.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
     p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the selection sample and the SGD order")
+    p.add_argument("--strategy", choices=("auto", "exact", "approximate"), default="auto",
+                   help="exact heads, approximate ones (cost linear in the rows), or auto: exact while cheap "
+                        "(svm up to 10,000 rows, knn up to 20,000, logreg while it fits in memory)")
+    p.add_argument("--memory-budget", type=parse_size, default=None, metavar="SIZE",
+                   help="memory the training may use, e.g. 4G or 512M (default: half the free memory); "
+                        "a larger cache is streamed from disk a chunk at a time")
+    p.add_argument("--chunk", type=positive_int, default=None, metavar="ROWS",
+                   help="rows read at a time when streaming, in whole windows of 8192 "
+                        "(default: what an eighth of the memory budget holds)")
+    p.add_argument("--select-rows", type=positive_int, default=None, metavar="ROWS",
+                   help="most rows the grid is cross-validated on; a stratified sample above (default 10,000)")
     add_json_flag(p)
     p.set_defaults(func=cmd_train)
 
@@ -73,9 +84,23 @@ def _cache_model(cache: Path, model: str | None) -> tuple[str, str]:
     return name, model or name
 
 
+def parse_size(text: str) -> int:
+    """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"100000"`` (bytes) -> bytes (binary units)."""
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4G, 512M, 1.5GiB, 100000)")
+    value = float(match.group(1)) * 1024 ** "BKMGT".index(match.group(2).upper() or "B")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a memory budget must be at least 1 byte; got {text!r}")
+    return int(value)
+
+
 def cmd_train(args) -> int:
-    from ..cache import CacheStore, load_features
-    from ..heads import train_heads
+    from ..cache import CacheStore, FeatureReader
+    from ..heads import SELECT_ROWS, resolve_heads, select_head
     from ..persist import save_head
     from ..pipeline import format_table
 
@@ -84,7 +109,8 @@ def cmd_train(args) -> int:
     store = CacheStore(args.cache)
     record = store.read_model(name) or {}
     listing = store.read_listing()
-    X, y, _ids = load_features(args.cache, model=name)
+    reader = FeatureReader(args.cache, model=name)  # rows are read as the plan needs them, never all at once
+    y = reader.labels
     if y is None:
         from ..errors import DataSourceError
 
@@ -92,27 +118,31 @@ def cmd_train(args) -> int:
                               "(class sub-folders or a label column)")
     train_name = listing.name if listing else str(args.cache)
     n_classes = len(set(y.tolist()))
-    console.result(f"{name} features of {train_name}: {X.shape[0]} x {X.shape[1]}, {n_classes} classes; "
-                   f"selecting {args.head} by {args.cv}-fold CV")
+    console.result(f"{name} features of {train_name}: {reader.n_rows} x {reader.dim} ({reader.dtype} on disk), "
+                   f"{n_classes} classes; selecting {args.head} by {args.cv}-fold CV")
     t0 = time.perf_counter()
-    results = train_heads(X, y, args.head, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress)
     rows = []
-    for r in results:
+    for kind in resolve_heads(args.head):
+        r = select_head(kind, reader, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress,
+                        strategy=args.strategy, memory_budget=args.memory_budget, chunk=args.chunk,
+                        select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)
+        console.result(r.plan.describe())
         summary = r.summary()
         meta = {"kind": r.kind, "backbone": name, "model": loader, "fingerprint_id": record.get("fingerprint_id"),
-                "dim": int(X.shape[1]), "modality": listing.modality if listing else None,
-                "train": train_name, "n_train": int(len(X)), **summary}
+                "dim": int(reader.dim), "modality": listing.modality if listing else None,
+                "train": train_name, "n_train": int(reader.n_rows), **summary}
         path = save_head(r.best_estimator, args.out / f"{r.kind}.skops", metadata=meta)
         rows.append({"head": r.kind, "cv_mean": summary["cv_mean"], "cv_std": summary["cv_std"],
                      "n_splits": r.n_splits, "fit_seconds": r.fit_seconds, "best_params": r.best_params,
-                     "file": str(path), "notes": list(r.notes)})
+                     "strategy": r.plan.strategy, "n_select": r.plan.n_select, "streamed": r.plan.streamed,
+                     "plan": r.plan.describe(), "file": str(path), "notes": list(r.notes)})
         for note in r.notes:  # the same text as the warning select_head gave: printed once
             console.warn(note)
         console.note(f"saved {path}")
     best = max(rows, key=lambda row: -1 if row["cv_mean"] is None else row["cv_mean"])
     if args.json:
-        console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(X.shape[0]),
-                          "dim": int(X.shape[1]), "classes": n_classes, "cv": args.cv, "seed": args.seed,
+        console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(reader.n_rows),
+                          "dim": int(reader.dim), "classes": n_classes, "cv": args.cv, "seed": args.seed,
                           "seconds": time.perf_counter() - t0, "heads": rows, "best": best["head"],
                           "best_file": best["file"]})
     console.result(format_table(rows))

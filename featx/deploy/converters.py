@@ -1,6 +1,7 @@
 """featx's own skl2onnx converters: the head steps whose ONNX form featx decides.
 
-skl2onnx converts the logistic regression and the calibrated SVM of a head as it ships them;
+skl2onnx converts the logistic regression, the SVMs (libsvm, linear, SGD; calibrated or not) and
+PCA of a head as it ships them;
 the steps in :data:`CONVERTERS` are converted by featx, handed to skl2onnx for one
 conversion at a time (skl2onnx's own registry is left alone, except for featx's
 :class:`~featx.heads.SignedSqrt`, which skl2onnx cannot know):
@@ -18,6 +19,9 @@ KNeighborsClassifier  a neighbour at distance zero takes all the weight (scikit-
                       by one matrix product (skl2onnx loops over the training set with
                       ``Scan`` for the euclidean metric); ties go to the lower training
                       index, as in scikit-learn's brute-force search.
+IVFKNeighborsClassifier  featx's approximate kNN: the graph probes the lists the index
+                      probes, so it finds the neighbours the index finds (not the exact ones).
+Nystroem              the RBF kernel map of the approximate SVM: skl2onnx has no converter.
 ====================  ======================================================================
 
 A head graph computes in float64 (the backbone's float32 features are cast once), so its
@@ -32,8 +36,9 @@ its label (output 0) and probabilities (output 1).
 Examples
 --------
 >>> from featx.heads import SignedSqrt
->>> sorted(cls.__name__ for cls in CONVERTERS)
-['KNeighborsClassifier', 'Normalizer', 'SignedSqrt', 'StandardScaler']
+>>> sorted(cls.__name__ for cls in CONVERTERS)  # doctest: +NORMALIZE_WHITESPACE
+['IVFKNeighborsClassifier', 'KNeighborsClassifier', 'Normalizer', 'Nystroem', 'SignedSqrt',
+ 'StandardScaler']
 >>> CONVERTERS[SignedSqrt].alias
 'FeatxSignedSqrt'
 """
@@ -47,7 +52,7 @@ import numpy as np
 
 from ..errors import DeployError
 from ..extras import require
-from ..heads import SignedSqrt
+from ..heads import IVFKNeighborsClassifier, SignedSqrt
 
 __all__ = ["CONVERTERS", "Converter", "GraphBuilder", "register_converter", "require_skl2onnx", "conversion_hooks"]
 
@@ -154,25 +159,36 @@ def convert_normalizer(b: GraphBuilder, normalizer) -> None:
     b.op("Identity", [b.float32_round(_l2_normalised(b, b.input))], outputs=b.output())
 
 
-def _neighbour_distances(b: GraphBuilder, knn, metric: str):
-    """(sorted distances, indices) of the ``n_neighbors`` nearest training rows, in float64."""
+def _training_rows(b: GraphBuilder, rows) -> str:
+    """Training rows as a float64 tensor, stored as fitted (float32: half the bytes) and cast once.
+
+    The cast (and any normalisation of the rows) is constant-folded when the runtime loads the model.
+    """
     from onnx import TensorProto
 
+    rows = np.asarray(rows)
+    exact32 = rows.astype(np.float32)
+    stored = exact32 if np.array_equal(exact32, rows) else rows.astype(np.float64)
+    return b.op("Cast", [b.const("rows", stored)], to=TensorProto.DOUBLE)
+
+
+def _squared_distances(b: GraphBuilder, x: str, rows, rows_name: str) -> str:
+    """``||x - r||^2`` (n, m) as ``||x||^2 - 2 x.r + ||r||^2``, clipped at 0 (scikit-learn's expansion)."""
+    rows_sq = (np.asarray(rows, np.float64) ** 2).sum(axis=1)
+    cross = b.op("Gemm", [x, rows_name, b.const("rows_sq", rows_sq)], alpha=-2.0, beta=1.0, transB=1)
+    return b.op("Max", [b.op("Add", [cross, b.row_sum(b.op("Mul", [x, x]))]), b.const("zero", np.array(0.0))])
+
+
+def _neighbour_distances(b: GraphBuilder, knn, metric: str):
+    """(sorted distances, indices) of the ``n_neighbors`` nearest training rows, in float64."""
     fit_x = np.asarray(knn._fit_X)  # scikit-learn keeps the training rows only here
-    exact32 = fit_x.astype(np.float32)
-    stored = exact32 if np.array_equal(exact32, fit_x) else fit_x.astype(np.float64)
-    # Stored as fitted (float32: half the bytes); the cast and, for cosine, the normalisation
-    # of the training rows are constant-folded once when the runtime loads the model.
-    train = b.op("Cast", [b.const("train", stored)], to=TensorProto.DOUBLE)
+    train = _training_rows(b, fit_x)
     k = b.const("k", np.array([knn.n_neighbors], np.int64))
-    x = b.input
     if metric == "euclidean":
-        train_sq = (fit_x.astype(np.float64) ** 2).sum(axis=1)
-        cross = b.op("Gemm", [x, train, b.const("train_sq", train_sq)], alpha=-2.0, beta=1.0, transB=1)
-        squared = b.op("Max", [b.op("Add", [cross, b.row_sum(b.op("Mul", [x, x]))]), b.const("zero", np.array(0.0))])
-        values, idx = b.op("TopK", [squared, k], n_outputs=2, largest=0, sorted=1)
+        values, idx = b.op("TopK", [_squared_distances(b, b.input, fit_x, train), k], n_outputs=2, largest=0,
+                           sorted=1)
         return b.op("Sqrt", [values]), idx
-    similarity = b.op("Gemm", [_l2_normalised(b, x), _l2_normalised(b, train)], transB=1)
+    similarity = b.op("Gemm", [_l2_normalised(b, b.input), _l2_normalised(b, train)], transB=1)
     distance = b.op("Sub", [b.const("one", np.array(1.0)), similarity])
     clipped = b.op("Clip", [distance, b.const("zero", np.array(0.0)), b.const("two", np.array(2.0))])
     values, idx = b.op("TopK", [clipped, k], n_outputs=2, largest=0, sorted=1)
@@ -200,30 +216,91 @@ def classes_constant(b: GraphBuilder, classes) -> str:
     raise DeployError(f"class labels must be strings or integers to deploy; this head has {classes.dtype} labels")
 
 
-def convert_knn(b: GraphBuilder, knn) -> None:
-    """kNN probabilities and label, as scikit-learn computes them (brute force, float64)."""
+def _vote(b: GraphBuilder, distances: str, idx: str, codes, classes, weights: str) -> None:
+    """Probabilities (output 1) and label (output 0) from the neighbours' class codes, as kNN votes."""
     from onnx import TensorProto
 
-    metric = knn.effective_metric_
-    if metric not in ("euclidean", "cosine") or knn.effective_metric_params_:
-        raise DeployError(f"featx deploys kNN heads with the euclidean or cosine metric; this head uses {metric!r}")
-    if knn.weights not in ("uniform", "distance"):
-        raise DeployError(f"featx deploys kNN heads weighted 'uniform' or 'distance'; this head uses {knn.weights!r}")
-    if knn.outputs_2d_:
-        raise DeployError("featx deploys single-output kNN heads; this one predicts several outputs")
-    distances, idx = _neighbour_distances(b, knn, metric)
-    classes = np.asarray(knn.classes_)
-    neighbour_class = b.op("Gather", [b.const("train_class", np.asarray(knn._y, np.int64)), idx])  # (n, k)
+    if weights not in ("uniform", "distance"):
+        raise DeployError(f"featx deploys kNN heads weighted 'uniform' or 'distance'; this head uses {weights!r}")
+    neighbour_class = b.op("Gather", [b.const("train_class", np.asarray(codes, np.int64)), idx])  # (n, k)
     one_hot = b.op("Equal", [b.op("Unsqueeze", [neighbour_class, b.const("axis2", np.array([2], np.int64))]),
                              b.const("class_index", np.arange(len(classes), dtype=np.int64))])  # (n, k, C)
     votes = b.op("Cast", [one_hot], to=TensorProto.DOUBLE)
-    if knn.weights == "distance":
-        weights = b.op("Unsqueeze", [_neighbour_weights(b, distances), b.const("axis2", np.array([2], np.int64))])
-        votes = b.op("Mul", [votes, weights])
+    if weights == "distance":
+        weight = b.op("Unsqueeze", [_neighbour_weights(b, distances), b.const("axis2", np.array([2], np.int64))])
+        votes = b.op("Mul", [votes, weight])
     totals = b.row_sum(votes, keepdims=0)  # (n, C)
     b.op("Div", [totals, b.row_sum(totals)], outputs=b.output(1))
     best = b.op("ArgMax", [b.output(1)], axis=1, keepdims=0)
     b.op("Gather", [classes_constant(b, classes), best], outputs=b.output(0))
+
+
+def convert_knn(b: GraphBuilder, knn) -> None:
+    """kNN probabilities and label, as scikit-learn computes them (brute force, float64)."""
+    metric = knn.effective_metric_
+    if metric not in ("euclidean", "cosine") or knn.effective_metric_params_:
+        raise DeployError(f"featx deploys kNN heads with the euclidean or cosine metric; this head uses {metric!r}")
+    if knn.outputs_2d_:
+        raise DeployError("featx deploys single-output kNN heads; this one predicts several outputs")
+    distances, idx = _neighbour_distances(b, knn, metric)
+    _vote(b, distances, idx, knn._y, knn.classes_, knn.weights)
+
+
+def convert_ivf_knn(b: GraphBuilder, knn) -> None:
+    """featx's inverted-file kNN, answering as its index does: the rows of the probed lists only.
+
+    The ``n_probe`` lists whose centroids are nearest to the query are probed; among their rows
+    the ``n_neighbors`` nearest are the neighbours (all rows when the probed lists hold fewer).
+    Each row's list is read from the index itself, so the graph probes exactly what faiss
+    probes; distances are computed for every row and the others masked out, so the graph costs
+    a brute-force search, not the index's fraction of one.
+    """
+    from onnx import TensorProto
+
+    knn._check_state()
+    index = knn._get_index()
+    _, lists = index.quantizer.search(knn.vectors_, 1)  # the list faiss put each row in
+    cosine = knn.metric == "cosine"
+    x = _l2_normalised(b, b.input) if cosine else b.input
+    centroids, rows = _training_rows(b, knn.centroids_), _training_rows(b, knn.vectors_)
+    probe = b.const("n_probe", np.array([knn.n_probe_], np.int64))
+    if cosine:  # inner products: the largest are the nearest
+        to_centroids = b.op("Gemm", [x, centroids], transB=1)
+        scores = b.op("Gemm", [x, rows], transB=1)
+    else:
+        to_centroids = _squared_distances(b, x, knn.centroids_, centroids)
+        scores = _squared_distances(b, x, knn.vectors_, rows)
+    _, probed = b.op("TopK", [to_centroids, probe], n_outputs=2, largest=int(cosine), sorted=1)  # (n, P)
+    hits = b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [probed, b.const("axis2", np.array([2], np.int64))]),
+                                        b.const("list_index", np.arange(knn.n_lists_, dtype=np.int64))])],
+                to=TensorProto.DOUBLE)  # (n, P, lists)
+    is_probed = b.op("Greater", [b.row_sum(hits, keepdims=0), b.const("zero", np.array(0.0))])  # (n, lists)
+    in_probed = b.op("Gather", [is_probed, b.const("row_list", lists[:, 0].astype(np.int64))], axis=1)  # (n, m)
+    k = min(int(knn.n_neighbors), len(knn.vectors_))
+    worst = b.const("worst", np.array(-np.inf if cosine else np.inf))
+    masked = b.op("Where", [in_probed, scores, worst])
+    probed_rows = b.row_sum(b.op("Cast", [in_probed], to=TensorProto.DOUBLE))
+    short = b.op("Less", [probed_rows, b.const("k_float", np.array(float(k)))])
+    searched = b.op("Where", [short, scores, masked])  # too few rows probed: every list, as featx does
+    values, idx = b.op("TopK", [searched, b.const("k", np.array([k], np.int64))], n_outputs=2, largest=int(cosine),
+                       sorted=1)
+    if cosine:
+        distances = b.op("Sub", [b.const("one", np.array(1.0)), values])
+    else:
+        distances = b.op("Sqrt", [values])
+    _vote(b, distances, idx, knn.labels_, knn.classes_, knn.weights)
+
+
+def convert_nystroem(b: GraphBuilder, nystroem) -> None:
+    """The RBF kernel map: ``exp(-gamma ||x - c||^2) @ normalization_.T`` (the kernel featx's SVM uses)."""
+    if nystroem.kernel != "rbf":
+        raise DeployError(f"featx deploys the Nystroem kernel map with the rbf kernel; this one is {nystroem.kernel!r}")
+    gamma = nystroem.gamma if nystroem.gamma is not None else 1.0 / nystroem.components_.shape[1]
+    components = _training_rows(b, nystroem.components_)
+    kernel = b.op("Exp", [b.op("Mul", [_squared_distances(b, b.input, nystroem.components_, components),
+                                       b.const("minus_gamma", np.array(-float(gamma)))])])
+    b.op("MatMul", [kernel, b.const("normalization", np.asarray(nystroem.normalization_, np.float64).T)],
+         outputs=b.output())
 
 
 # ------------------------------------------------------------------------ the registry
@@ -232,12 +309,15 @@ class Converter:
     """How featx converts one estimator type.
 
     ``convert(builder, estimator)``; ``alias`` names the type for skl2onnx; ``shape``
-    is skl2onnx's shape calculator (None: skl2onnx's own for a type it knows).
+    is skl2onnx's shape calculator (None: skl2onnx's own for a type it knows); ``options``
+    are skl2onnx's converter options (a classifier declares ``zipmap`` so that skl2onnx
+    parses it into a label and probabilities).
     """
 
     convert: Callable
     alias: str
     shape: Callable | None = None
+    options: dict | None = None
 
 
 #: Estimator type -> featx's converter. Extend with :func:`register_converter`.
@@ -245,14 +325,18 @@ CONVERTERS: dict[type, Converter] = {}
 
 
 def register_converter(estimator_type: type, convert: Callable, *, alias: str | None = None,
-                       shape: Callable | None = None) -> None:
+                       shape: Callable | None = None, classifier: bool = False) -> None:
     """Make featx convert ``estimator_type`` with ``convert(builder, estimator)``.
 
     A type skl2onnx does not know needs ``shape`` (a skl2onnx shape calculator, e.g.
     ``skl2onnx.common.shape_calculator.calculate_linear_classifier_output_shapes`` for a
-    classifier); it is then registered with skl2onnx under ``alias`` at the first deploy.
+    classifier); it is then registered with skl2onnx under ``alias`` at the first deploy. A
+    classifier (``classifier=True``) writes its label to ``builder.output(0)`` and its
+    probabilities to ``builder.output(1)``.
     """
-    CONVERTERS[estimator_type] = Converter(convert, alias or f"Featx{estimator_type.__name__}", shape)
+    options = {"zipmap": [True, False, "columns"], "nocl": [False, True], "output_class_labels": [False, True]} \
+        if classifier else None
+    CONVERTERS[estimator_type] = Converter(convert, alias or f"Featx{estimator_type.__name__}", shape, options)
 
 
 def _skl2onnx_function(converter: Converter):
@@ -277,11 +361,24 @@ def conversion_hooks() -> tuple[dict, dict]:
         except RuntimeError:  # a type skl2onnx does not know: its parser needs the alias
             if converter.shape is None:
                 raise DeployError(f"the featx converter of {cls.__name__} needs a shape calculator") from None
-            update_registered_converter(cls, converter.alias, converter.shape, function)
+            update_registered_converter(cls, converter.alias, converter.shape, function, options=converter.options)
         functions[cls] = function
         if converter.shape is not None:
             shapes[cls] = converter.shape
     return functions, shapes
+
+
+def _classifier_shape(operator) -> None:
+    """skl2onnx shape calculator of a classifier: label and probabilities."""
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    calculate_linear_classifier_output_shapes(operator)
+
+
+def _nystroem_shape(operator) -> None:
+    """skl2onnx shape calculator of a kernel map: (n, n_components), the input's type."""
+    n = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = operator.inputs[0].type.__class__([n, operator.raw_operator.normalization_.shape[0]])
 
 
 def _same_shape(operator) -> None:
@@ -292,6 +389,7 @@ def _same_shape(operator) -> None:
 
 
 def _register_featx_steps() -> None:
+    from sklearn.kernel_approximation import Nystroem
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import Normalizer, StandardScaler
 
@@ -299,6 +397,8 @@ def _register_featx_steps() -> None:
     register_converter(StandardScaler, convert_standard_scaler)
     register_converter(Normalizer, convert_normalizer)
     register_converter(KNeighborsClassifier, convert_knn)
+    register_converter(IVFKNeighborsClassifier, convert_ivf_knn, shape=_classifier_shape, classifier=True)
+    register_converter(Nystroem, convert_nystroem, shape=_nystroem_shape)
 
 
 _register_featx_steps()

@@ -96,8 +96,9 @@ def head_to_onnx(head, dim: int, *, opset: int):
     except (MissingConverter, MissingShapeCalculator):
         raise DeployError(
             f"no ONNX converter for a step of this head ({', '.join(type(s).__name__ for s in steps)}): featx "
-            "deploys pipelines of SignedSqrt, StandardScaler or Normalizer, and LogisticRegression, SVC "
-            "(calibrated or not) or KNeighborsClassifier; featx.deploy.converters.register_converter adds others"
+            "deploys the heads featx.heads builds (SignedSqrt, StandardScaler, Normalizer, PCA, Nystroem; "
+            "LogisticRegression, SGDClassifier, SVC or LinearSVC, calibrated or not, KNeighborsClassifier, "
+            "IVFKNeighborsClassifier); featx.deploy.converters.register_converter adds others"
         ) from None
     graph = onx.graph
     _rename(graph, {graph.output[0].name: "head_label", graph.output[1].name: "head_scores"})
