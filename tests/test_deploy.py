@@ -355,3 +355,21 @@ def test_cli_deploy_json_document(digits_head, tmp_path, capsys):
     doc = json.loads(captured.out)
     assert doc["path"] == str(out) and doc["precision"] == "fp32" and doc["raw"] is None
     assert doc["parity"]["n_items"] == 8 and doc["parity"]["labels_differ"] == 0 and captured.err == ""
+
+
+@pytest.mark.slow
+def test_approximate_heads_deploy(digits_lite0_caches, tmp_path, capsys):
+    """`featx train --strategy approximate` (SGD, Nystroem + linear SVM, PCA + inverted-file kNN) deploys too."""
+    train_cache, test_cache = digits_lite0_caches
+    assert main(["train", str(train_cache), "--head", "all", "--strategy", "approximate", "--cv", "3", "--jobs", "1",
+                 "--out", str(tmp_path)]) == 0
+    X, _, ids = featx.load_features(test_cache)
+    refs = {item.id: item.ref for item in open_dataset("builtin:digits:test").items}
+    for kind in ("logreg", "svm", "knn"):
+        result = deploy_head(tmp_path / f"{kind}.skops", tmp_path / f"{kind}.onnx", parity_items=32)
+        head = load_head(tmp_path / f"{kind}.skops")
+        assert result.parity.passed and type(head.steps[-1][1]).__name__ in (
+            "SGDClassifier", "CalibratedClassifierCV", "IVFKNeighborsClassifier")
+        got = DeployedModel(result.path).predict_items([refs[i] for i in ids[:60]])
+        assert np.array_equal(got.labels, head.predict(X[:60]))
+        assert np.abs(got.probabilities - head.predict_proba(X[:60])).max() <= TOLERANCE
