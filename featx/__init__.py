@@ -20,6 +20,7 @@ _LAZY = {
     "evaluate_predictions": "evaluate", "save_report": "evaluate",  # featx.evaluate is the module
     "save_head": "persist", "load_head": "persist", "read_metadata": "persist",
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
+    "deploy_head": "deploy", "DeployedModel": "deploy",
 }
 
 

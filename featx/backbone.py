@@ -40,7 +40,41 @@ DEFAULT_BATCH_SIZE = 16
 EMBED_BAR_DELAY_S = 1.0
 
 
-class Backbone:
+class ItemPreparation:
+    """``decode`` -> ``prepare``: raw items to model feeds, from ``spec``, ``session`` and, for texts,
+    ``tokenizer_path``. What a :class:`Backbone` and a deployed file
+    (:class:`featx.deploy.DeployedModel`) share, so that both prepare items alike.
+    """
+
+    spec: BackboneSpec
+    session: Session
+    tokenizer_path: Path
+    _tokenizer: TextTokenizer | None = None
+
+    @property
+    def modality(self) -> str:
+        return self.spec.modality
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(self.tokenizer_path, self.spec.preprocess.max_length)
+        return self._tokenizer
+
+    def decode(self, item, item_id=None):
+        """One raw item -> RGB uint8 array (images) or checked str (texts)."""
+        if self.modality == "image":
+            return decode_image(item, item_id=item_id, jpeg_min_side=self.spec.preprocess.jpeg_min_side)
+        return check_text(item, item_id=item_id)
+
+    def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
+        """Decoded items -> model feeds (a batch)."""
+        if self.modality == "image":
+            return {self.session.input_names[0]: image_batch(decoded, self.spec.preprocess)}
+        return self.tokenizer.encode(decoded).feeds(self.session.input_names)
+
+
+class Backbone(ItemPreparation):
     """An exported backbone: ``decode`` -> ``prepare`` -> ``run``, or all three with :meth:`embed`.
 
     Parameters
@@ -86,18 +120,8 @@ class Backbone:
         return self.spec.name
 
     @property
-    def modality(self) -> str:
-        return self.spec.modality
-
-    @property
     def dim(self) -> int:
         return int(self.spec.dim)
-
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.tokenizer_path, self.spec.preprocess.max_length)
-        return self._tokenizer
 
     @property
     def fingerprint(self) -> dict:
@@ -114,19 +138,7 @@ class Backbone:
         blob = json.dumps(self.fingerprint, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    # -- the three steps -------------------------------------------------------
-    def decode(self, item, item_id=None):
-        """One raw item -> RGB uint8 array (images) or checked str (texts)."""
-        if self.modality == "image":
-            return decode_image(item, item_id=item_id, jpeg_min_side=self.spec.preprocess.jpeg_min_side)
-        return check_text(item, item_id=item_id)
-
-    def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
-        """Decoded items -> model feeds (a batch)."""
-        if self.modality == "image":
-            return {self.session.input_names[0]: image_batch(decoded, self.spec.preprocess)}
-        return self.tokenizer.encode(decoded).feeds(self.session.input_names)
-
+    # -- the three steps: decode and prepare (ItemPreparation), run --------------
     def run(self, feeds) -> np.ndarray:
         """Model feeds -> float32 (n, d)."""
         return self.session.run(feeds)

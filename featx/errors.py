@@ -92,3 +92,7 @@ class UntrustedTypeError(FeatxError, ValueError):
 
 class HeadError(FeatxError, ValueError):
     """A saved head cannot be read, or does not fit the features or backbone it is used with."""
+
+
+class DeployError(FeatxError, RuntimeError):
+    """A head cannot be fused with its backbone into one ONNX file, or the fused file failed its parity gate."""

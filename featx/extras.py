@@ -13,6 +13,7 @@ export        torch, transformers, weight packages   ``featx export``, first use
 finetune      export's                               fine-tuning (``featx bench``)
 timm          timm (and export's)                    ``timm:NAME`` backbones
 bench         finetune's, plots', psutil             ``featx bench`` with memory figures
+deploy        skl2onnx, onnxruntime-extensions       ``featx deploy`` (``--raw``: the extensions)
 dev           pytest, sentence-transformers, ...     the test suite
 ============  =====================================  ==================================
 

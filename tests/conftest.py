@@ -24,6 +24,8 @@ sample_rgbs         session: sklearn's china.jpg and flower.jpg as RGB uint8 arr
 tiny_cnn_backbone   session: factory make(seed=0) -> a seeded tiny torch CNN featx.finetune.TorchBackbone
                     ("tiny-cnn", 16 px, dim 8); skips without torch.
 image_files         function: a folder of real PNG/JPEG files in class sub-folders (see docstring).
+digits_lite0_caches session: caches of real Lite0 features, 400 builtin:digits:train + 150 :test images.
+foods_minilm_caches session: caches of real MiniLM features, 240 builtin:fine-foods:train + 120 :test reviews.
 """
 
 from __future__ import annotations
@@ -289,3 +291,28 @@ def tiny_cnn_backbone():
         return TorchBackbone(TinyCNN(), spec)
 
     return make
+
+
+# --------------------------------------------------------------------------- real cached features
+def _real_cache(tmp_path_factory, onnx: Path, source: str, n: int) -> Path:
+    """A session-wide cache of ``n`` items (stratified, seed 0) of ``source`` embedded by ``onnx``."""
+    import featx
+    from featx.sources import open_dataset, subset
+
+    cache = tmp_path_factory.getbasetemp() / f"real-cache-{onnx.stem}-{source.replace(':', '-')}-{n}"
+    featx.extract(subset(open_dataset(source), n, seed=0), onnx, cache, progress=False)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def digits_lite0_caches(tmp_path_factory, lite0_onnx) -> tuple[Path, Path]:
+    """Real EfficientNet-Lite0 features in caches: 400 builtin:digits:train and 150 builtin:digits:test images."""
+    return (_real_cache(tmp_path_factory, lite0_onnx, "builtin:digits:train", 400),
+            _real_cache(tmp_path_factory, lite0_onnx, "builtin:digits:test", 150))
+
+
+@pytest.fixture(scope="session")
+def foods_minilm_caches(tmp_path_factory, minilm_onnx) -> tuple[Path, Path]:
+    """Real all-MiniLM-L6-v2 features in caches: 240 builtin:fine-foods:train and 120 :test reviews."""
+    return (_real_cache(tmp_path_factory, minilm_onnx, "builtin:fine-foods:train", 240),
+            _real_cache(tmp_path_factory, minilm_onnx, "builtin:fine-foods:test", 120))

@@ -155,6 +155,8 @@ def test_the_audit_sees_imports_inside_functions_and_by_name(tmp_path, monkeypat
     ("pyarrow", "parquet", lambda tmp: __import__("featx.sources").sources.open_dataset(
         (tmp / "m.parquet").write_bytes(b"PAR1") and tmp / "m.parquet")),
     ("rdata", "fine-foods", lambda tmp: __import__("featx.builtins").builtins.read_lazyload_database(tmp / "x")),
+    ("skl2onnx", "deploy", lambda tmp: __import__("featx.deploy.converters").deploy.converters.require_skl2onnx()),
+    ("onnxruntime_extensions", "deploy", lambda tmp: __import__("featx.deploy.raw").deploy.raw.raw_session(tmp / "x")),
 ])
 def test_a_missing_optional_part_names_its_extra(blocked, extra, call, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, blocked, None)  # `import blocked` now raises ImportError

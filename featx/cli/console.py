@@ -27,7 +27,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CONTRACT = """\
 output:
   stdout    the result: human text, or with --json one JSON document and nothing else
-            (--json: extract, train, evaluate, predict, verify, info, doctor);
+            (--json: extract, train, evaluate, predict, deploy, verify, info, doctor);
             predict without --out: the CSV (its summary line goes to stderr)
   stderr    progress bars (only when stderr is a terminal), notes, warnings (each once),
             errors; with --json, the human text too

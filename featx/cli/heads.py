@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..backbone import DEFAULT_BATCH_SIZE
 from .flags import add_json_flag, add_manifest_columns, positive_int
@@ -42,8 +44,9 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict a dataset with a saved head (labels and probabilities as CSV)")
-    p.add_argument("head", type=Path, help="a saved head (.skops)")
+    p = sub.add_parser("predict", help="predict a dataset with a saved head or a deployed .onnx file "
+                                       "(labels and probabilities as CSV)")
+    p.add_argument("head", type=Path, help="a saved head (.skops), or a file written by `featx deploy` (.onnx)")
     p.add_argument("data", help="folder of images, manifest, .txt file, or builtin:NAME")
     p.add_argument("--cache", type=Path, default=None, help="embed through this cache (reused and resumed)")
     p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: print to stdout)")
@@ -214,15 +217,72 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from ..backbone import load_backbone
     from ..errors import UsageError
-    from ..persist import load_head, read_metadata
-    from ..sources import open_dataset
 
     console = args.console
     if args.json and args.out is None:
         raise UsageError("--json prints a summary on stdout: give --out for the predictions' CSV")
     t0 = time.perf_counter()
+    done = _predict_deployed(args) if args.head.suffix == ".onnx" else _predict_with_head(args)
+    ids, pred, labels, proba, classes = done.ids, done.pred, done.labels, done.proba, done.classes
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["id", "prediction"] + (["label"] if labels is not None else [])
+    header += [f"p_{c}" for c in classes] if proba is not None else []
+    writer.writerow(header)
+    for i in range(len(ids)):
+        row = [ids[i], pred[i]] + ([labels[i]] if labels is not None else [])
+        row += [f"{p:.6f}" for p in proba[i]] if proba is not None else []
+        writer.writerow(row)
+    if args.out is None:
+        console.data(buf.getvalue())
+    else:
+        from ..files import write_atomically
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    acc = None
+    if labels is not None and len(ids):
+        acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
+    seconds = time.perf_counter() - t0
+    skipped = done.items - len(ids)
+    if args.json:
+        console.document({"head": str(args.head), "backbone": done.backbone, "data": done.data,
+                          "items": done.items, "predicted": int(len(ids)), "skipped": skipped,
+                          "accuracy": acc, "classes": classes, "out": str(args.out), "seconds": seconds,
+                          "extraction": done.extraction})
+    summary = (f"predicted {len(ids)} of {done.items} items" + (f" ({skipped} skipped)" if skipped else "")
+               + f" in {seconds:.1f} s ({len(ids) / seconds if seconds > 0 else 0.0:.1f} items/s)"
+               + (f" -> {args.out}" if args.out is not None else "")
+               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else ""))
+    console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
+    return 0
+
+
+@dataclass
+class _Predicted:
+    """What either kind of model predicted for a dataset, for the CSV and the summary."""
+
+    ids: Any
+    pred: Any
+    labels: Any
+    proba: Any
+    classes: list
+    backbone: str
+    data: str
+    items: int
+    extraction: Any = None
+
+
+def _predict_with_head(args) -> _Predicted:
+    """A saved head (.skops) and its backbone: embed (through the cache when given), then the head."""
+    import numpy as np
+
+    from ..backbone import load_backbone
+    from ..persist import load_head, read_metadata
+    from ..sources import open_dataset
+
+    console = args.console
     meta = read_metadata(args.head)
     estimator = load_head(args.head)
     backbone = load_backbone(args.model or meta.get("model") or meta["backbone"])
@@ -248,39 +308,31 @@ def cmd_predict(args) -> int:
     _check_dim(estimator, X, args.head)
     pred = estimator.predict(X) if len(X) else np.empty(0, dtype=object)
     proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") and len(X) else None
-    classes = [str(c) for c in getattr(estimator, "classes_", [])]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    header = ["id", "prediction"] + (["label"] if labels is not None else [])
-    header += [f"p_{c}" for c in classes] if proba is not None else []
-    writer.writerow(header)
-    for i in range(len(X)):
-        row = [ids[i], pred[i]] + ([labels[i]] if labels is not None else [])
-        row += [f"{p:.6f}" for p in proba[i]] if proba is not None else []
-        writer.writerow(row)
-    if args.out is None:
-        console.data(buf.getvalue())
-    else:
-        from ..files import write_atomically
+    return _Predicted(ids, pred, labels, proba, [str(c) for c in getattr(estimator, "classes_", [])],
+                      backbone.name, dataset.name, len(dataset), extraction)
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    acc = None
-    if labels is not None and len(X):
-        acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
-    seconds = time.perf_counter() - t0
-    skipped = len(dataset) - len(X)
-    if args.json:
-        console.document({"head": str(args.head), "backbone": backbone.name, "data": dataset.name,
-                          "items": len(dataset), "predicted": int(len(X)), "skipped": skipped,
-                          "accuracy": acc, "classes": classes, "out": str(args.out), "seconds": seconds,
-                          "extraction": extraction})
-    summary = (f"predicted {len(X)} of {len(dataset)} items" + (f" ({skipped} skipped)" if skipped else "")
-               + f" in {seconds:.1f} s ({len(X) / seconds if seconds > 0 else 0.0:.1f} items/s)"
-               + (f" -> {args.out}" if args.out is not None else "")
-               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else ""))
-    console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
-    return 0
+
+def _predict_deployed(args) -> _Predicted:
+    """A file written by ``featx deploy``: its own backbone and preprocessing, one session."""
+    import numpy as np
+
+    from ..deploy import DeployedModel
+    from ..errors import DataSourceError, UsageError
+    from ..sources import open_dataset
+
+    if args.cache is not None or args.model is not None:
+        raise UsageError(f"--cache and --model go with a .skops head; {args.head} holds its backbone")
+    model = DeployedModel(args.head)
+    dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
+                           id_column=args.id_column)
+    if dataset.modality != model.modality:
+        raise DataSourceError(f"{dataset.name} holds {dataset.modality}s but {args.head} takes {model.modality}s")
+    result = model.predict_items([item.ref for item in dataset.items], ids=dataset.ids(), batch_size=args.batch_size,
+                                 on_error=args.on_error, warn=args.console.note, progress=args.console.progress)
+    labels = dataset.labels()
+    ids = np.asarray(dataset.ids(), dtype=object)[result.kept]
+    return _Predicted(ids, result.labels, None if labels is None else labels[result.kept], result.probabilities,
+                      model.classes, model.spec.name, dataset.name, len(dataset))
 
 
 # ----------------------------------------------------------------------------- run
