@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..pipeline import run_pipeline
+    from ..pipeline import run_pipeline  # deferred: it loads scikit-learn (~2 s), which `featx --help` need not wait for
 
     path = demo_pipeline()
     args.console.result(f"featx demo: {path.name} -> {args.out}/ (export, extract, train, evaluate, report)")
