@@ -255,6 +255,15 @@ def test_export_api_rejects_both_variants():
         export_backbone("efficientnet-lite0", quantize="int8", precision="fp16")
 
 
+def test_export_backbone_of_an_onnx_file_makes_only_the_variant(tiny_image_onnx, tmp_path):
+    with pytest.raises(ParameterError, match="already an ONNX file"):
+        export_backbone(tiny_image_onnx)
+    made = export_backbone(tiny_image_onnx, tmp_path, quantize="int8", calibration_size=16)
+    assert made.export is None and made.variant.method == "static-qdq-int8"
+    assert made.onnx_path == made.variant.onnx_path == tmp_path / "tiny-image-int8.onnx"
+    assert (made.sha256, made.max_abs_diff) == (made.variant.sha256, made.variant.max_abs_diff)
+
+
 # --------------------------------------------------------------------------- real backbones
 @pytest.mark.slow
 def test_lite0_int8_close_to_fp32_on_real_photos(lite0_onnx, tmp_path, sample_rgbs):
