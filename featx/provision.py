@@ -33,28 +33,17 @@ class ExportedModel:
     asked for (its ``max_abs_diff`` is measured against the fp32 ONNX model), else the export's.
     """
 
+    onnx_path: Path
+    spec_path: Path
+    sha256: str
+    max_abs_diff: float | None
     export: ExportResult | None  # None when given an exported .onnx file
     variant: QuantizeResult | None = None
 
-    @property
-    def _made(self):
-        return self.variant if self.variant is not None else self.export
-
-    @property
-    def onnx_path(self) -> Path:
-        return self._made.onnx_path
-
-    @property
-    def spec_path(self) -> Path:
-        return self._made.spec_path
-
-    @property
-    def sha256(self) -> str:
-        return self._made.sha256
-
-    @property
-    def max_abs_diff(self) -> float | None:
-        return self._made.max_abs_diff
+    @classmethod
+    def of(cls, export: ExportResult | None, variant: QuantizeResult | None = None) -> "ExportedModel":
+        made = variant if variant is not None else export
+        return cls(made.onnx_path, made.spec_path, made.sha256, made.max_abs_diff, export, variant)
 
 
 def export_backbone(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False,
@@ -107,11 +96,11 @@ def export_backbone(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bo
                              "to export")
     base = None if is_file else export(name, out_dir, opset=opset, force=force, fuse=fuse)
     if mode is None:
-        return ExportedModel(base)
+        return ExportedModel.of(base)
     variant = make_variant(Path(name) if is_file else base.onnx_path, mode, calibration=calibration,
                            calibration_size=DEFAULT_CALIBRATION_SIZE if calibration_size is None else calibration_size,
                            calibration_method=calibration_method, out_dir=out_dir if is_file else None, force=force)
-    return ExportedModel(base, variant)
+    return ExportedModel.of(base, variant)
 
 
 def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
