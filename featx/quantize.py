@@ -1,7 +1,9 @@
 """Smaller, faster variants of an exported backbone: int8 (quantized) and fp16.
 
 ``quantize("efficientnet-lite0", "int8")`` writes ``efficientnet-lite0-int8.onnx`` and its spec
-``efficientnet-lite0-int8.json`` beside the fp32 export. The variant is a separate model: its
+``efficientnet-lite0-int8.json`` beside the fp32 export (exported already:
+:func:`featx.provision.export_backbone` does both steps). Calibration and parity inputs go
+through the model's own :class:`~featx.inputs.InputChain`, as extraction's do. The variant is a separate model: its
 own name and file, a different sha256 and so a different fingerprint, so an embedding cache
 never mixes fp32 and int8 features.
 
