@@ -34,7 +34,7 @@ from _pytest.doctest import DoctestItem
 ROOT = Path(__file__).resolve().parent
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Fetched datasets (fine-foods) stay where `make data` / `featx data fetch` put them.
-from featx.builtins import featx_data_dir  # noqa: E402
+from featx.sources.builtins import featx_data_dir  # noqa: E402
 
 os.environ["FEATX_DATA"] = str(featx_data_dir())
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="featx-test-home-"))

@@ -543,7 +543,7 @@ def write_jpegs(folder: Path, n: int, side: int) -> Path:
     """Photo-sized JPEGs (side x 2/3 side, quality 90) from random crops of sklearn's photos, jittered."""
     from PIL import Image
 
-    from featx.export import sample_photos
+    from featx.samples import sample_photos
 
     rng = np.random.default_rng(4)
     photos = sample_photos()

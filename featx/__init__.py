@@ -4,13 +4,12 @@ Export a frozen backbone to ONNX, cache a dataset's embeddings in HDF5 with
 ONNX Runtime, and train scikit-learn heads on them.
 """
 
-__version__ = "0.1.0"
-
-from .backbone import Backbone, load_backbone  # noqa: E402
-from .cache import FeatureReader, iter_features, load_features  # noqa: E402
-from .errors import FeatxError  # noqa: E402
-from .extract import ExtractReport, extract  # noqa: E402
-from .sources import Dataset, Item, open_dataset  # noqa: E402
+from .version import __version__
+from .backbone import Backbone, load_backbone
+from .cache import FeatureReader, iter_features, load_features
+from .errors import FeatxError
+from .extract import ExtractReport, extract
+from .sources import Dataset, Item, open_dataset
 
 # scikit-learn-based parts load on first use (importing sklearn costs ~2 s).
 _LAZY = {

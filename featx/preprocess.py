@@ -71,12 +71,17 @@ def preprocess_image(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
     return normalize_into(out, resize_and_crop(rgb, cfg), cfg)
 
 
+def normalize_batch(crops: Sequence[np.ndarray], cfg: ImagePreprocess) -> np.ndarray:
+    """Cropped RGB uint8 images (:func:`resize_and_crop`) -> one (n, 3, size, size) float32 batch."""
+    out = np.empty((len(crops), 3, cfg.size, cfg.size), np.float32)
+    for i, crop in enumerate(crops):
+        normalize_into(out[i], crop, cfg)
+    return out
+
+
 def image_batch(rgbs: Sequence[np.ndarray], cfg: ImagePreprocess) -> np.ndarray:
     """Decoded RGB uint8 images -> one (n, 3, size, size) float32 batch."""
-    out = np.empty((len(rgbs), 3, cfg.size, cfg.size), np.float32)
-    for i, rgb in enumerate(rgbs):
-        normalize_into(out[i], resize_and_crop(rgb, cfg), cfg)
-    return out
+    return normalize_batch([resize_and_crop(rgb, cfg) for rgb in rgbs], cfg)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Smaller, faster variants of an exported backbone: int8 (quantized) and fp16.
 
 ``quantize("efficientnet-lite0", "int8")`` writes ``efficientnet-lite0-int8.onnx`` and its spec
-``efficientnet-lite0-int8.json`` beside the fp32 export. The variant is a separate model: its
+``efficientnet-lite0-int8.json`` beside the fp32 export (exported already:
+:func:`featx.provision.export_backbone` does both steps). Calibration and parity inputs go
+through the model's own :class:`~featx.inputs.InputChain`, as extraction's do. The variant is a separate model: its
 own name and file, a different sha256 and so a different fingerprint, so an embedding cache
 never mixes fp32 and int8 features.
 
@@ -39,12 +41,7 @@ Examples
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +49,25 @@ from typing import Sequence
 
 import numpy as np
 
+from .machine import has_vnni
 from .errors import ExportError, InputError, ParameterError, SpecError
-from .export import SPEC_FORMAT, read_spec_file, sample_photos, sha256_file, spec_path_for
-from .registry import BackboneSpec
+from .files import sha256_file
+from .inputs import InputChain
+from .modelfiles import (
+    ModelFile,
+    copy_tokenizer,
+    model_record,
+    publish,
+    read_spec_file,
+    locate_onnx,
+    spec_path_for,
+    staging_dir,
+    tool_versions,
+    variant_stem,
+)
+from .runtime import Session
+from .samples import PARITY_SENTENCES, held_out_photos, sample_photos
+from .sources import Dataset, make_dataset, open_dataset, subset
 
 log = logging.getLogger("featx")
 
@@ -92,11 +105,6 @@ class QuantizeResult:
     record: dict
 
 
-def variant_stem(stem: str, mode: str) -> str:
-    """``efficientnet-lite0`` + ``int8`` -> ``efficientnet-lite0-int8``."""
-    return f"{stem}-{mode}"
-
-
 # ---------------------------------------------------------------- calibration and parity data
 def default_calibration_images(n: int = DEFAULT_CALIBRATION_SIZE, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """The built-in calibration set: ``(id, RGB uint8)`` pairs, deterministic for a seed.
@@ -111,8 +119,6 @@ def default_calibration_images(n: int = DEFAULT_CALIBRATION_SIZE, seed: int = 0)
     both colour photos and grey, flat images without favouring either. Calibrating on a
     sample of your own data (``calibration=``) remains the recommended way.
     """
-    from .sources import open_dataset, subset
-
     rng = np.random.default_rng(seed)
     n_digits = n // 2
     photos = sample_photos()
@@ -134,24 +140,7 @@ def default_calibration_images(n: int = DEFAULT_CALIBRATION_SIZE, seed: int = 0)
     return out
 
 
-def _held_out_photos() -> list[tuple[str, np.ndarray]]:
-    """Real photos for parity: sklearn's two (whole, uncropped) and matplotlib's grace_hopper.jpg."""
-    from .decode import decode_image
-
-    photos = [("sklearn/china.jpg", sample_photos()[0]), ("sklearn/flower.jpg", sample_photos()[1])]
-    try:
-        from matplotlib import cbook
-
-        path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-        photos.append(("matplotlib/grace_hopper.jpg", decode_image(str(path))))
-    except Exception as e:  # matplotlib is a dependency, but its sample data may be stripped
-        log.debug("grace_hopper.jpg not available for parity: %s", e)
-    return photos
-
-
 def _open_source(source, modality: str):
-    from .sources import open_dataset
-
     dataset = open_dataset(source)
     if dataset.modality != modality:
         article = "an" if modality == "image" else "a"
@@ -164,8 +153,6 @@ def _open_source(source, modality: str):
 
 def _split_source(dataset, size: int, seed: int):
     """(calibration items, held-out parity items) of a dataset: disjoint when it is big enough."""
-    from .sources import make_dataset, subset
-
     calib = subset(dataset, size, seed=seed)
     chosen = {item.id for item in calib.items}
     rest = [item for item in dataset.items if item.id not in chosen]
@@ -175,41 +162,49 @@ def _split_source(dataset, size: int, seed: int):
     return list(calib.items), list(held.items), False
 
 
-def _decoded_batches(pairs: Sequence, spec: BackboneSpec, input_name: str, batch: int, stats: dict):
-    """Model feeds from ``(id, ref)`` image pairs, decoded one batch at a time (memory stays flat).
+def feed_batches(chain: InputChain, pairs: Sequence, input_names: Sequence[str], batch_size: int, stats: dict):
+    """Model feeds of ``(id, raw item)`` pairs through the backbone's own chain, one batch at a time
+    (memory stays flat).
 
     Items that do not decode are left out and listed in ``stats["bad"]``, never replaced;
     ``stats["ok"]`` counts the others.
     """
-    from .decode import decode_image
-    from .preprocess import image_batch
-
     stats.setdefault("ok", 0)
     stats.setdefault("bad", [])
-    for start in range(0, len(pairs), batch):
-        rgbs = []
-        for item_id, ref in pairs[start:start + batch]:
+    for start in range(0, len(pairs), batch_size):
+        decoded = []
+        for item_id, ref in pairs[start:start + batch_size]:
             try:
-                rgbs.append(decode_image(ref, item_id=item_id))
+                decoded.append(chain.decode(ref, item_id))
             except InputError as e:
                 stats["bad"].append(f"{item_id}: {e}")
-        if rgbs:
-            stats["ok"] += len(rgbs)
-            yield {input_name: image_batch(rgbs, spec.preprocess)}
+        if decoded:
+            stats["ok"] += len(decoded)
+            yield chain.prepare(decoded, input_names)
+
+
+class CalibrationReader:
+    """What ONNX Runtime's ``quantize_static`` reads (a ``CalibrationDataReader``): the model's feeds
+    of ``(id, raw item)`` pairs, decoded and preprocessed by the model's own :class:`InputChain`
+    (its spec's ``jpeg_draft`` included), :data:`CALIBRATION_BATCH` items at a time.
+
+    ``stats`` counts the items used (``"ok"``) and lists those that did not decode (``"bad"``).
+    """
+
+    def __init__(self, model: ModelFile, pairs: Sequence, batch_size: int = CALIBRATION_BATCH):
+        self.stats: dict = {}
+        chain = InputChain(model.spec, model.tokenizer_path)
+        names = Session(model.onnx_path, providers="cpu").input_names
+        self._batches = feed_batches(chain, pairs, names, batch_size, self.stats)
+
+    def get_next(self):
+        return next(self._batches, None)
 
 
 def _warn_bad(stats: dict, what: str) -> None:
     if stats.get("bad"):
         warnings.warn(f"{len(stats['bad'])} {what} image(s) could not be decoded and were left out, "
                       f"e.g. {stats['bad'][0]}", RuntimeWarning, stacklevel=4)
-
-
-def _text_batches(texts: Sequence[str], tokenizer_path: Path, spec: BackboneSpec, names, batch: int):
-    from .preprocess import TextTokenizer
-
-    tok = TextTokenizer(tokenizer_path, spec.preprocess.max_length)
-    for start in range(0, len(texts), batch):
-        yield tok.encode(texts[start:start + batch]).feeds(names)
 
 
 # ---------------------------------------------------------------- the variants
@@ -231,12 +226,6 @@ def _check_params(mode, calibration_size, calibration_method, min_cosine):
         )
 
 
-def _resolve_base(model) -> Path:
-    from .backbone import resolve_onnx
-
-    return Path(resolve_onnx(model))
-
-
 def quantize(model, mode: str = "int8", *, calibration=None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
              calibration_method: str = "minmax", out_dir=None, force: bool = False, seed: int = 0,
              reduce_range: bool | None = None, min_cosine: float | None = None) -> QuantizeResult:
@@ -245,8 +234,9 @@ def quantize(model, mode: str = "int8", *, calibration=None, calibration_size: i
     Parameters
     ----------
     model : str or path
-        A registered backbone name (exported first when needed) or an exported ``.onnx`` file
-        with its spec JSON beside it.
+        An exported ``.onnx`` file with its record beside it, or the name of an exported
+        backbone (:func:`featx.modelfiles.locate_onnx`). To export and make a variant in one
+        go: :func:`featx.provision.export_backbone` (``featx export NAME --quantize int8``).
     mode : {"int8", "fp16"}
         ``"int8"``: static QDQ for image backbones, dynamic for text backbones. ``"fp16"``:
         float16 weights and compute, float32 inputs and outputs.
@@ -282,17 +272,17 @@ def quantize(model, mode: str = "int8", *, calibration=None, calibration_size: i
     ExportError
         Quantization failed, or the variant is too far from fp32 (the file is not saved).
     SpecError
-        The calibration data are of the other modality, or the model has no spec.
+        The calibration data are of the other modality, the model has no record, or it is
+        not exported yet.
     ParameterError
         An invalid parameter value.
     """
     _check_params(mode, calibration_size, calibration_method, min_cosine)
-    base_path = _resolve_base(model)
-    base_record = read_spec_file(spec_path_for(base_path))
-    if "quantization" in base_record:
-        raise SpecError(f"{base_path.name} is already a {base_record['quantization']['method']} variant; "
+    base = ModelFile.read(locate_onnx(model))
+    base_path, spec = base.onnx_path, base.spec
+    if "quantization" in base.record:
+        raise SpecError(f"{base_path.name} is already a {base.record['quantization']['method']} variant; "
                         "quantize the fp32 export instead")
-    spec = BackboneSpec.from_dict(base_record["spec"])
     out_dir = Path(out_dir) if out_dir else base_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = variant_stem(base_path.stem, mode)
@@ -309,21 +299,13 @@ def quantize(model, mode: str = "int8", *, calibration=None, calibration_size: i
         if existing is not None:
             return existing
 
-    tokenizer_path = None
-    if spec.modality == "text":
-        tok = base_record.get("tokenizer") or {}
-        tokenizer_path = base_path.parent / tok.get("file", f"{base_path.stem}.tokenizer.json")
-        if not tokenizer_path.is_file():
-            raise SpecError(f"text backbone {spec.name!r} has no tokenizer file at {tokenizer_path}")
-
     calib_info: dict = {"source": source_name}
-    calib_feeds, parity_feeds, parity_desc = _prepare_data(
-        spec, base_path, tokenizer_path, calibration, calibration_size, seed, method, calib_info)
-
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}-") as tmp:
+    calib_pairs, parity_feeds, parity_desc = _prepare_data(base, calibration, calibration_size, seed, method,
+                                                           calib_info)
+    with staging_dir(out_dir, stem) as tmp:
         tmp = Path(tmp)
         tmp_onnx = tmp / f"{stem}.onnx"
-        details = _build(method, base_path, tmp_onnx, tmp, calib_feeds, calibration_method, reduce_range)
+        details = _build(method, base, tmp_onnx, tmp, calib_pairs, calib_info, calibration_method, reduce_range)
         parity = _parity(base_path, tmp_onnx, parity_feeds)
         parity["inputs"] = parity_desc
         floor = MIN_COSINE[mode] if min_cosine is None else float(min_cosine)
@@ -335,61 +317,32 @@ def quantize(model, mode: str = "int8", *, calibration=None, calibration_size: i
                 + ("Calibrate on a sample of your own data (--calibration DATA), try "
                    "--calibration-method percentile, or keep fp32." if method == "static-qdq-int8" else "Keep fp32.")
             )
-        from .doctor import has_vnni
-        from .runtime import Session
-
-        session = Session(tmp_onnx, providers="cpu")
         variant_spec = spec.replace(
             name=f"{spec.name}-{mode}",
             description=(spec.description + f" [{mode} variant: {method}]").strip(),
         )
-        tok_record = None
-        if tokenizer_path is not None:
-            tok_name = f"{stem}.tokenizer.json"
-            shutil.copyfile(tokenizer_path, tmp / tok_name)
-            tok_record = {"file": tok_name, "sha256": sha256_file(tmp / tok_name)}
-        import onnxruntime
-
-        from . import __version__
-
-        sha = sha256_file(tmp_onnx)
-        record = {
-            "featx_spec_format": SPEC_FORMAT,
-            "spec": variant_spec.to_dict(),
-            "onnx": {
-                "file": onnx_path.name,
-                "sha256": sha,
-                "opset": base_record.get("onnx", {}).get("opset"),
-                "inputs": [{"name": i.name, "shape": _dims(i.shape), "type": i.type} for i in session.inputs],
-                "outputs": [{"name": o.name, "shape": _dims(o.shape), "type": o.type}
-                            for o in session.session.get_outputs()],
-            },
-            "tokenizer": tok_record,
-            "exporter": {
-                "featx": __version__,
-                "onnxruntime": onnxruntime.__version__,
-                "method": details["tool"],
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-            "parity": {**parity, "reference": f"fp32 ONNX model {base_path.name}", "provider": "CPUExecutionProvider"},
-            "quantization": {
+        calibration_record = None
+        if method == "static-qdq-int8":
+            calibration_record = {**calib_info, "method": calibration_method, "seed": int(seed),
+                                  "requested_size": int(calibration_size)}
+        record = model_record(
+            variant_spec, tmp_onnx, session=Session(tmp_onnx, providers="cpu"),
+            opset=base.record.get("onnx", {}).get("opset"),
+            tokenizer=None if base.tokenizer_path is None else copy_tokenizer(base.tokenizer_path, tmp, stem),
+            exporter=tool_versions(details["tool"], "onnxruntime"),
+            parity={**parity, "reference": f"fp32 ONNX model {base_path.name}", "provider": "CPUExecutionProvider"},
+            quantization={
                 "method": method,
                 "precision": mode,
                 "base": {"name": spec.name, "file": base_path.name, "sha256": wanted["base_sha256"]},
-                **({"calibration": {**calib_info, "method": calibration_method, "seed": int(seed),
-                                    "requested_size": int(calibration_size)}}
-                   if method == "static-qdq-int8" else {"calibration": None}),
+                "calibration": calibration_record,
                 **details["settings"],
                 "reduce_range": bool(reduce_range) if mode == "int8" else None,
                 "exporting_cpu_vnni": has_vnni(),
                 "parity": {k: parity[k] for k in ("cosine_mean", "cosine_min", "max_abs_diff", "n")},
             },
-        }
-        (tmp / "spec.json").write_text(json.dumps(record, indent=2))
-        os.replace(tmp_onnx, onnx_path)
-        if tok_record:
-            os.replace(tmp / tok_record["file"], out_dir / tok_record["file"])
-        os.replace(tmp / "spec.json", spec_path_for(onnx_path))
+        )
+        publish(tmp_onnx, record, out_dir)
     return _result(onnx_path, record, base_path)
 
 
@@ -402,8 +355,6 @@ def _method_name(mode: str, modality: str) -> str:
 def _source_name(calibration) -> str:
     if calibration is None:
         return DEFAULT_CALIBRATION
-    from .sources import Dataset
-
     if isinstance(calibration, Dataset):
         return calibration.name
     text = str(calibration)
@@ -437,16 +388,13 @@ def _result(onnx_path: Path, record: dict, base_path: Path) -> QuantizeResult:
                           p.get("cosine_mean"), p.get("cosine_min"), record)
 
 
-def _prepare_data(spec, base_path, tokenizer_path, calibration, size, seed, method, info):
-    """(calibration feeds or None, parity feeds, parity description); fills ``info``."""
-    from .runtime import Session
-
-    names = Session(base_path, providers="cpu").input_names
-    if spec.modality == "image":
+def _prepare_data(base: ModelFile, calibration, size, seed, method, info):
+    """(calibration pairs or None, parity feeds, parity description); fills ``info``."""
+    chain = InputChain(base.spec, base.tokenizer_path)
+    names = Session(base.onnx_path, providers="cpu").input_names
+    if base.spec.modality == "image":
         if calibration is None:
             calib_pairs = default_calibration_images(size, seed)
-            from .sources import open_dataset, subset
-
             digits_test = subset(open_dataset("builtin:digits:test"), 24, seed=seed)
             held_pairs = [(item.id, item.ref) for item in digits_test.items]
             held_desc = "24 builtin:digits:test images + "
@@ -459,54 +407,35 @@ def _prepare_data(spec, base_path, tokenizer_path, calibration, size, seed, meth
             held_pairs = [(item.id, item.ref) for item in held_items]
             held_desc = (f"{len(held_pairs)} {'calibration' if overlap else 'held-out'} items of {dataset.name} + ")
             info["dataset_items"] = len(dataset)
-        photos = _held_out_photos()
+        photos = held_out_photos()
         stats: dict = {}
-        parity = list(_decoded_batches(held_pairs + photos, spec, names[0], 16, stats))
+        parity = list(feed_batches(chain, held_pairs + photos, names, 16, stats))
         _warn_bad(stats, "parity")
         parity_desc = held_desc + f"{len(photos)} real photos ({', '.join(i for i, _ in photos)})"
-        calib = (spec, names[0], calib_pairs, info) if method == "static-qdq-int8" else None
-        return calib, parity, parity_desc
+        return (calib_pairs if method == "static-qdq-int8" else None), parity, parity_desc
     # text: dynamic int8 and fp16 need no calibration; parity on real sentences
-    from .decode import check_text
-    from .export import PARITY_SENTENCES
-
     texts = list(PARITY_SENTENCES)
     desc = f"{len(PARITY_SENTENCES)} real sentences"
     extra_source = calibration
     if extra_source is None:
         try:
-            from .sources import open_dataset
-
             open_dataset("builtin:fine-foods:test", limit=1)
             extra_source = "builtin:fine-foods:test"
         except Exception as e:  # not fetched: the fixed sentences only
             log.debug("fine-foods not available for parity: %s", e)
     if extra_source is not None:
         dataset = _open_source(extra_source, "text")
-        from .sources import subset
-
         picked = subset(dataset, min(PARITY_ITEMS, len(dataset)), seed=seed)
         good = []
         for item in picked.items:
             try:
-                good.append(check_text(item.ref, item_id=item.id))
+                good.append(chain.decode(item.ref, item.id))
             except InputError:
                 pass
         texts += good
         desc += f" + {len(good)} items of {dataset.name}"
-    parity = list(_text_batches(texts, tokenizer_path, spec, names, 16))
+    parity = [chain.prepare(texts[i:i + 16], names) for i in range(0, len(texts), 16)]
     return None, parity, desc
-
-
-class _Reader:
-    """An ``onnxruntime.quantization.CalibrationDataReader``: images decoded and preprocessed batch by batch."""
-
-    def __init__(self, spec, input_name, pairs):
-        self.stats: dict = {}
-        self._batches = _decoded_batches(pairs, spec, input_name, CALIBRATION_BATCH, self.stats)
-
-    def get_next(self):
-        return next(self._batches, None)
 
 
 def _preprocessed(base_path: Path, tmp: Path) -> Path:
@@ -526,17 +455,17 @@ def _preprocessed(base_path: Path, tmp: Path) -> Path:
     return out
 
 
-def _build(method, base_path, out_path, tmp, calib, calibration_method, reduce_range) -> dict:
-    """Write the variant to ``out_path``; return what was done (tool, settings)."""
-    import onnx
+def _build(method, base: ModelFile, out_path, tmp, pairs, info, calibration_method, reduce_range) -> dict:
+    """Write the variant to ``out_path``; return what was done (tool, settings). Fills ``info`` (static int8)."""
+    import onnx  # deferred: onnxruntime.quantization loads much of onnx's tooling; only a variant needs it
     import onnxruntime.quantization as q
 
+    base_path = base.onnx_path
     try:
         if method == "static-qdq-int8":
             pre = _preprocessed(base_path, tmp)
-            spec, input_name, pairs, info = calib
             calibrate = q.CalibrationMethod.MinMax if calibration_method == "minmax" else q.CalibrationMethod.Percentile
-            reader = _Reader(spec, input_name, pairs)
+            reader = CalibrationReader(base, pairs)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -584,8 +513,6 @@ def _build(method, base_path, out_path, tmp, calib, calibration_method, reduce_r
 
 def _parity(base_path: Path, variant_path: Path, batches: list[dict]) -> dict:
     """Cosine similarity and max abs difference of the variant vs fp32 on the same feeds."""
-    from .runtime import Session
-
     ref_session = Session(base_path, providers="cpu")
     try:
         var_session = Session(variant_path, providers="cpu")
@@ -613,6 +540,3 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         cos = dot / (na * nb)
     return np.where(both_zero, 1.0, np.nan_to_num(cos, nan=0.0))
 
-
-def _dims(shape) -> list:
-    return [d if isinstance(d, int) else str(d) for d in shape]

@@ -234,9 +234,6 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def featx_home() -> Path:
-    """Where exported models live: ``$FEATX_HOME``, default ``~/.cache/featx``."""
+    """Where featx keeps its files: ``$FEATX_HOME``, default ``~/.cache/featx`` (exported models in
+    ``models/``, see :mod:`featx.modelfiles`; fetched datasets in ``data/``)."""
     return Path(os.environ.get("FEATX_HOME") or Path.home() / ".cache" / "featx").expanduser()
-
-
-def exported_dir() -> Path:
-    return featx_home() / "models"

@@ -33,9 +33,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backbone import DEFAULT_BATCH_SIZE
+from .backbone import DEFAULT_BATCH_SIZE, load_backbone
+from .cache import CacheStore
 from .embedding import embed
 from .errors import CacheDatasetError, CacheError, CacheLockedError, InputError, ItemFailedError
+from .extract import extract
+from .sources import Item, file_stamp, make_dataset
 from .validation import check_bool, check_choice, check_int, check_path, invalid
 
 __all__ = ["EmbeddingTransformer"]
@@ -151,8 +154,6 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from .backbone import load_backbone
-
         self._validate_params()
         self.backbone_ = load_backbone(self.model, providers=self.providers, threads=self.threads,
                                        jpeg_draft=bool(self.jpeg_draft))
@@ -279,8 +280,6 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ with a cache
     def _item_key(self, item) -> tuple[str, str]:
         """A stable id (and file stamp) for an item, so that the cache recognises it next time."""
-        from .sources import file_stamp
-
         if self.backbone_.modality == "text":
             if isinstance(item, str):
                 return "text:" + _sha(item.encode("utf-8", "surrogatepass")), ""
@@ -305,10 +304,6 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         return "value:" + _sha(type(item).__name__.encode(), repr(item).encode()), ""
 
     def _transform_cached(self, items: list) -> np.ndarray:
-        from .cache import CacheStore
-        from .extract import extract
-        from .sources import Item, make_dataset
-
         bb = self.backbone_
         keys = [self._item_key(item) for item in items]
         unique: dict[str, Item] = {}

@@ -86,7 +86,7 @@ def tiny_image_onnx(tmp_path_factory) -> Path:
     Input "pixel_values" float32 (N, 3, H, W) with dynamic N, H, W; seeded weights.
     Spec "tiny-image": size 32, resize 36, mean = std = 0.5.
     """
-    from featx.export import write_spec
+    from featx.modelfiles import write_spec
 
     folder = tmp_path_factory.mktemp("tiny-image")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0))
@@ -107,7 +107,7 @@ def nan_image_onnx(tmp_path_factory) -> Path:
     """
     from onnx import helper, numpy_helper
 
-    from featx.export import write_spec
+    from featx.modelfiles import write_spec
 
     folder = tmp_path_factory.mktemp("nan-image")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0), out="pooled")
@@ -127,7 +127,7 @@ def nan_image_onnx(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def static_batch_onnx(tmp_path_factory) -> Path:
     """The tiny image backbone with a static batch of 1: input (1, 3, H, W), output (1, 8)."""
-    from featx.export import write_spec
+    from featx.modelfiles import write_spec
 
     folder = tmp_path_factory.mktemp("static-batch")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0), batch=1)
@@ -156,7 +156,7 @@ def tiny_text_onnx(tmp_path_factory, minilm_tokenizer_json) -> Path:
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    from featx.export import write_spec
+    from featx.modelfiles import write_spec
     from featx.registry import BackboneSpec, TextPreprocess
 
     folder = tmp_path_factory.mktemp("tiny-text")

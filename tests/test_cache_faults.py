@@ -209,7 +209,7 @@ def _wide_model(folder: Path, dim: int = 512) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from featx.export import write_spec
+    from featx.modelfiles import write_spec
     from featx.registry import BackboneSpec, ImagePreprocess
 
     w = np.random.default_rng(0).normal(size=(dim, 3, 1, 1)).astype(np.float32)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from featx.cli import main
-from featx.export import sha256_file
+from featx.files import sha256_file
 
 
 def test_models_lists_both_backbones(capsys, lite0_onnx):

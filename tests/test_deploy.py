@@ -282,10 +282,10 @@ def test_every_head_featx_train_makes_deploys(which, digits_lite0_caches, foods_
                                                 ("efficientnet-lite0", "fp16", "builtin:digits:train"),
                                                 ("all-minilm-l6-v2", "int8", "builtin:fine-foods:train")])
 def test_variants_deploy_with_their_recorded_parity(name, mode, source, lite0_onnx, minilm_onnx, tmp_path, capsys):
-    from featx.export import export
+    from featx.provision import export_backbone
 
     kwargs = {"quantize": "int8", "calibration_size": 16} if mode == "int8" else {"precision": "fp16"}
-    variant = export(name, out_dir=(lite0_onnx if name.startswith("eff") else minilm_onnx).parent, **kwargs)
+    variant = export_backbone(name, out_dir=(lite0_onnx if name.startswith("eff") else minilm_onnx).parent, **kwargs)
     featx.extract(subset(open_dataset(source), 120, seed=0), variant.onnx_path, tmp_path / "cache", progress=False)
     head = train(tmp_path / "cache", tmp_path / "heads", "logreg")
     assert main(["deploy", str(head), "--out", str(tmp_path / "v.onnx"), "--precision", mode,

@@ -15,19 +15,11 @@ import torch
 
 import featx
 from featx.errors import ExportError, SpecError
-from featx.export import (
-    PARITY_SENTENCES,
-    PARITY_TOLERANCE,
-    _wrappers,
-    build_torch_backbone,
-    export,
-    export_module,
-    read_spec_file,
-    sha256_file,
-    spec_path_for,
-    write_spec,
-)
+from featx.export import PARITY_TOLERANCE, _wrappers, build_torch_backbone, export, export_module
+from featx.files import sha256_file
+from featx.modelfiles import read_spec_file, spec_path_for, write_spec
 from featx.preprocess import image_batch
+from featx.samples import PARITY_SENTENCES
 from featx.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
 
 REAL_SENTENCES = [

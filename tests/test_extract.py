@@ -15,7 +15,7 @@ from PIL import Image
 import featx
 from featx.backbone import Backbone
 from featx.errors import CacheError, CacheMismatchError, ItemFailedError, ParameterError
-from featx.export import write_spec
+from featx.modelfiles import write_spec
 from featx.registry import BackboneSpec, ImagePreprocess
 from featx.sources import open_dataset, subset
 

@@ -11,7 +11,8 @@ import onnx
 import pytest
 
 import featx
-from featx.export import _wrappers, export, export_module, spec_path_for
+from featx.export import _wrappers, export, export_module
+from featx.modelfiles import spec_path_for
 from featx.fuse import eager_attention, encoder_shape
 from featx.registry import BackboneSpec, TextPreprocess
 

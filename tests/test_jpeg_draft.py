@@ -118,11 +118,11 @@ def test_transformer_and_pipeline_config_take_jpeg_draft(tiny_image_onnx, photos
 
 
 def test_finetune_inputs_decode_as_the_backbone(tiny_image_onnx, photos):
-    from featx.finetune import _Inputs
+    from featx.finetune import training_inputs
     from featx.preprocess import resize_and_crop
 
     jpg = str(photos / "all" / "p0.jpg")
     for draft in (False, True):
         bb = featx.load_backbone(tiny_image_onnx, jpeg_draft=draft)
-        data = _Inputs([jpg], bb.spec, None)
+        data = training_inputs([jpg], bb.spec)
         np.testing.assert_array_equal(data.pixels[0], resize_and_crop(bb.decode(jpg), bb.spec.preprocess))

@@ -154,7 +154,7 @@ def test_the_audit_sees_imports_inside_functions_and_by_name(tmp_path, monkeypat
         {"confusion_matrix": [[1]], "classes": ["a"], "accuracy": 1.0, "macro_f1": 1.0}, tmp / "c.png")),
     ("pyarrow", "parquet", lambda tmp: __import__("featx.sources").sources.open_dataset(
         (tmp / "m.parquet").write_bytes(b"PAR1") and tmp / "m.parquet")),
-    ("rdata", "fine-foods", lambda tmp: __import__("featx.builtins").builtins.read_lazyload_database(tmp / "x")),
+    ("rdata", "fine-foods", lambda tmp: __import__("featx.sources.builtins").sources.builtins.read_lazyload_database(tmp / "x")),
     ("skl2onnx", "deploy", lambda tmp: __import__("featx.deploy.converters").deploy.converters.require_skl2onnx()),
     ("onnxruntime_extensions", "deploy", lambda tmp: __import__("featx.deploy.raw").deploy.raw.raw_session(tmp / "x")),
 ])

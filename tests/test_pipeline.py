@@ -197,7 +197,7 @@ def test_digits_pipeline_with_lite0(lite0_onnx, tmp_path):
 @pytest.mark.slow
 def test_fashion_mnist_acceptance(lite0_onnx, tmp_path):
     """Issue 4's acceptance: EfficientNet-Lite0, 2000 training images, the official 10k test set, logreg >= 0.86."""
-    from featx.builtins import fashion_mnist_dir
+    from featx.sources.builtins import fashion_mnist_dir
 
     try:
         fashion_mnist_dir()

@@ -17,9 +17,10 @@ import featx
 from featx.cli import main
 from featx.doctor import has_vnni
 from featx.errors import ExportError, ParameterError, SpecError
-from featx.export import export, sha256_file
-from featx.quantize import (DEFAULT_CALIBRATION, MIN_COSINE, cosine_rows, default_calibration_images, quantize,
-                            variant_stem)
+from featx.files import sha256_file
+from featx.modelfiles import variant_stem
+from featx.provision import export_backbone
+from featx.quantize import DEFAULT_CALIBRATION, MIN_COSINE, cosine_rows, default_calibration_images, quantize
 
 
 def _ops(path) -> set[str]:
@@ -251,7 +252,16 @@ def test_cli_calibration_without_a_variant_is_an_error(capsys):
 
 def test_export_api_rejects_both_variants():
     with pytest.raises(ParameterError, match="not both"):
-        export("efficientnet-lite0", quantize="int8", precision="fp16")
+        export_backbone("efficientnet-lite0", quantize="int8", precision="fp16")
+
+
+def test_export_backbone_of_an_onnx_file_makes_only_the_variant(tiny_image_onnx, tmp_path):
+    with pytest.raises(ParameterError, match="already an ONNX file"):
+        export_backbone(tiny_image_onnx)
+    made = export_backbone(tiny_image_onnx, tmp_path, quantize="int8", calibration_size=16)
+    assert made.export is None and made.variant.method == "static-qdq-int8"
+    assert made.onnx_path == made.variant.onnx_path == tmp_path / "tiny-image-int8.onnx"
+    assert (made.sha256, made.max_abs_diff) == (made.variant.sha256, made.variant.max_abs_diff)
 
 
 # --------------------------------------------------------------------------- real backbones
@@ -275,11 +285,11 @@ def test_lite0_int8_close_to_fp32_on_real_photos(lite0_onnx, tmp_path, sample_rg
 def test_lite0_fp16_and_export_api(lite0_onnx, tmp_path, sample_rgbs):
     import shutil
 
-    models = tmp_path / "models"  # a copy of the session's export, so that export() reuses it
+    models = tmp_path / "models"  # a copy of the session's export, so that export_backbone() reuses it
     models.mkdir()
     for path in (Path(lite0_onnx), Path(lite0_onnx).with_suffix(".json")):
         shutil.copy(path, models / path.name)
-    result = export("efficientnet-lite0", out_dir=models, precision="fp16")
+    result = export_backbone("efficientnet-lite0", out_dir=models, precision="fp16")
     assert result.onnx_path == models / "efficientnet-lite0-fp16.onnx"
     assert sorted(p.name for p in models.iterdir()) == [
         "efficientnet-lite0-fp16.json", "efficientnet-lite0-fp16.onnx", "efficientnet-lite0.json",

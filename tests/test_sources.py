@@ -1,4 +1,4 @@
-"""Tests of featx.sources and featx.builtins on real files (no mocks)."""
+"""Tests of featx.sources (featx.sources.builtins included) on real files (no mocks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import featx.builtins
-from featx.builtins import fashion_mnist_dir, fashion_mnist_files, fine_foods_dir, MODELDATA_RDATA_PREFIX
+import featx.sources.builtins
+from featx.sources.builtins import fashion_mnist_dir, fashion_mnist_files, fine_foods_dir, MODELDATA_RDATA_PREFIX
 from featx.errors import DataSourceError
 from featx.sources import Dataset, Item, open_dataset, subset, text_id, unique_ids
 
@@ -270,11 +270,11 @@ def fashion_mnist_available() -> bool:
 def test_fashion_mnist_test_split():
     ds = open_dataset("builtin:fashion-mnist:test")
     assert len(ds) == 10000 and ds.name == "builtin:fashion-mnist:test"
-    assert ds.classes == tuple(sorted(featx.builtins.FASHION_MNIST_CLASSES))
+    assert ds.classes == tuple(sorted(featx.sources.builtins.FASHION_MNIST_CLASSES))
     assert ds.items[0].id == "fashion-mnist/test/00000"
     assert ds.items[0].label == "Ankle boot"  # first test image of Fashion-MNIST
     assert ds.items[0].ref.shape == (28, 28) and ds.items[0].ref.dtype == np.uint8
-    assert Counter(ds.labels()) == {name: 1000 for name in featx.builtins.FASHION_MNIST_CLASSES}
+    assert Counter(ds.labels()) == {name: 1000 for name in featx.sources.builtins.FASHION_MNIST_CLASSES}
 
 
 def test_fashion_mnist_missing_says_how_to_install(tmp_path: Path, monkeypatch):

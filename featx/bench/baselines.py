@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..decode import decode_image
 from .config import BASELINE_C_GRIDS
 from .meter import Meter
 from .rows import BASELINE_LOGREG, MAJORITY, BaselineRow, Row, jsonable, scores
@@ -38,8 +39,6 @@ def raw_pixels(items: Sequence, ids: Sequence[str] | None = None) -> np.ndarray:
     """Raw pixels scaled to [0, 1]: native size when every image shares one of at most 64x64
     pixels, else resized (no crop) to 32x32; one channel when every image is grey."""
     from PIL import Image
-
-    from ..decode import decode_image
 
     decoded = [decode_image(item, item_id=None if ids is None else ids[i]) for i, item in enumerate(items)]
     shapes = {d.shape for d in decoded}

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..backbone import DEFAULT_BATCH_SIZE
 from ..errors import ParameterError
+from ..finetune import MODES
+from ..sources import open_dataset
 
 HEADS = ("logreg", "svm", "knn")
 #: C of the baselines' logistic regression: standardised pixels take the grid of featx's standardised logreg
@@ -133,8 +135,6 @@ def preset(dataset: str, *, quick: bool = False, modality: str | None = None, **
     """
     dataset = normalize_dataset_name(dataset)
     if modality is None:
-        from ..sources import open_dataset
-
         modality = open_dataset(train_source(dataset)).modality
     values = dict(_PRESETS[(modality, bool(quick))])
     values["lrs"] = dict(DEFAULT_LRS)
@@ -192,8 +192,6 @@ def parse_sizes(text: str) -> tuple:
 
 def check_config(config: BenchConfig) -> None:
     """Refuse a configuration that cannot run, naming the parameter."""
-    from ..finetune import MODES
-
     if not config.seeds:
         raise ParameterError("The 'seeds' parameter of the benchmark must list at least one seed.")
     unknown = [m for m in config.finetune_modes if m not in MODES]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from ..errors import FeatxError, ParameterError
+from ..finetune import finetune, frozen_prefix, predict, steps_for
 from .config import BenchConfig
 from .formatting import format_number
 from .meter import Meter
@@ -34,8 +35,6 @@ def finetune_setup(config: BenchConfig, modes, batch_size: int) -> FinetuneSetup
 
 def partial_frozen(bb: BenchBackbone, frozen_blocks: int | None) -> str:
     """What the partial mode freezes, in words: ``stem + first 8 of 16 blocks``."""
-    from ..finetune import frozen_prefix
-
     _, k, n_blocks = frozen_prefix(bb.torch_backbone, frozen_blocks)
     return f"stem + first {k} of {n_blocks} blocks"
 
@@ -57,8 +56,6 @@ def lr_split(splits: Splits, config: BenchConfig, seed: int) -> tuple[list, list
 
 def select_learning_rates(ctx: Context, bb: BenchBackbone, setup: FinetuneSetup, seed: int) -> LrSelection:
     """Per mode: train on 80% of a seed's subset of ``lr_select_per_class``, score the other 20%."""
-    from ..finetune import finetune, steps_for
-
     config = ctx.config
     tr, va = lr_split(ctx.splits, config, seed)
     X_tr, y_tr = [i.ref for i in tr], [i.label for i in tr]
@@ -95,8 +92,6 @@ def select_learning_rates(ctx: Context, bb: BenchBackbone, setup: FinetuneSetup,
 def finetune_row(ctx: Context, subset: Subset, bb: BenchBackbone, *, mode: str, lr: float,
                  batch_size: int) -> FinetuneRow:
     """Fine-tune in ``mode`` at ``lr`` on the subset, then predict the test set from raw items."""
-    from ..finetune import finetune, predict, steps_for
-
     config = ctx.config
     steps = steps_for(subset.n_train, batch_size, config.epochs, config.min_steps, config.max_steps)
     with Meter() as m:

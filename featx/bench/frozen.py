@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..backbone import Backbone
+from ..cache import load_features
 from ..errors import FeatxError
+from ..extract import extract
+from ..heads import select_head
+from ..registry import featx_home
+from ..sources import make_dataset
 from .config import slug
 from .formatting import format_number
 from .meter import Meter
@@ -43,21 +50,15 @@ class Features:
 
 def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) -> tuple[Features, Extraction]:
     """Extract (or reuse) the features of the training items at ``positions`` and of the test set."""
-    import featx
-
-    from ..backbone import Backbone
-    from ..registry import featx_home
-    from ..sources import make_dataset
-
     config, splits = ctx.config, ctx.splits
     items = [splits.train.items[p] for p in positions] + list(splits.test.items)
     pool = make_dataset(f"featx-bench:{config.dataset}", splits.train.modality, items)
     cache = Path(config.cache) if config.cache else featx_home() / "bench-cache" / slug(config.dataset)
     ctx.say(f"extracting {len(pool)} items ({len(positions)} train + {len(splits.test)} test) with {bb.name} "
             f"-> {cache}")
-    report = featx.extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,
-                           threads=config.threads, progress=ctx.say.bars)
-    X, _, ids = featx.load_features(cache, model=bb.name, strict=True)
+    report = extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,
+                     threads=config.threads, progress=ctx.say.bars)
+    X, _, ids = load_features(cache, model=bb.name, strict=True)
     lookup = {str(i): k for k, i in enumerate(ids)}
     missing = [i.id for i in items if i.id not in lookup]
     if missing:
@@ -82,29 +83,21 @@ def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) 
 
 def warm_up_workers(threads: int) -> None:
     """Start joblib's worker processes before any timed row (their start-up is not a head's cost)."""
-    import warnings
-
-    from .. import heads as heads_module
-
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 4)).astype(np.float32)
     y = np.array(["a", "b"] * 10, dtype=object)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        heads_module.select_head("logreg", X, y, cv=2, n_jobs=threads, progress=False)
+        select_head("logreg", X, y, cv=2, n_jobs=threads, progress=False)
 
 
 def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extraction: Extraction) -> HeadRow:
     """One head with featx.heads model selection on the subset's cached features."""
-    import warnings
-
-    from .. import heads as heads_module
-
     X, X_test = features.of(subset.items), features.of(ctx.splits.test.items)
     with Meter() as m, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # fewer folds / no CV: recorded in notes
         # no bar: its chunked search would change the fit time this row measures
-        sel = heads_module.select_head(kind, X, subset.labels, cv=ctx.config.cv, n_jobs=ctx.config.threads, seed=0,
+        sel = select_head(kind, X, subset.labels, cv=ctx.config.cv, n_jobs=ctx.config.threads, seed=0,
                                        progress=False)
     est = sel.best_estimator
     t = time.perf_counter()

@@ -14,8 +14,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backbone import Backbone
 from ..errors import ParameterError
+from ..export import export_module
 from ..files import write_atomically
+from ..finetune import (TorchBackbone, load_torch_backbone, override_preprocess, require_torch, torch_batch,
+                        torch_threads, training_inputs)
+from ..modelfiles import read_spec_file, spec_path_for, write_spec
+from ..provision import resolve_onnx
+from ..registry import featx_home
 from .config import DEFAULT_BACKBONES, BenchConfig
 from .result import Parity
 
@@ -31,8 +38,6 @@ class BenchBackbone:
 
 
 def bench_models_dir() -> Path:
-    from ..registry import featx_home
-
     return featx_home() / "bench-models"
 
 
@@ -41,13 +46,10 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
 
     A preprocessing override (``image_size``/``max_length``) copies the exported ONNX into
     ``$FEATX_HOME/bench-models`` with a spec whose preprocessing is the override
-    (:func:`featx.export.write_spec`): a different spec name and fingerprint, so cached
+    (:func:`featx.modelfiles.write_spec`): a different spec name and fingerprint, so cached
     features of the two never mix. A ``TorchBackbone`` is exported there with
     :func:`featx.export.export_module` (parity-checked).
     """
-    from ..export import export_module, read_spec_file, spec_path_for, write_spec
-    from ..finetune import TorchBackbone, load_torch_backbone, override_preprocess
-
     models_dir = Path(models_dir) if models_dir else bench_models_dir()
     backbone = config.backbone or DEFAULT_BACKBONES[modality]
     if isinstance(backbone, TorchBackbone):
@@ -59,8 +61,6 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
         return BenchBackbone(spec.name, result.onnx_path, spec, tb,
                              Parity(max_abs_diff=result.max_abs_diff, inputs="featx export parity inputs"),
                              "torch module exported by the benchmark")
-    from ..backbone import Backbone, resolve_onnx
-
     if need_torch and (str(backbone).endswith(".onnx") or Path(str(backbone)).is_file()):
         raise ParameterError(
             f"fine-tuned rows need the backbone in PyTorch, and {backbone} is an ONNX file: use a registered "
@@ -92,17 +92,14 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
 
 def check_parity(bb: BenchBackbone, items: Sequence, threads: int) -> Parity:
     """ONNX Runtime (frozen rows) vs the torch module (fine-tuned rows) on a few real items."""
-    from ..backbone import Backbone
-    from ..finetune import _Inputs, _threads, require_torch
-
     torch = require_torch()
     onnx_features = Backbone(bb.onnx_path, threads=threads).embed(list(items))
     tb = bb.torch_backbone
-    with _threads(threads):
-        data = _Inputs(items, bb.spec, tb.tokenizer_json)
+    with torch_threads(threads):
+        data = training_inputs(items, bb.spec, tb.tokenizer_json)
         tb.module.eval()
         with torch.no_grad():
-            torch_features = tb.module(*data.batch(np.arange(len(items)))).numpy()
+            torch_features = tb.module(*torch_batch(data, np.arange(len(items)))).numpy()
     diff = float(np.abs(onnx_features - torch_features).max())
     return Parity(max_abs_diff=diff, items=len(items),
                   inputs=f"{len(items)} training items at the benchmark's preprocessing")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ParameterError
+from ..sources import make_dataset, open_dataset, subset
 from .config import TEST_SEED, BenchConfig, train_source
 
 
@@ -48,8 +49,6 @@ class Subset:
 
 def load_splits(config: BenchConfig) -> Splits:
     """The training split, the fixed test subset and each seed's per-class order."""
-    from ..sources import make_dataset, open_dataset, subset
-
     train = open_dataset(train_source(config.dataset))
     if train.classes is None:
         raise ParameterError(f"the benchmark needs a labelled dataset; {train.name} has no labels")

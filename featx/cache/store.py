@@ -16,12 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import __version__
 from ..errors import CacheCorruptError, CacheError, CacheMismatchError
-from . import layout
-from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
 from ..files import write_text_atomically
 from ..validation import check_path
+from ..version import __version__
+from . import layout
+from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
 from .shards import STR, ShardData, read_shard, write_h5_atomically, write_shard
 
 log = logging.getLogger("featx")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from importlib import import_module
 
 from ..errors import FeatxError, UsageError
+from ..version import __version__
 from .console import CONTRACT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Console
 from .flags import add_common_flags
 
@@ -30,10 +32,6 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib import import_module
-
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="featx",
         description="Transfer learning by feature extraction: ONNX backbones, HDF5 caches, sklearn heads.",

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..doctor import diagnose
+from ..errors import UsageError
+from ..machine import has_vnni
+from ..modelfiles import exported_path, read_spec_file
+from ..provision import export_backbone
+from ..registry import list_specs
 from .flags import add_json_flag, positive_int
 
 
@@ -41,9 +47,6 @@ def register(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    from ..backbone import exported_path
-    from ..registry import list_specs
-
     rows = [("name", "modality", "dim", "source", "exported")]
     for spec in list_specs():
         source = ", ".join(spec.source.get("packages", [])) or spec.source.get("kind", "")
@@ -55,20 +58,24 @@ def cmd_models(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..errors import UsageError
-    from ..export import export, read_spec_file
-
     say = args.console.result
     mode = args.quantize or (args.precision if args.precision != "fp32" else None)
     if mode is None and (args.calibration is not None or args.calibration_size is not None):
         raise UsageError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
-    if args.name.endswith(".onnx"):
-        if mode is None:
-            raise UsageError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
-                             "to make a variant of it, or a backbone name to export")
-        base = Path(args.name)
-    else:
-        result = export(args.name, args.out, opset=args.opset, force=args.force, fuse=args.fuse)
+    if args.name.endswith(".onnx") and mode is None:
+        raise UsageError(f"{args.name} is already an ONNX file: give --quantize int8 or --precision fp16 "
+                         "to make a variant of it, or a backbone name to export")
+    if mode == "int8" and not has_vnni():
+        args.console.warn("this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 gains less speed here than on "
+                          "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit "
+                          "weights, reduce_range, against that). Expect a lower probe accuracy than fp32; compare "
+                          "before switching.")
+    made = export_backbone(args.name, args.out, opset=args.opset, force=args.force, quantize=args.quantize,
+                           precision=args.precision, calibration=args.calibration,
+                           calibration_size=args.calibration_size, calibration_method=args.calibration_method,
+                           fuse=args.fuse)
+    result = made.export
+    if result is not None:
         say(f"exported {args.name} -> {result.onnx_path}")
         say(f"spec      {result.spec_path}")
         say(f"sha256    {result.sha256}")
@@ -76,21 +83,9 @@ def cmd_export(args) -> int:
         fused = read_spec_file(result.spec_path).get("fusion", {}).get("fused_ops")
         if fused:
             say("fused     " + ", ".join(f"{op} x{n}" for op, n in fused.items()) + " (ONNX Runtime kernels)")
-        base = result.onnx_path
-    if mode is None:
+    variant = made.variant
+    if variant is None:
         return 0
-    from ..doctor import has_vnni
-    from ..quantize import DEFAULT_CALIBRATION_SIZE, quantize
-
-    if mode == "int8" and not has_vnni():
-        args.console.warn("this CPU has no VNNI (AVX512-VNNI or AVX-VNNI): int8 gains less speed here than on "
-                          "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit "
-                          "weights, reduce_range, against that). Expect a lower probe accuracy than fp32; compare "
-                          "before switching.")
-    size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
-    variant = quantize(base, mode, calibration=args.calibration, calibration_size=size,
-                       calibration_method=args.calibration_method, out_dir=args.out if args.name.endswith(".onnx") else None,
-                       force=args.force)
     q = variant.record["quantization"]
     say(f"{mode:<9} {variant.onnx_path} ({variant.method})")
     say(f"spec      {variant.spec_path}")
@@ -108,8 +103,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from ..doctor import diagnose
-
     report = diagnose()
     problems = [key for key, value in report.items() if str(value).startswith("PROBLEM")]
     if args.json:

@@ -6,6 +6,11 @@ import dataclasses
 import shlex
 from pathlib import Path
 
+from ..errors import ParameterError, UsageError
+
+# featx.bench is imported inside the functions that use it: it loads scikit-learn and featx.heads,
+# which `featx --help` and the other commands need not wait for.
+
 #: Options, in the order they are recorded in the report's command line.
 _OPTIONS = ("dataset", "test", "backbone", "sizes", "seeds", "test_size", "image_size", "max_length", "heads",
             "modes", "finetune_sizes", "finetune_seeds", "lr_select_per_class", "epochs", "min_steps", "max_steps",
@@ -83,7 +88,6 @@ def _list(text):
 
 def _sizes(text, flag: str):
     from ..bench import parse_sizes
-    from ..errors import ParameterError, UsageError
 
     if not text:
         return None
@@ -95,7 +99,6 @@ def _sizes(text, flag: str):
 
 def cmd_bench(args) -> int:
     from ..bench import DEFAULT_DATASETS, Progress, preset, run_benchmark
-    from ..errors import UsageError
 
     datasets = args.dataset or list(DEFAULT_DATASETS)
     test_size = args.test_size

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
+import multiprocessing as mp
 from pathlib import Path
 
 from ..backbone import DEFAULT_BATCH_SIZE
+from ..cache.inspect import info, verify
+from ..extract import extract
+from ..runtime import default_threads
+from ..sources import open_dataset
 from .flags import add_json_flag, add_manifest_columns, positive_int
 
 
@@ -48,21 +54,13 @@ def register(sub) -> None:
 
 
 def cmd_extract(args) -> int:
-    from ..extract import extract
-    from ..sources import open_dataset
-
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
     executor = None
     threads = args.threads
     if args.workers and args.workers > 0:
-        from ..runtime import default_threads
-
         # N processes with all cores' threads each would oversubscribe the machine (and spin-wait)
         threads = threads or max(1, default_threads() // args.workers)
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
         executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
     try:
         report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
@@ -91,8 +89,6 @@ def extract_document(report) -> dict:
 
 
 def cmd_info(args) -> int:
-    from ..cache.inspect import info
-
     data = info(args.cache)
     if args.json:
         args.console.document(data)
@@ -111,8 +107,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from ..cache.inspect import verify
-
     report = verify(args.cache)
     if args.json:
         args.console.document({"cache": str(report.cache), "ok": report.ok, "checked_shards": report.checked_shards,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from ..sources import fetch_builtin, open_dataset
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="fetch built-in datasets, or show what a data source holds")
@@ -16,18 +20,12 @@ def register(sub) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from ..sources import fetch_builtin
-
     name = args.name.removeprefix("builtin:")
     args.console.result(f"{name}: {fetch_builtin(name)}")
     return 0
 
 
 def cmd_show(args) -> int:
-    from collections import Counter
-
-    from ..sources import open_dataset
-
     ds = open_dataset(args.source)
     lines = [f"{ds.name}: {len(ds)} {ds.modality} items"]
     if ds.classes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InstallError
+
 
 def demo_pipeline() -> Path:
     """``pipelines/digits.toml`` from a checkout, or the copy shipped inside the wheel.
@@ -13,8 +15,6 @@ def demo_pipeline() -> Path:
     InstallError
         Neither is there (an incomplete installation).
     """
-    from ..errors import InstallError
-
     here = Path(__file__).resolve().parent.parent
     candidates = (here / "pipelines" / "digits.toml", here.parent / "pipelines" / "digits.toml")
     for candidate in candidates:
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..pipeline import run_pipeline
+    from ..pipeline import run_pipeline  # deferred: it loads scikit-learn (~2 s), which `featx --help` need not wait for
 
     path = demo_pipeline()
     args.console.result(f"featx demo: {path.name} -> {args.out}/ (export, extract, train, evaluate, report)")

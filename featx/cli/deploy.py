@@ -7,6 +7,9 @@ from pathlib import Path
 from ..backbone import DEFAULT_BATCH_SIZE
 from .flags import add_json_flag, positive_int
 
+# featx.deploy is imported inside the command: it loads scikit-learn and featx.heads, which
+# `featx --help` and the other commands need not wait for.
+
 #: ONNX Runtime's input types, as the summary prints them.
 _TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
 

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backbone import DEFAULT_BATCH_SIZE
+import numpy as np
+
+from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from ..cache import CacheStore, FeatureReader, load_features
+from ..errors import DataSourceError, HeadError, UsageError
+from ..evaluate import evaluate, save_report, to_markdown
+from ..extract import extract
+from ..files import write_atomically
+from ..persist import load_head, read_metadata, save_head
+from ..sources import open_dataset
+from .cache import extract_document
 from .flags import add_json_flag, add_manifest_columns, positive_int
+
+# featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
+# they load scikit-learn (~2 s), which the other commands and `featx --help` need not wait for.
 
 
 def register(sub) -> None:
@@ -72,13 +87,9 @@ def register(sub) -> None:
 # ----------------------------------------------------------------------------- train
 def _cache_model(cache: Path, model: str | None) -> tuple[str, str]:
     """(name of the backbone in the cache, how to load it) from --model (name, .onnx path or None)."""
-    from ..cache import CacheStore
-
     store = CacheStore(cache)
     store.check_readable()
     if model is not None and (model.endswith(".onnx") or Path(model).is_file()):
-        from ..backbone import Backbone
-
         return store.resolve_model(Backbone(model).name), str(Path(model).resolve())
     name = store.resolve_model(model)
     return name, model or name
@@ -86,9 +97,6 @@ def _cache_model(cache: Path, model: str | None) -> tuple[str, str]:
 
 def parse_size(text: str) -> int:
     """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"100000"`` (bytes) -> bytes (binary units)."""
-    import argparse
-    import re
-
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4G, 512M, 1.5GiB, 100000)")
@@ -99,9 +107,7 @@ def parse_size(text: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from ..cache import CacheStore, FeatureReader
     from ..heads import SELECT_ROWS, resolve_heads, select_head
-    from ..persist import save_head
     from ..pipeline import format_table
 
     console = args.console
@@ -112,8 +118,6 @@ def cmd_train(args) -> int:
     reader = FeatureReader(args.cache, model=name)  # rows are read as the plan needs them, never all at once
     y = reader.labels
     if y is None:
-        from ..errors import DataSourceError
-
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
                               "(class sub-folders or a label column)")
     train_name = listing.name if listing else str(args.cache)
@@ -157,8 +161,6 @@ def _score(value) -> str:
 
 # ----------------------------------------------------------------------------- evaluate
 def _check_fingerprint(meta: dict, fingerprint_id: str | None, where: str) -> None:
-    from ..errors import HeadError
-
     expected = meta.get("fingerprint_id")
     if expected and fingerprint_id and expected != fingerprint_id:
         raise HeadError(
@@ -169,19 +171,12 @@ def _check_fingerprint(meta: dict, fingerprint_id: str | None, where: str) -> No
 
 
 def _check_dim(estimator, X, head_path) -> None:
-    from ..errors import HeadError
-
     expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and X.shape[1] != expected:
         raise HeadError(f"{head_path} expects {expected} features per row, got {X.shape[1]}")
 
 
 def cmd_evaluate(args) -> int:
-    from ..cache import CacheStore, load_features
-    from ..errors import DataSourceError, HeadError
-    from ..evaluate import evaluate, save_report, to_markdown
-    from ..persist import load_head, read_metadata
-
     meta = read_metadata(args.head)
     estimator = load_head(args.head)
     store = CacheStore(args.cache)
@@ -215,10 +210,6 @@ def cmd_evaluate(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from ..errors import UsageError
-
     console = args.console
     if args.json and args.out is None:
         raise UsageError("--json prints a summary on stdout: give --out for the predictions' CSV")
@@ -237,8 +228,6 @@ def cmd_predict(args) -> int:
     if args.out is None:
         console.data(buf.getvalue())
     else:
-        from ..files import write_atomically
-
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     acc = None
@@ -276,12 +265,6 @@ class _Predicted:
 
 def _predict_with_head(args) -> _Predicted:
     """A saved head (.skops) and its backbone: embed (through the cache when given), then the head."""
-    import numpy as np
-
-    from ..backbone import load_backbone
-    from ..persist import load_head, read_metadata
-    from ..sources import open_dataset
-
     console = args.console
     meta = read_metadata(args.head)
     estimator = load_head(args.head)
@@ -291,10 +274,6 @@ def _predict_with_head(args) -> _Predicted:
                            id_column=args.id_column)
     extraction = None
     if args.cache is not None:
-        from ..cache import load_features
-        from ..extract import extract
-        from .cache import extract_document
-
         report = extract(dataset, backbone, args.cache, batch_size=args.batch_size, on_error=args.on_error,
                          progress=console.progress)
         extraction = extract_document(report)
@@ -314,11 +293,7 @@ def _predict_with_head(args) -> _Predicted:
 
 def _predict_deployed(args) -> _Predicted:
     """A file written by ``featx deploy``: its own backbone and preprocessing, one session."""
-    import numpy as np
-
     from ..deploy import DeployedModel
-    from ..errors import DataSourceError, UsageError
-    from ..sources import open_dataset
 
     if args.cache is not None or args.model is not None:
         raise UsageError(f"--cache and --model go with a .skops head; {args.head} holds its backbone")

@@ -7,12 +7,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
 from ..persist import load_head, read_metadata
 from ..validation import check_choice, check_float, check_int
+from ..version import __version__
 from .compose import default_opset, fuse_graphs, set_metadata
 from .head import LABEL, PROBABILITIES, head_steps, head_to_onnx
 from .model import FORMAT, DeployedModel

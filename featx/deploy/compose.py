@@ -19,8 +19,8 @@ import heapq
 import json
 from typing import Mapping
 
-from .. import __version__
 from ..errors import DeployError
+from ..version import __version__
 from .head import INPUT, ML_OPSET
 
 __all__ = ["default_opset", "fuse_graphs", "set_metadata", "read_metadata_props", "PREFIX", "METADATA_PREFIX"]

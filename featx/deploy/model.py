@@ -26,6 +26,7 @@ from ..backbone import DEFAULT_BATCH_SIZE, ItemPreparation
 from ..embedding import ON_ERROR, embed
 from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
+from ..inputs import InputChain
 from ..progress import progress_bar
 from ..registry import BackboneSpec, preprocess_from_dict
 from ..runtime import Session
@@ -56,7 +57,8 @@ class Predictions:
 class DeployedModel(ItemPreparation):
     """A fused backbone + head file, ready to predict raw items.
 
-    It prepares items as the backbone it holds does (:class:`featx.backbone.ItemPreparation`),
+    It prepares items as the backbone it holds does (its spec's :class:`featx.inputs.InputChain`,
+    through :class:`featx.backbone.ItemPreparation`),
     and predicts through featx's embedding routine (:mod:`featx.embedding`), whose error policy
     it shares: for that routine a "row" is the label's index followed by the probabilities.
 
@@ -104,7 +106,7 @@ class DeployedModel(ItemPreparation):
                                  modality=modality, source={"kind": "deployed", "file": self.path.name},
                                  preprocess=preprocess_from_dict(self.metadata["preprocess"], modality),
                                  dim=1 + len(self.classes) * self.has_probabilities)
-        self._tokenizer = None
+        self.tokenizer_path = None
         if modality == "text":
             record = self.metadata.get("tokenizer") or {}
             self.tokenizer_path = self.path.parent / str(record.get("file", f"{self.path.stem}.tokenizer.json"))
@@ -114,6 +116,7 @@ class DeployedModel(ItemPreparation):
             if record.get("sha256") and sha256_file(self.tokenizer_path) != record["sha256"]:
                 raise DeployError(f"{self.tokenizer_path} is not the tokenizer {self.path.name} was deployed with "
                                   "(sha256 differs); copy the one featx deploy wrote")
+        self.inputs = InputChain(self.spec, self.tokenizer_path)
 
     def __repr__(self):
         return f"DeployedModel({str(self.path)!r}, {self.modality}, {len(self.classes)} classes)"

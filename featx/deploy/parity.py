@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DeployError, InputError
+from ..samples import PARITY_SENTENCES, sample_photos
 from ..sources import Item, open_dataset, subset
 
 log = logging.getLogger("featx")
@@ -145,8 +146,6 @@ def gate_items(head_meta: dict, modality: str, *, data=None, n: int = DEFAULT_PA
 
 def bundled_items(modality: str, n: int, seed: int = 0) -> tuple[list[Item], str]:
     """Real items that ship with featx: digit scans + sklearn's two photos; sentences + fine-food reviews."""
-    from ..export import PARITY_SENTENCES, sample_photos
-
     if modality == "image":
         photos = [Item(f"sklearn-photo-{i}", rgb) for i, rgb in enumerate(sample_photos())]
         digits = subset(open_dataset("builtin:digits:test"), max(1, n - len(photos)), seed=seed)

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DeployError
+from ..errors import DeployError, InputError
 from ..extras import require
 from .compose import default_opset, read_metadata_props, set_metadata
+from .model import DeployedModel
+from .parity import gate_items
 
 __all__ = ["raw_variant", "raw_session", "raw_feed", "preprocessing_model", "measure_agreement", "RawAgreement",
            "MIN_AGREEMENT", "FILTERS"]
@@ -291,8 +293,6 @@ def preprocessing_model(modality: str, *, preprocess: dict, outputs: dict[str, s
 
 def measure_agreement(session, model, items, description: str, minimum: float = MIN_AGREEMENT) -> RawAgreement:
     """Labels of the raw file (``session``) vs the deployed file with featx's preprocessing, item by item."""
-    from ..errors import InputError
-
     same, diffs, n = 0, [], 0
     for item in items:
         try:
@@ -337,9 +337,6 @@ def raw_variant(deployed, out=None, *, data=None, n_items: int = 128, minimum: f
     """
     import onnx
     from onnx import compose
-
-    from .model import DeployedModel
-    from .parity import gate_items
 
     _extensions()
     deployed = Path(deployed)

@@ -12,8 +12,8 @@ Three datasets are built in, each with a ``train`` and a ``test`` split:
   package ``r-cran-modeldata`` that ``fetch("fine-foods")`` downloads and extracts under
   ``$FEATX_HOME/data`` (never installs it: that would pull in R). No split given: ``train``.
 
-This module only reads: it returns a :class:`BuiltinTable` (ids, refs, labels) that
-:mod:`featx.sources` turns into a :class:`~featx.sources.Dataset`.
+:func:`read_builtin` returns a :class:`BuiltinTable` (ids, refs, labels); :func:`open_builtin`
+turns it into a :class:`~featx.sources.Dataset` (the ``builtin:NAME[:SPLIT]`` source).
 
 Examples
 --------
@@ -41,9 +41,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import DataSourceError
-from .extras import require
-from .files import write_text_atomically
+from ..errors import DataSourceError
+from ..extras import require
+from ..files import write_text_atomically
+from ..registry import featx_home
+from .items import Dataset, Item, file_stamp, make_dataset
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -82,10 +84,6 @@ class BuiltinSpec:
 
 def featx_data_dir() -> Path:
     """Where fetched data live: ``$FEATX_DATA``, default ``$FEATX_HOME/data`` (``~/.cache/featx/data``)."""
-    import os
-
-    from .registry import featx_home
-
     return Path(os.environ["FEATX_DATA"]).expanduser() if os.environ.get("FEATX_DATA") else featx_home() / "data"
 
 
@@ -234,7 +232,7 @@ def load_fine_foods_splits(package_dir: Path) -> dict[str, dict[str, list]]:
     a damaged or stale copy is parsed again, never fatal.
     """
     prefix = package_dir / MODELDATA_RDATA_PREFIX
-    source_stamp = stamp_of(Path(f"{prefix}.rdb"))
+    source_stamp = file_stamp(f"{prefix}.rdb")
     copy_path = package_dir / FINE_FOODS_COPY_NAME
     cached = read_json_copy(copy_path)
     if cached.get("format") == FINE_FOODS_COPY_FORMAT and cached.get("source_stamp") == source_stamp:
@@ -312,15 +310,6 @@ def parse_r_object(raw: bytes):
 
 # --------------------------------------------------------------------------- small file helpers
 
-def stamp_of(path: Path) -> str | None:
-    """``"{size}:{mtime_ns}"`` of a file, or None when it cannot be stat'ed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def read_json_copy(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -375,13 +364,33 @@ def read_builtin(name: str, split: str | None = None) -> BuiltinTable:
     return spec.read(resolve_split(spec, split))
 
 
-def fetch(name: str) -> Path:
-    """Make the data of a built-in dataset available locally; return the folder holding them.
+def fetch_builtin(name: str) -> Path:
+    """Make a built-in dataset's data available locally and return the folder holding them.
 
-    ``digits`` ships with scikit-learn; ``fashion-mnist`` is used from its system install when
-    present, else extracted from its Debian package; ``fine-foods`` is extracted from
-    ``r-cran-modeldata`` and parsed once. Downloads use ``apt-get download`` + ``dpkg-deb -x``
-    into ``$FEATX_HOME/data`` (no root, nothing installed). Safe to call again: existing data are kept.
+    ``fine-foods`` runs ``apt-get download r-cran-modeldata`` and ``dpkg-deb -x`` into
+    ``$FEATX_HOME/data/r-cran-modeldata`` (nothing is installed); ``fashion-mnist`` uses
+    ``/usr/share/datasets/fashion-mnist`` when present, else extracts ``dataset-fashion-mnist``
+    the same way; ``digits`` ships with scikit-learn. Nothing needs root. Safe to call again:
+    existing data are kept (fine-foods is parsed once, into a JSON copy beside it).
+
+    Parameters
+    ----------
+    name : str
+        ``"digits"``, ``"fashion-mnist"`` or ``"fine-foods"`` (``"builtin:"`` prefix allowed).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    DataSourceError
+        Unknown name, or the download failed (the message gives the commands to run by hand).
+
+    Examples
+    --------
+    >>> fetch_builtin("digits").name
+    'data'
     """
     name = name.removeprefix("builtin:").split(":")[0].lower()
     builtin_spec(name)
@@ -444,3 +453,17 @@ def run_tool(command: list[str], *, cwd: Path, package: str, manual: str) -> Non
             f"{' '.join(command)} failed (exit {done.returncode}): {details}. "
             f"If the package is unknown, run 'sudo apt-get update' first; by hand: {manual}"
         )
+
+
+def open_builtin(source: str) -> Dataset:
+    """``builtin:NAME[:SPLIT]`` as a Dataset with in-memory images or texts."""
+    parts = source.split(":")
+    if len(parts) > 3:
+        raise DataSourceError(f"malformed builtin source {source!r}: expected builtin:NAME[:SPLIT]")
+    name = parts[1].lower()
+    spec = builtin_spec(name)
+    split = resolve_split(spec, parts[2].lower() if len(parts) == 3 else None)
+    table = read_builtin(name, split)
+    items = [Item(id=i, ref=ref, label=label) for i, ref, label in zip(table.ids, table.refs, table.labels)]
+    canonical = f"builtin:{name}" + (f":{split}" if split else "")
+    return make_dataset(canonical, table.modality, items)

@@ -1,0 +1,52 @@
+"""Datasets as ordered lists of items with stable ids and optional labels.
+
+::
+
+    featx/sources/
+      __init__.py    the public API below
+      items.py       Item, Dataset, make_dataset, file_stamp; ids: text_id, unique_ids
+      kinds.py       open_dataset: which kind of source a name or path is (PREFIXED, BY_SUFFIX)
+      folders.py     a folder of images, labelled by first-level sub-folder
+      manifests.py   CSV / TSV / JSON Lines / Parquet tables with a path or text column
+      textlines.py   a .txt file, one text per line
+      builtins.py    builtin:digits, builtin:fashion-mnist, builtin:fine-foods (and fetching them)
+      subsets.py     subset: deterministic, label-stratified
+
+The guarantee: the same source lists the same items with the same ids, in the same order. Pure
+listing: nothing here decodes an image or tokenizes a text (:mod:`featx.decode` does), and
+missing or broken files are left for the decoder to report per item. One more kind of source:
+see :mod:`featx.sources.kinds`.
+
+A source is one of:
+
+- a folder of images, searched recursively (hidden files and folders skipped); the label of
+  a file is the name of its first-level sub-folder (None for files in the root);
+  id = path relative to the root (posix); sorted by id;
+- a manifest (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``, ``.parquet``) with a path column
+  (an image dataset; relative paths resolve against the manifest's folder) or a text column
+  (a text dataset), an optional label column and an optional id column;
+- a ``.txt`` file: one text per line, no labels;
+- ``builtin:NAME[:SPLIT]``: ``digits``, ``fashion-mnist``, ``fine-foods`` (see :mod:`featx.sources.builtins`).
+
+Ids without an id column: for image manifests the path as written; for texts the first
+16 hex digits of ``sha1(text)``. Repeated ids get ``~2``, ``~3``, ... in order of appearance
+(``"a"``, ``"a"``, ``"a"`` -> ``"a"``, ``"a~2"``, ``"a~3"``). An id column must be unique.
+
+Examples
+--------
+>>> ds = open_dataset("builtin:digits:train")
+>>> ds.name, ds.modality, len(ds), ds.classes[:3]
+('builtin:digits:train', 'image', 1347, ('0', '1', '2'))
+>>> small = subset(ds, 100, seed=0)
+>>> len(small), small.items[0].id, small.items[0].ref.dtype.name
+(100, 'digits/0001', 'uint8')
+"""
+
+from .builtins import fetch_builtin
+from .folders import IMAGE_EXTENSIONS
+from .items import Dataset, Item, file_stamp, make_dataset, text_id, unique_ids
+from .kinds import open_dataset
+from .subsets import subset
+
+__all__ = ["Item", "Dataset", "make_dataset", "open_dataset", "subset", "fetch_builtin", "file_stamp", "text_id",
+           "unique_ids", "IMAGE_EXTENSIONS"]

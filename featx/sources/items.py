@@ -1,0 +1,134 @@
+"""What every source produces: :class:`Item` (a stable id, a reference the decoder takes, an
+optional label, a file stamp) and :class:`Dataset` (ordered items of one modality), and how ids
+are made when a source has none.
+
+Examples
+--------
+>>> ds = make_dataset("demo", "text", [Item("b", "hello", "greeting"), Item("a", "bye", None)])
+>>> ds.ids(), ds.classes
+(['b', 'a'], ('greeting',))
+>>> text_id("hello")
+'aaf4c61ddcc5e8a2'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a dataset.
+
+    Attributes
+    ----------
+    id : str
+        Stable and unique within the dataset.
+    ref : object
+        What the decoder takes: an absolute path (str) for image files, the text for texts
+        (as found: may be None or a non-str for bad rows), or a uint8 array (H, W) / (H, W, 3)
+        for in-memory built-in images.
+    label : str or None
+        Class name, always a str.
+    stamp : str or None
+        ``"{size}:{mtime_ns}"`` of the file; None for in-memory items and missing files.
+    """
+
+    id: str
+    ref: object
+    label: str | None = None
+    stamp: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An ordered, labelled or unlabelled collection of items of one modality.
+
+    Attributes
+    ----------
+    name : str
+        Canonical description of the source: ``"folder:/abs/path"``, ``"csv:/abs/x.csv"``,
+        ``"builtin:digits:train"``... A subset keeps the name of its dataset.
+    modality : {"image", "text"}
+    items : tuple of Item
+        In a deterministic order.
+    classes : tuple of str or None
+        Sorted distinct labels; None when no item has a label.
+    """
+
+    name: str
+    modality: str
+    items: tuple[Item, ...]
+    classes: tuple[str, ...] | None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> np.ndarray | None:
+        """Labels as an object array of str (None for unlabelled items), or None when unlabelled."""
+        if self.classes is None:
+            return None
+        return np.array([item.label for item in self.items], dtype=object)
+
+    def ids(self) -> list[str]:
+        """Item ids, in order."""
+        return [item.id for item in self.items]
+
+
+def make_dataset(name: str, modality: str, items: Sequence[Item]) -> Dataset:
+    """A Dataset whose ``classes`` are the sorted distinct labels of ``items``."""
+    classes = sorted({item.label for item in items if item.label is not None})
+    return Dataset(name=name, modality=modality, items=tuple(items), classes=tuple(classes) or None)
+
+
+def file_stamp(path: str | os.PathLike) -> str | None:
+    """Cheap change detector of a file: ``"{size}:{mtime_ns}"``, or None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def text_id(text) -> str:
+    """First 16 hex digits of ``sha1(text)`` (``str(text)`` for a non-str, ``""`` for None)."""
+    content = "" if text is None else text if isinstance(text, str) else str(text)
+    return hashlib.sha1(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """Make ids unique: each repeat gets ``~2``, ``~3``... in order of appearance.
+
+    A suffix that would clash with another id is skipped (``["a", "a", "a~2"]`` ->
+    ``["a", "a~3", "a~2"]``).
+
+    Examples
+    --------
+    >>> unique_ids(["a", "b", "a", "a"])
+    ['a', 'b', 'a~2', 'a~3']
+    """
+    taken = set(ids)
+    if len(taken) == len(ids):
+        return list(ids)
+    seen: set[str] = set()
+    repeats: Counter = Counter()
+    result = []
+    for raw in ids:
+        if raw not in seen:
+            seen.add(raw)
+            result.append(raw)
+            continue
+        repeats[raw] += 1
+        candidate = f"{raw}~{repeats[raw] + 1}"
+        while candidate in taken:
+            repeats[raw] += 1
+            candidate = f"{raw}~{repeats[raw] + 1}"
+        taken.add(candidate)
+        result.append(candidate)
+    return result
