@@ -11,7 +11,7 @@ travels to ``extract --workers`` processes and Dask workers, which read it where
 - :class:`TableCell`: a value of a compressed table: a Parquet row group or an Arrow record
   batch. The part's column is read once and kept in a small per-process cache
   (:data:`CACHED_PARTS` parts), so items read in order read each part once: memory is bounded
-  by the size of a part (Hugging Face writes Parquet row groups of 100 images).
+  by the size of a part (``datasets`` writes Parquet row groups of at most 100 MB).
 
 :func:`read_bytes` reads either; ``OSError`` when the file is gone, shorter than the reference
 says, or the table cannot be read (the decoder turns it into the item's failure).
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from ..extras import require
 
 #: Table parts (a Parquet row group's column, an Arrow record batch's) kept per process.
-CACHED_PARTS = 4
+CACHED_PARTS = 3  # two decoding threads, each in a part, one crossing into the next
 
 
 @dataclass(frozen=True)
