@@ -40,7 +40,7 @@ def describe(item, item_id=None) -> str:
     """A short name for an item, for error messages."""
     if item_id is not None:
         return repr(str(item_id))
-    if isinstance(item, (str, Path)):
+    if isinstance(item, (str, Path)) or is_reference(item):
         return repr(str(item))
     if isinstance(item, np.ndarray):
         return f"<array {item.dtype} {item.shape}>"

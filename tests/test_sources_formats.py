@@ -149,7 +149,8 @@ def test_dataset_dict_folder_names_its_splits(image_files, tmp_path):
 def test_hf_folder_with_a_missing_data_file_is_named(image_files, tmp_path):
     hf_image_dataset(folder_images(image_files)).save_to_disk(tmp_path / "hf")
     (tmp_path / "hf" / "data-00000-of-00001.arrow").unlink()
-    with pytest.raises(DataSourceError, match=r"the data file data-00000-of-00001.arrow listed in state.json is missing"):
+    with pytest.raises(DataSourceError,
+                       match=r"the data file data-00000-of-00001.arrow listed in state.json is missing"):
         open_dataset(tmp_path / "hf")
 
 
@@ -216,7 +217,8 @@ def test_shard_labels_from_cls_txt_json_and_missing_ones(image_files, tmp_path):
     assert ds.items[7].ref is None
     with_json = open_dataset(tmp_path / "s" / "000000.tar", label_column="json")
     assert [item.label for item in with_json.items] == [None, "7", None, None, None, None, None, None]
-    with pytest.raises(DataSourceError, match=r"text_column='x' applies to manifests only, not to WebDataset shards"):
+    with pytest.raises(DataSourceError,
+                       match=r"text_column='x' applies to manifests and tables only, not to WebDataset shards"):
         open_dataset(tmp_path / "s" / "000000.tar", text_column="x")
 
 
@@ -233,7 +235,8 @@ def test_missing_shard_duplicate_keys_and_damaged_shards_are_named(image_files, 
     data = folder_images(image_files)[0][1]
     shards = write_shards(tmp_path / "s", [("a", {"jpg": data}), ("b", {"jpg": data}), ("a", {"jpg": data})],
                           per_shard=2)
-    with pytest.raises(DataSourceError, match=r"1 of the 3 files of .*\{000000..000002\}.tar are missing: .*000002.tar"):
+    with pytest.raises(DataSourceError,
+                       match=r"1 of the 3 files of .*\{000000..000002\}.tar are missing: .*000002.tar"):
         open_dataset(str(tmp_path / "s" / "{000000..000002}.tar"))
     with pytest.raises(DataSourceError, match=r"1 key\(s\) used by more than one sample: 'a'; keys are the ids"):
         open_dataset(str(tmp_path / "s" / "{000000..000001}.tar"))
@@ -312,7 +315,8 @@ def test_table_without_images_or_texts_says_what_to_name(tmp_path):
 
 
 def test_plain_parquet_manifests_stay_manifests(tmp_path):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     pd.DataFrame({"text": ["a", "b"], "label": ["x", ""]}).to_parquet(tmp_path / "m.parquet")
     ds = open_dataset(tmp_path / "m.parquet")
     assert ds.modality == "text" and ds.items[0].label == "x"

@@ -170,4 +170,4 @@ def open_pattern(pattern: Path, columns: dict[str, str | None]) -> Dataset:
 def reject_column_options(columns: dict[str, str | None], what: str) -> None:
     given = [f"{key}={value!r}" for key, value in columns.items() if value is not None]
     if given:
-        raise DataSourceError(f"{', '.join(given)} applies to manifests only, not to {what}")
+        raise DataSourceError(f"{', '.join(given)} applies to manifests and tables only, not to {what}")
