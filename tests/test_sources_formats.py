@@ -116,6 +116,9 @@ def test_dataset_object_through_the_python_api(image_files, folder_features, tin
     ds = open_dataset(hf_image_dataset(images))
     assert ds.name == "hf-dataset:in-memory" and ds.classes == tuple(CLASSES)
     assert ds.items[2].ref == images[2][1] and ds.items[2].stamp.startswith("sha1:")
+    hf_image_dataset(images).save_to_disk(tmp_path / "hf")
+    loaded = open_dataset(datasets.load_from_disk(tmp_path / "hf"))
+    assert loaded.name == f"hf-dataset:{tmp_path / 'hf'}" and loaded.items == ds.items
     assert_like_the_folder(hf_image_dataset(images), folder_features, tiny_image_onnx, tmp_path / "object.cache",
                            [str(row) for row in range(len(images))])
 

@@ -159,7 +159,9 @@ def open_hf_object(source, columns: dict) -> Dataset:
     info = source.info
     parts = (getattr(info, "dataset_name", None) or getattr(info, "builder_name", None),
              getattr(info, "config_name", None), source.split)
-    name = "hf-dataset:" + (":".join(str(part) for part in parts if part) or "in-memory")
+    files = source.cache_files  # memory-mapped Arrow files: name it by their folder
+    name = "hf-dataset:" + (":".join(str(part) for part in parts if part)
+                            or (str(Path(files[0]["filename"]).parent) if files else "in-memory"))
     chosen = choose_columns(source.features.arrow_schema, source.features.to_dict(), columns, name)
     rows = TableRows(chosen, name, Path.cwd())
     view = source.with_format("arrow")
