@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .sources.refs import is_reference, read_bytes
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 #: 16384 x 16384; raise it per call with ``max_pixels=`` for genuinely huge photos.
@@ -39,7 +40,7 @@ def describe(item, item_id=None) -> str:
     """A short name for an item, for error messages."""
     if item_id is not None:
         return repr(str(item_id))
-    if isinstance(item, (str, Path)):
+    if isinstance(item, (str, Path)) or is_reference(item):
         return repr(str(item))
     if isinstance(item, np.ndarray):
         return f"<array {item.dtype} {item.shape}>"
@@ -51,9 +52,11 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
 
     Parameters
     ----------
-    item : str, Path, bytes, PIL.Image.Image or numpy.ndarray
-        A file path, encoded bytes, a Pillow image, or a decoded image array:
-        (H, W) or (H, W, 1|3|4), ``uint8``, ``uint16`` (scaled to 8 bits) or float in [0, 1].
+    item : str, Path, bytes, PIL.Image.Image, numpy.ndarray or a reference
+        A file path, encoded bytes, a Pillow image, a decoded image array:
+        (H, W) or (H, W, 1|3|4), ``uint8``, ``uint16`` (scaled to 8 bits) or float in [0, 1],
+        or a reference to encoded bytes inside a tar shard or a table
+        (:mod:`featx.sources.refs`), read here.
     item_id : str, optional
         How the item is named in errors (defaults to the path).
     max_pixels : int
@@ -68,6 +71,14 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
         Missing or unreadable file, not an image, truncated data, too many pixels, bad array.
     """
     name = describe(item, item_id)
+    if is_reference(item):
+        try:
+            item = read_bytes(item)
+        except OSError as e:
+            raise InputError(f"image {name} cannot be read: {e}") from None
+    if item is None:
+        raise InputError(f"image {name} is missing (an empty cell, or a sample without an image); "
+                         "give it an image or remove it")
     if isinstance(item, np.ndarray):
         return _array_to_rgb(item, name)
     if isinstance(item, Image.Image):

@@ -192,7 +192,8 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     Parameters
     ----------
     data : str or Dataset
-        A folder, manifest, ``.txt`` file or ``builtin:NAME`` (see :func:`featx.sources.open_dataset`).
+        A folder, manifest, ``.txt`` file, table, Hugging Face dataset (folder or ``datasets.Dataset``),
+        WebDataset shards or ``builtin:NAME`` (see :func:`featx.sources.open_dataset`).
     model : str, path or Backbone
         A registered backbone name, an exported ``.onnx`` path, or a loaded :class:`Backbone`.
     cache : path

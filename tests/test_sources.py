@@ -99,7 +99,8 @@ def test_stamp_changes_when_file_changes(tmp_path: Path):
 
 
 def test_column_options_are_refused_for_folders(image_folder: Path):
-    with pytest.raises(DataSourceError, match=r"text_column='text' applies to manifests only, not to folder "):
+    with pytest.raises(DataSourceError,
+                       match=r"text_column='text' applies to manifests and tables only, not to folder "):
         open_dataset(image_folder, text_column="text")
 
 

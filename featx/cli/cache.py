@@ -17,7 +17,9 @@ from .flags import add_json_flag, add_manifest_columns, positive_int
 
 def register(sub) -> None:
     p = sub.add_parser("extract", help="embed a dataset into an HDF5 cache (resumable)")
-    p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, or builtin:NAME")
+    p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, table with image bytes "
+                   "(.parquet, .arrow), Hugging Face save_to_disk folder, WebDataset shards "
+                   "(x.tar, 'shards/{000000..000009}.tar'), or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,

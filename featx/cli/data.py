@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..sources import fetch_builtin, open_dataset
+from .flags import add_manifest_columns
 
 
 def register(sub) -> None:
@@ -15,7 +16,10 @@ def register(sub) -> None:
     f.add_argument("name", help="built-in dataset name, with or without builtin: (e.g. fine-foods)")
     f.set_defaults(func=cmd_fetch)
     s = dsub.add_parser("show", help="list a data source: modality, size, classes, first ids")
-    s.add_argument("source", help="folder, manifest, .txt file or builtin:NAME[:SPLIT]")
+    s.add_argument("source", help="folder of images, manifest (.csv, .tsv, .jsonl, .parquet), .txt file, table with "
+                                  "image bytes (.parquet, .arrow, .feather), Hugging Face save_to_disk folder, "
+                                  "WebDataset shards (x.tar, 'shards/{000000..000009}.tar') or builtin:NAME[:SPLIT]")
+    add_manifest_columns(s, label=True)
     s.set_defaults(func=cmd_show)
 
 
@@ -26,7 +30,8 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_show(args) -> int:
-    ds = open_dataset(args.source)
+    ds = open_dataset(args.source, text_column=args.text_column, path_column=args.path_column,
+                      label_column=args.label_column, id_column=args.id_column)
     lines = [f"{ds.name}: {len(ds)} {ds.modality} items"]
     if ds.classes:
         counts = Counter(item.label for item in ds.items)

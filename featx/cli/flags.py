@@ -24,15 +24,19 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_manifest_columns(p, label: bool) -> None:
-    """``--text-column``, ``--path-column``, ``--id-column`` (and ``--label-column``) of a manifest."""
+    """``--text-column``, ``--path-column``, ``--id-column`` (and ``--label-column``) of a manifest or table."""
     p.add_argument("--text-column", default=None,
-                   help="manifest column of the texts (default: found by name: text, review, sentence, ...)")
+                   help="manifest or table column of the texts (default: found by name: text, review, sentence, ...)")
     p.add_argument("--path-column", default=None,
-                   help="manifest column of the image paths (default: found by name: path, file, image, ...)")
+                   help="manifest or table column of the images, as paths or bytes (default: a column of image "
+                        "bytes, else found by name: path, file, image, ...)")
     if label:
         p.add_argument("--label-column", default=None,
-                       help="manifest column of the labels (default: found by name: label, class, target, ...)")
-    p.add_argument("--id-column", default=None, help="manifest column of the item ids (default: 'id' when present)")
+                       help="manifest or table column of the labels (default: a ClassLabel, else found by name: "
+                            "label, class, target, ...); for WebDataset shards, the label member's extension "
+                            "(default: the first of cls, txt, json)")
+    p.add_argument("--id-column", default=None,
+                   help="manifest or table column of the item ids (default: 'id' when present)")
 
 
 def positive_int(text: str) -> int:

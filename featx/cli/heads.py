@@ -62,7 +62,8 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="predict a dataset with a saved head or a deployed .onnx file "
                                        "(labels and probabilities as CSV)")
     p.add_argument("head", type=Path, help="a saved head (.skops), or a file written by `featx deploy` (.onnx)")
-    p.add_argument("data", help="folder of images, manifest, .txt file, or builtin:NAME")
+    p.add_argument("data", help="folder of images, manifest, .txt file, table, Hugging Face save_to_disk folder, "
+                                "WebDataset shards, or builtin:NAME (see `featx data show`)")
     p.add_argument("--cache", type=Path, default=None, help="embed through this cache (reused and resumed)")
     p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: print to stdout)")
     p.add_argument("--model", default=None,

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import DeployError, InputError
 from ..extras import require
+from ..sources.refs import is_reference, read_bytes
 from .compose import default_opset, read_metadata_props, set_metadata
 from .model import DeployedModel
 from .parity import gate_items
@@ -65,7 +66,8 @@ def raw_session(path, threads: int | None = None):
 
 
 def raw_feed(item, modality: str) -> dict:
-    """The raw file's input for one item: an image's encoded bytes (path, bytes or uint8 array), or a text."""
+    """The raw file's input for one item: an image's encoded bytes (path, bytes, uint8 array or a reference
+    of :mod:`featx.sources.refs`), or a text."""
     if modality == "text":
         return {"text": np.array([item], dtype=object)}
     if isinstance(item, np.ndarray):  # an in-memory image (a built-in dataset): lossless PNG bytes
@@ -76,6 +78,8 @@ def raw_feed(item, modality: str) -> dict:
         item = buf.getvalue()
     elif isinstance(item, (str, os.PathLike)):
         item = Path(item).read_bytes()
+    elif is_reference(item):  # a tar member or a table cell
+        item = read_bytes(item)
     return {"image": np.frombuffer(bytes(item), dtype=np.uint8)}
 
 

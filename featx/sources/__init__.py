@@ -5,16 +5,20 @@
     featx/sources/
       __init__.py    the public API below
       items.py       Item, Dataset, make_dataset, file_stamp; ids: text_id, unique_ids
-      kinds.py       open_dataset: which kind of source a name or path is (PREFIXED, BY_SUFFIX)
+      kinds.py       open_dataset: which kind of source a name, path or object is (the tables of kinds)
       folders.py     a folder of images, labelled by first-level sub-folder
       manifests.py   CSV / TSV / JSON Lines / Parquet tables with a path or text column
       textlines.py   a .txt file, one text per line
+      tables.py      tables with the images inside: Hugging Face datasets (folders, objects), Arrow, Parquet
+      webdataset.py  WebDataset tar shards (a path or a brace pattern), streamed, never extracted
+      refs.py        references to image bytes inside a shard or a table, read when decoded
       builtins.py    builtin:digits, builtin:fashion-mnist, builtin:fine-foods (and fetching them)
       subsets.py     subset: deterministic, label-stratified
 
 The guarantee: the same source lists the same items with the same ids, in the same order. Pure
 listing: nothing here decodes an image or tokenizes a text (:mod:`featx.decode` does), and
-missing or broken files are left for the decoder to report per item. One more kind of source:
+missing or broken files (a corrupt tar member, a bad cell) are left for the decoder to report
+per item, under the caller's ``on_error``; a missing or empty label is no label, never a class. One more kind of source:
 see :mod:`featx.sources.kinds`.
 
 A source is one of:
@@ -26,6 +30,11 @@ A source is one of:
   (an image dataset; relative paths resolve against the manifest's folder) or a text column
   (a text dataset), an optional label column and an optional id column;
 - a ``.txt`` file: one text per line, no labels;
+- a table with the images inside (``.parquet``, ``.arrow``, ``.feather``), a Hugging Face
+  ``save_to_disk`` folder or a ``datasets.Dataset``: image bytes or texts, a ``ClassLabel``
+  gives the class names (see :mod:`featx.sources.tables`);
+- WebDataset shards (``x.tar``, ``shards/{000000..000009}.tar``): the key is the id, the
+  ``.cls`` / ``.txt`` / ``.json`` member the label (see :mod:`featx.sources.webdataset`);
 - ``builtin:NAME[:SPLIT]``: ``digits``, ``fashion-mnist``, ``fine-foods`` (see :mod:`featx.sources.builtins`).
 
 Ids without an id column: for image manifests the path as written; for texts the first

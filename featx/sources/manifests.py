@@ -43,8 +43,9 @@ def open_manifest(
             f"give either path_column (images) or text_column (texts) for {path}, not both"
         )
     names = list(table)
-    chosen_path = find_column(names, path_column, PATH_COLUMNS, "path_column", path) if text_column is None else None
-    chosen_text = None if chosen_path else find_column(names, text_column, TEXT_COLUMNS, "text_column", path)
+    where = f"manifest {path}"
+    chosen_path = find_column(names, path_column, PATH_COLUMNS, "path_column", where) if text_column is None else None
+    chosen_text = None if chosen_path else find_column(names, text_column, TEXT_COLUMNS, "text_column", where)
     if chosen_path is None and chosen_text is None:
         raise DataSourceError(
             f"manifest {path} has no path or text column; columns found: {', '.join(map(repr, names))}. "
@@ -52,18 +53,18 @@ def open_manifest(
             f"or text_column= / --text-column (texts; looked for {', '.join(TEXT_COLUMNS)})"
         )
     content_column = chosen_path or chosen_text
-    chosen_id = find_column(names, id_column, (ID_COLUMN,), "id_column", path, exact=True)
-    chosen_label = find_column(names, label_column, LABEL_COLUMNS, "label_column", path,
+    chosen_id = find_column(names, id_column, (ID_COLUMN,), "id_column", where, exact=True)
+    chosen_label = find_column(names, label_column, LABEL_COLUMNS, "label_column", where,
                                exclude={content_column, chosen_id})
     labels = [label_text(v) for v in table[chosen_label]] if chosen_label else [None] * len(table[content_column])
     name = f"{kind}:{path}"
     if chosen_path:
         written = [None if v is None else str(v) for v in table[chosen_path]]
-        ids = manifest_ids(table, chosen_id, path, fallback=image_ids(written))
+        ids = manifest_ids(table, chosen_id, where, fallback=image_ids(written))
         items = [image_item(path.parent, i, p, label) for i, p, label in zip(ids, written, labels)]
         return make_dataset(name, "image", items)
     texts = table[chosen_text]
-    ids = manifest_ids(table, chosen_id, path, fallback=[text_id(t) for t in texts])
+    ids = manifest_ids(table, chosen_id, where, fallback=[text_id(t) for t in texts])
     items = [Item(id=i, ref=text, label=label) for i, text, label in zip(ids, texts, labels)]
     return make_dataset(name, "text", items)
 
@@ -73,16 +74,19 @@ def find_column(
     requested: str | None,
     candidates: Sequence[str],
     option: str,
-    path: Path,
+    where: str,
     *,
     exact: bool = False,
     exclude: set | None = None,
 ) -> str | None:
-    """The requested column (which must exist), else the first candidate present (any case)."""
+    """The requested column (which must exist), else the first candidate present (any case).
+
+    ``where`` names the table in messages (``"manifest /data/x.csv"``).
+    """
     if requested is not None:
         if requested not in names:
             raise DataSourceError(
-                f"{option}={requested!r} not found in manifest {path}; columns found: {', '.join(map(repr, names))}"
+                f"{option}={requested!r} not found in {where}; columns found: {', '.join(map(repr, names))}"
             )
         return requested
     exclude = exclude or set()
@@ -93,21 +97,24 @@ def find_column(
     return None
 
 
-def manifest_ids(table: dict[str, list], id_column: str | None, path: Path, *, fallback: list[str]) -> list[str]:
-    """Ids from the id column (must be present and unique), else the fallback made unique."""
+def manifest_ids(table: dict[str, list], id_column: str | None, where: str, *, fallback: list[str]) -> list[str]:
+    """Ids from the id column (must be present and unique), else the fallback made unique.
+
+    ``where`` names the table in messages (``"manifest /data/x.csv"``).
+    """
     if id_column is None:
         return unique_ids(fallback)
     ids = [label_text(v) for v in table[id_column]]
     empty_rows = [row for row, value in enumerate(ids) if value is None]
     if empty_rows:
         raise DataSourceError(
-            f"id column {id_column!r} of manifest {path} is empty in {len(empty_rows)} row(s) "
+            f"id column {id_column!r} of {where} is empty in {len(empty_rows)} row(s) "
             f"(first data rows, from 0: {empty_rows[:MAX_NAMED]}); every row needs an id"
         )
     duplicated = [value for value, count in Counter(ids).items() if count > 1]
     if duplicated:
         raise DataSourceError(
-            f"id column {id_column!r} of manifest {path} has {len(duplicated)} duplicated id(s): "
+            f"id column {id_column!r} of {where} has {len(duplicated)} duplicated id(s): "
             f"{', '.join(map(repr, duplicated[:MAX_NAMED]))}{', ...' if len(duplicated) > MAX_NAMED else ''}; "
             "ids must be unique"
         )
