@@ -246,9 +246,9 @@ class SpecEntry:
         derived = hf_spec_dict(source_name(self.written["source"]))
         try:
             spec = BackboneSpec.from_dict(merge_spec(derived, self.written))
-            check_pooling("dual" if spec.source["kind"] == "hf-clip" else spec.modality, spec.pooling, "pooling")
         except SpecError as e:
             raise SpecError(f"{self.path}: {e}") from None
+        check_pooling("dual" if spec.source["kind"] == "hf-clip" else spec.modality, spec.pooling, str(self.path))
         return spec
 
 
