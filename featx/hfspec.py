@@ -245,6 +245,8 @@ def hf_spec_dict(name: str) -> dict:
         transformers is not installed (``pip install 'featx[export]'``).
     """
     model, tower = split_name(name)
+    if Path(model).is_dir():  # the record names the folder wherever the export runs from
+        model = str(Path(model).resolve())
     config = _config(model)
     model_type = str(getattr(config, "model_type", ""))
     base = {"name": name, "license": "see the Hugging Face model card", "dim": None}

@@ -80,12 +80,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, model="hf:openai/clip-vit-base-patch32", classes=None, template="a photo of a {}.",
                  batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None):
-        self.model = model
-        self.classes = classes
-        self.template = template
-        self.batch_size = batch_size
-        self.providers = providers
-        self.threads = threads
+        self.model, self.classes, self.template = model, classes, template
+        self.batch_size, self.providers, self.threads = batch_size, providers, threads
 
     def _validate_params(self) -> None:
         owner = type(self).__name__

@@ -92,40 +92,31 @@ def _clip_tokenizer(folder: Path):
     return len(vocab)
 
 
-def build_vit(folder: Path, seed: int = 0) -> Path:
+def _build_image(folder: Path, seed: int, family: str, config: str, model: str, **settings) -> Path:
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.ViTConfig(image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=37)
-    transformers.ViTModel(config).eval().save_pretrained(str(folder))
-    _processor("vit", folder)
+    cfg = getattr(transformers, config)(**settings)
+    getattr(transformers, model)(cfg).eval().save_pretrained(str(folder))
+    _processor(family, folder)
     return folder
+
+
+VIT_LIKE = {"image_size": 224, "patch_size": 32, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def build_vit(folder: Path, seed: int = 0) -> Path:
+    return _build_image(folder, seed, "vit", "ViTConfig", "ViTModel", **VIT_LIKE, intermediate_size=37)
 
 
 def build_dinov2(folder: Path, seed: int = 0) -> Path:
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    config = transformers.Dinov2Config(image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=2, mlp_ratio=2)
-    transformers.Dinov2Model(config).eval().save_pretrained(str(folder))
-    _processor("dinov2", folder)
-    return folder
+    return _build_image(folder, seed, "dinov2", "Dinov2Config", "Dinov2Model", **VIT_LIKE, mlp_ratio=2)
 
 
 def build_convnext(folder: Path, seed: int = 0) -> Path:
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    config = transformers.ConvNextConfig(num_channels=3, patch_size=4, hidden_sizes=[8, 16], depths=[1, 1],
-                                         num_stages=2)
-    transformers.ConvNextModel(config).eval().save_pretrained(str(folder))
-    _processor("convnext", folder)
-    return folder
+    return _build_image(folder, seed, "convnext", "ConvNextConfig", "ConvNextModel", num_channels=3, patch_size=4,
+                        hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
 
 
 def build_bert(folder: Path, seed: int = 0) -> Path:
@@ -152,9 +143,7 @@ def build_clip(folder: Path, seed: int = 0) -> Path:
         text_config={"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "max_position_embeddings": 77, "eos_token_id": vocab_size - 1,
                      "bos_token_id": vocab_size - 2, "pad_token_id": vocab_size - 1},
-        vision_config={"image_size": 224, "patch_size": 32, "hidden_size": 32, "intermediate_size": 37,
-                       "num_hidden_layers": 2, "num_attention_heads": 2},
-        projection_dim=16)
+        vision_config=VIT_LIKE | {"intermediate_size": 37}, projection_dim=16)
     model = transformers.CLIPModel(config).eval()
     with torch.no_grad():
         model.logit_scale.fill_(2.0)  # exp(2) = 7.39: probabilities far from uniform on random weights
@@ -174,8 +163,7 @@ def build_siglip(folder: Path, seed: int = 0) -> Path:
         text_config={"vocab_size": 30522, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "max_position_embeddings": 64,
                      "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102},
-        vision_config={"image_size": 224, "patch_size": 32, "hidden_size": 32, "intermediate_size": 37,
-                       "num_hidden_layers": 2, "num_attention_heads": 2})
+        vision_config=VIT_LIKE | {"intermediate_size": 37})
     model = transformers.SiglipModel(config).eval()
     with torch.no_grad():
         model.logit_scale.fill_(1.5)
