@@ -128,8 +128,16 @@ def _tokenizer_json(tok) -> Path:
 
 
 def _load(transformers, model: str):
-    model_obj = transformers.AutoModel.from_pretrained(model)
-    return model_obj.eval()
+    """``AutoModel.from_pretrained`` in eval mode, without transformers' weight-loading bar (restored after)."""
+    logging = transformers.utils.logging
+    quiet = logging.is_progress_bar_enabled()
+    if quiet:
+        logging.disable_progress_bar()
+    try:
+        return transformers.AutoModel.from_pretrained(model).eval()
+    finally:
+        if quiet:
+            logging.enable_progress_bar()
 
 
 def build_hf(spec: BackboneSpec):
