@@ -56,7 +56,8 @@ def exported_path(name: str) -> Path:
 
     A recipe name needs no look-up (an ``hf:`` model exported before is found offline).
     """
-    return exported_dir() / f"{spec_file_stem(name) if is_recipe(name) else get_spec(name).file_stem}.onnx"
+    stem = spec_file_stem(name) if is_recipe(name) else get_spec(name, resolve=False).file_stem
+    return exported_dir() / f"{stem}.onnx"
 
 
 def variant_stem(stem: str, mode: str) -> str:

@@ -243,8 +243,8 @@ class SpecEntry:
         """The spec to export: a transformers source merged with what its model's files say."""
         if self.spec.source.get("kind") not in HF_KINDS:
             return self.spec
-        derived = hf_spec_dict(source_name(self.written["source"]))
         try:
+            derived = hf_spec_dict(source_name(self.written["source"]))
             spec = BackboneSpec.from_dict(merge_spec(derived, self.written))
         except SpecError as e:
             raise SpecError(f"{self.path}: {e}") from None
@@ -357,11 +357,13 @@ def spec_file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
 
 
-def get_spec(name: str) -> BackboneSpec:
+def get_spec(name: str, *, resolve: bool = True) -> BackboneSpec:
     """Look up a registered backbone (bundled or ``$FEATX_MODELS``), or build the spec of a recipe.
 
     ``timm:NAME`` needs nothing; ``hf:MODEL[#TOWER]`` reads the model's configuration files
-    (:func:`featx.hfspec.hf_spec_dict`), and so does a spec file with a transformers source.
+    (:func:`featx.hfspec.hf_spec_dict`), and so does a spec file with a transformers source,
+    unless ``resolve=False`` (then its spec is returned as the file writes it: enough for its
+    name and file stem).
     """
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"a backbone name must be a non-empty string, got {name!r}")
@@ -380,7 +382,7 @@ def get_spec(name: str) -> BackboneSpec:
         return BackboneSpec.from_dict(hf_spec_dict(name))
     registry = Registry.scan()
     if name in registry.entries:
-        return registry.entries[name].resolve()
+        return registry.entries[name].resolve() if resolve else registry.entries[name].spec
     if name in registry.claimed:
         raise registry.problems[registry.claimed[name]]
     unreadable = f"; spec files that could not be read: {', '.join(map(str, registry.problems))}" \

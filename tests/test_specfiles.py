@@ -111,6 +111,18 @@ def test_name_clashes_and_missing_folders(user_models, tmp_path, monkeypatch):
         get_spec("x")
 
 
+def test_listing_a_spec_file_reads_no_model(user_models, capsys):
+    """A spec over a hub model that is not in the cache: listed, and its file found, offline; using it says why."""
+    (user_models / "far.toml").write_text('name = "far"\nmodality = "image"\n[source]\nkind = "hf-image"\n'
+                                           'model = "featx-tests/not-cached"\n')
+    assert main(["models"]) == 0 and "far" in capsys.readouterr().out
+    from featx.modelfiles import exported_path
+
+    assert exported_path("far").name == "far.onnx"
+    with pytest.raises(SpecError, match=r"far\.toml: hf:featx-tests/not-cached: not a folder, and not in the "):
+        get_spec("far")
+
+
 def test_relative_model_folder_is_relative_to_the_spec_file(hf_models, user_models):
     link = user_models / "models" / "vit"
     link.parent.mkdir()
