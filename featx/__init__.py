@@ -20,6 +20,7 @@ _LAZY = {
     "save_head": "persist", "load_head": "persist", "read_metadata": "persist",
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
     "deploy_head": "deploy", "DeployedModel": "deploy",
+    "ZeroShotClassifier": "zeroshot",
 }
 
 

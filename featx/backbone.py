@@ -198,8 +198,9 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None, j
     Parameters
     ----------
     name_or_path : str or Path
-        ``"efficientnet-lite0"``, ``"all-minilm-l6-v2"``, ``"timm:resnet50"``,
-        ``"hf:ID"`` or a path to an exported ``.onnx`` file (with its ``.json`` spec beside it).
+        ``"efficientnet-lite0"``, ``"all-minilm-l6-v2"``, a name from a spec file in ``$FEATX_MODELS``,
+        ``"timm:resnet50"``, ``"hf:ID"`` / ``"hf:/path/to/model"`` (``#image`` / ``#text`` for a tower of
+        a CLIP or SigLIP model), or a path to an exported ``.onnx`` file (with its ``.json`` spec beside it).
     providers : str or list, optional
         ONNX Runtime providers; default picks CUDA when usable, else CPU.
     threads : int, optional

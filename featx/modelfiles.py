@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .errors import SpecError
 from .files import sha256_file, write_text_atomically
-from .registry import BackboneSpec, featx_home, get_spec
+from .registry import BackboneSpec, featx_home, get_spec, is_recipe, spec_file_stem
 from .version import __version__
 
 #: Version of the record layout (``featx_spec_format``).
@@ -52,8 +52,12 @@ def exported_dir() -> Path:
 
 
 def exported_path(name: str) -> Path:
-    """Where ``featx export NAME`` puts a registered backbone (or a ``timm:``/``hf:`` recipe)."""
-    return exported_dir() / f"{get_spec(name).file_stem}.onnx"
+    """Where ``featx export NAME`` puts a registered backbone (or a ``timm:``/``hf:`` recipe).
+
+    A recipe name needs no look-up (an ``hf:`` model exported before is found offline).
+    """
+    stem = spec_file_stem(name) if is_recipe(name) else get_spec(name, resolve=False).file_stem
+    return exported_dir() / f"{stem}.onnx"
 
 
 def variant_stem(stem: str, mode: str) -> str:

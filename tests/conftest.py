@@ -316,3 +316,19 @@ def foods_minilm_caches(tmp_path_factory, minilm_onnx) -> tuple[Path, Path]:
     """Real all-MiniLM-L6-v2 features in caches: 240 builtin:fine-foods:train and 120 :test reviews."""
     return (_real_cache(tmp_path_factory, minilm_onnx, "builtin:fine-foods:train", 240),
             _real_cache(tmp_path_factory, minilm_onnx, "builtin:fine-foods:test", 120))
+
+
+# --------------------------------------------------------------------------- tiny Hugging Face models
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny randomly initialised transformers models (``tests/tiny_hf.py``), ``save_pretrained`` folders.
+
+    Keys: vit, dinov2, convnext (image encoders with their real processor settings), bert (MiniLM's
+    tokenizer), clip, siglip (dual encoders). Built once per session, a few seconds; skips without
+    transformers.
+    """
+    pytest.importorskip("transformers")
+    from tiny_hf import BUILDERS
+
+    root = tmp_path_factory.mktemp("hf-models")
+    return {name: build(root / name) for name, build in BUILDERS.items()}

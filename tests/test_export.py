@@ -17,7 +17,7 @@ import featx
 from featx.errors import ExportError, SpecError
 from featx.export import PARITY_TOLERANCE, _wrappers, build_torch_backbone, export, export_module
 from featx.files import sha256_file
-from featx.modelfiles import read_spec_file, spec_path_for, write_spec
+from featx.modelfiles import exported_path, read_spec_file, spec_path_for, write_spec
 from featx.preprocess import image_batch
 from featx.samples import PARITY_SENTENCES
 from featx.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
@@ -280,15 +280,16 @@ def test_export_tiny_bert_through_mean_pooled_text(tmp_path, minilm_tokenizer_js
     np.testing.assert_allclose(bb.embed(["ok"]), X[3:4], atol=1e-5)
 
 
-def test_recipe_specs_need_no_download():
-    timm_spec = get_spec("timm:resnet50")
+def test_recipe_specs():
+    timm_spec = get_spec("timm:resnet50")  # needs nothing: timm's config is read at export
     assert (timm_spec.modality, timm_spec.source["kind"], timm_spec.source["arch"]) == ("image", "timm", "resnet50")
     assert timm_spec.file_stem == "timm-resnet50" and timm_spec.dim is None
     assert isinstance(timm_spec.preprocess, ImagePreprocess)
-    hf = get_spec("hf:sentence-transformers/all-mpnet-base-v2")
-    assert (hf.modality, hf.source["kind"], hf.source["hub_id"]) == ("text", "hf", "sentence-transformers/all-mpnet-base-v2")
-    assert hf.normalize and hf.preprocess.max_length == 512
-    assert hf.file_stem == "hf-sentence-transformers-all-mpnet-base-v2"
+    # hf: reads the model's configuration files: offline, a hub id not in the cache says what to do
+    with pytest.raises(SpecError, match="HF_HUB_OFFLINE is set: unset it to download once"):
+        get_spec("hf:sentence-transformers/all-mpnet-base-v2")
+    assert exported_path("hf:sentence-transformers/all-mpnet-base-v2").name == \
+        "hf-sentence-transformers-all-mpnet-base-v2.onnx"  # found without a look-up once exported
     for bad in ("", "  ", None, "nope"):
         with pytest.raises(SpecError):
             get_spec(bad)

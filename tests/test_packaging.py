@@ -3,7 +3,7 @@
 The imports are read from the source with ``ast`` (function-level imports included), plus the
 modules featx imports by name: string literals given to ``importlib.import_module``,
 ``featx.extras.require`` and ``export._import``, and the ``source.module`` of each backbone
-spec in ``models/``. Import names map to distributions through the installed metadata.
+spec in ``models/`` (and the module of its ``source.weights``). Import names map to distributions through the installed metadata.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def top_level_imports(root: Path) -> dict[str, set[str]]:
 def spec_modules() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in sorted((REPO / "models").glob("*.toml")):
-        module = tomllib.loads(path.read_text()).get("source", {}).get("module")
-        if module:
-            found.setdefault(module.split(".")[0], set()).add(str(path.relative_to(REPO)))
+        source = tomllib.loads(path.read_text()).get("source", {})
+        for module in (source.get("module"), source.get("weights")):  # weights: "module.Class"
+            if module:
+                found.setdefault(module.split(".")[0], set()).add(str(path.relative_to(REPO)))
     return found
 
 

@@ -9,17 +9,21 @@ from ..errors import UsageError
 from ..machine import has_vnni
 from ..modelfiles import exported_path, read_spec_file
 from ..provision import export_backbone
-from ..registry import list_specs
+from ..registry import Registry, load_spec_file
 from .flags import add_json_flag, positive_int
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list the registered backbones")
+    p = sub.add_parser("models", help="list the registered backbones: bundled ones and the spec files in "
+                                      "$FEATX_MODELS, with where each came from")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("export", help="export a backbone to ONNX (+ spec JSON), checking parity with PyTorch")
-    p.add_argument("name", help="registered name, timm:NAME or hf:HUB_ID; or an exported .onnx file to make "
-                                "an int8/fp16 variant of")
+    p.add_argument("name", nargs="?", default=None,
+                   help="registered name, timm:NAME, hf:HUB_ID, hf:/path/to/model (hf:MODEL#image or #text: a CLIP/"
+                        "SigLIP tower); or an exported .onnx file to make an int8/fp16 variant of")
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE.toml",
+                   help="export the backbone a spec file describes (the bundled TOML format) instead of a name")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
@@ -47,18 +51,32 @@ def register(sub) -> None:
 
 
 def cmd_models(args) -> int:
-    rows = [("name", "modality", "dim", "source", "exported")]
-    for spec in list_specs():
+    registry = Registry.scan()
+    rows = [("name", "modality", "dim", "source", "exported", "spec")]
+    for name in sorted(registry.entries):
+        entry = registry.entries[name]
+        spec = entry.spec
         source = ", ".join(spec.source.get("packages", [])) or spec.source.get("kind", "")
-        rows.append((spec.name, spec.modality, str(spec.dim), source, "yes" if exported_path(spec.name).exists() else "no"))
-    rows.append(("timm:NAME", "image", "-", "timm (hub download)", "-"))
-    rows.append(("hf:HUB_ID", "text", "-", "transformers (hub download)", "-"))
+        if spec.source.get("model"):
+            source = f"{spec.source['kind']} {spec.source['model']}"
+        where = "bundled" if entry.origin == "bundled" else str(entry.path)
+        rows.append((spec.name, spec.modality, str(spec.dim or "-"), source,
+                     "yes" if exported_path(spec.name).exists() else "no", where))
+    rows.append(("timm:NAME", "image", "-", "timm (hub download)", "-", "recipe"))
+    rows.append(("hf:MODEL", "image/text", "-", "transformers: hub id or folder", "-", "recipe"))
+    rows.append(("hf:MODEL#image|#text", "image/text", "-", "CLIP/SigLIP tower", "-", "recipe"))
     args.console.result(_table(rows))
-    return 0
+    for problem in registry.problems.values():
+        args.console.warn(str(problem))
+    return 1 if registry.problems else 0
 
 
 def cmd_export(args) -> int:
     say = args.console.result
+    if (args.name is None) == (args.spec is None):
+        raise UsageError("give a backbone NAME or --spec FILE.toml (one of them)")
+    target = load_spec_file(args.spec).resolve() if args.spec is not None else args.name
+    args.name = args.name or target.name
     mode = args.quantize or (args.precision if args.precision != "fp32" else None)
     if mode is None and (args.calibration is not None or args.calibration_size is not None):
         raise UsageError("--calibration and --calibration-size go with --quantize int8 or --precision fp16")
@@ -70,7 +88,7 @@ def cmd_export(args) -> int:
                           "VNNI CPUs, and ONNX Runtime's int8 kernels can saturate without it (featx uses 7-bit "
                           "weights, reduce_range, against that). Expect a lower probe accuracy than fp32; compare "
                           "before switching.")
-    made = export_backbone(args.name, args.out, opset=args.opset, force=args.force, quantize=args.quantize,
+    made = export_backbone(target, args.out, opset=args.opset, force=args.force, quantize=args.quantize,
                            precision=args.precision, calibration=args.calibration,
                            calibration_size=args.calibration_size, calibration_method=args.calibration_method,
                            fuse=args.fuse)

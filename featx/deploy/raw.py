@@ -189,8 +189,12 @@ def _image_graph(g: _Graph, prep: dict, input_name: str) -> str:
     if resize is None:  # straight to size x size: Pillow's box is the whole image
         in0, scale = g.const([0.0, 0.0]), g.op("Div", hw64, g.const(float(size)))
     else:  # shorter side to `resize` (Python's round: half to even, as ONNX Round), then featx's crop window
-        ratio = g.op("Div", g.const(float(resize)), g.op("ReduceMin", hw64, keepdims=0))
-        new_hw = g.op("Max", g.op("Round", g.op("Mul", hw64, ratio)), g.const(float(size)))
+        if prep.get("resize_mode", "window") == "full":  # transformers' rule: int(resize * side / shorter)
+            new_hw = g.op("Floor", g.op("Div", g.op("Mul", hw64, g.const(float(resize))),
+                                        g.op("ReduceMin", hw64, keepdims=0)))
+        else:
+            ratio = g.op("Div", g.const(float(resize)), g.op("ReduceMin", hw64, keepdims=0))
+            new_hw = g.op("Max", g.op("Round", g.op("Mul", hw64, ratio)), g.const(float(size)))
         start = g.op("Floor", g.op("Div", g.op("Sub", new_hw, g.const(float(size))), g.const(2.0)))  # left, top
         step = g.op("Div", hw64, new_hw)  # featx's box: (left * sx, top * sy, (left + size) * sx, ...)
         # Pillow takes the box as C floats: float32 corners, their difference in float32
@@ -285,6 +289,9 @@ def preprocessing_model(modality: str, *, preprocess: dict, outputs: dict[str, s
         declared = [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 3, "S", "S"])]
         domain = _EXTENSIONS
     else:
+        if preprocess.get("padding", "longest") != "longest":
+            raise DeployError(f"no raw-text variant for padding={preprocess['padding']!r} (texts padded to max_length, "
+                              "as SigLIP's text tower needs); deploy without --raw")
         _text_graph(g, _vocabulary(tokenizer_json, int(preprocess["max_length"])), outputs)
         inputs = [helper.make_tensor_value_info("text", TensorProto.STRING, [1])]
         declared = [helper.make_tensor_value_info(o, TensorProto.INT64, [1, "L"]) for o in outputs.values()]
