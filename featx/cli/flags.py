@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..cluster import check_cluster
+from ..errors import ParameterError
+
 
 def add_common_flags(parser: argparse.ArgumentParser, default) -> None:
     """``-q/--quiet`` and ``-v/--verbose`` (``default``: False on the top parser, SUPPRESS on subcommands,
@@ -44,3 +47,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
     return value
+
+
+
+def dask_address(text: str) -> str:
+    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; see :func:`featx.cluster.check_cluster`)."""
+    try:
+        return check_cluster(text)
+    except ParameterError:
+        raise argparse.ArgumentTypeError(f"expected local, local:N (N >= 1) or a scheduler address such as "
+                                         f"tcp://HOST:8786, got {text!r}") from None
