@@ -109,7 +109,7 @@ def connect(cluster, *, gpus_per_worker: int = 0) -> Iterator:
                                f"{local_gpus()}: use local:{local_gpus()} or fewer" if local_gpus() else
                                f"{cluster} with GPUs per worker: this machine has no NVIDIA GPU")
         resources = {"GPU": gpus_per_worker} if gpus_per_worker else None
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                       silence_logs=logging.ERROR, resources=resources) as local, \
                 distributed.Client(local) as client:
             yield client

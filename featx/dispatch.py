@@ -115,7 +115,7 @@ def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask
     window = window_for(workers, window)
     state, stats = _State(), DispatchStats()
     pending = iter(tasks)
-    more = True
+    upcoming = next(pending, None)  # one ahead: the tail (no task left to submit) is known at once
 
     def launch(task: ShardTask, copy: bool = False) -> None:
         state.flights[submit(task)] = _Flight(task, time.monotonic(), copy)
@@ -127,16 +127,13 @@ def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask
 
     try:
         while True:
-            while more and state.error is None and _keys_in_flight(state) < window:
-                task = next(pending, None)
-                if task is None:
-                    more = False
-                else:
-                    launch(task)
+            while upcoming is not None and state.error is None and _keys_in_flight(state) < window:
+                launch(upcoming)
+                upcoming = next(pending, None)
             if not state.flights:
                 break
             timeout = None
-            if not more and state.error is None:
+            if upcoming is None and state.error is None:
                 for task in _stragglers(state, workers):
                     launch(task, copy=True)
                 timeout = _next_straggler_check(state, workers)

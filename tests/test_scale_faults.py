@@ -1,14 +1,23 @@
-"""Scaled-out extraction under faults, for real: worker processes and Dask workers killed with
-SIGKILL, the coordinator killed with SIGKILL. Synchronised on events (a shard appearing, a
-process ending), never on sleeps."""
+"""Scaled-out extraction under faults, for real: pool processes and Dask workers killed with SIGKILL,
+the coordinator killed with SIGKILL. Synchronised on events (a shard appearing, a process ending),
+never on sleeps. The coordinator is the real `featx extract` CLI in a subprocess; a Dask cluster
+that must outlive it lives in the test process."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import subprocess
 
 import psutil
+import pytest
+from distributed import Client, LocalCluster
 
-from test_cache_faults import N_ALL, start, wait_for_shards
+import featx
+from featx.cache.inspect import verify
+from featx.cli import main
+from test_cache_faults import N_ALL, SHARD, assert_whole_split_embedded, extract_cmd, start, wait_for_shards
 
 #: How long the workers of a killed coordinator may take to notice and exit (they react at once:
 #: this only bounds a failing test).
@@ -19,6 +28,13 @@ def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+def assert_exit_soon(processes: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=ORPHAN_TIMEOUT_S)
+    for p in alive:  # leave nothing behind, then fail
+        p.kill()
+    assert alive == [], f"orphaned workers still running: {[p.pid for p in alive]}"
+
+
 def test_worker_processes_exit_when_the_coordinator_is_killed(tiny_image_onnx, tmp_path):
     cache = tmp_path / "cache"
     proc = start(tiny_image_onnx, cache, "--workers", "2", limit=N_ALL)
@@ -27,5 +43,75 @@ def test_worker_processes_exit_when_the_coordinator_is_killed(tiny_image_onnx, t
     assert len(workers) >= 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    _, alive = psutil.wait_procs(workers, timeout=ORPHAN_TIMEOUT_S)
-    assert alive == [], f"orphaned workers still running: {[p.pid for p in alive]}"
+    assert_exit_soon(workers)
+
+
+def dask_cluster(**scheduler_kwargs) -> LocalCluster:
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.ERROR, scheduler_kwargs=scheduler_kwargs)
+
+
+def no_duplicate_ids(cache) -> bool:
+    ids = featx.load_features(cache)[2]
+    return len(set(ids)) == len(ids)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_dask_worker_its_shard_is_recomputed_elsewhere(tiny_image_onnx, tmp_path):
+    cache = tmp_path / "cache"
+    with dask_cluster() as cluster, Client(cluster) as client:
+        proc = start(tiny_image_onnx, cache, "--dask", cluster.scheduler_address, limit=N_ALL)
+        wait_for_shards(cache, 1, proc)
+        victim = psutil.Process(next(iter(client.run(os.getpid).values())))
+        victim.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert not victim.is_running()
+    assert f"{N_ALL} embedded, 0 cached already of {N_ALL} items" in out
+    assert main(["verify", str(cache)]) == 0
+    assert no_duplicate_ids(cache)
+    assert_whole_split_embedded(cache, tiny_image_onnx)
+
+
+@pytest.mark.slow
+def test_a_shard_that_cannot_be_done_keeps_what_finished_and_says_how_to_resume(tiny_image_onnx, tmp_path):
+    # allowed_failures=0: the first death of a worker running a shard is that shard's KilledWorker.
+    cache = tmp_path / "cache"
+    with dask_cluster(allowed_failures=0) as cluster, Client(cluster) as client:
+        proc = start(tiny_image_onnx, cache, "--dask", cluster.scheduler_address, limit=N_ALL)
+        wait_for_shards(cache, 1, proc)
+        psutil.Process(next(iter(client.run(os.getpid).values()))).send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 1, err
+        assert err.startswith(f"featx: error: the shard of {SHARD} items (") and "Traceback" not in err
+        assert "could not be computed: every worker that ran it died" in err
+        assert "Everything that finished is committed: run the same command again to resume" in err
+        committed = len(featx.load_features(cache)[2])
+        assert committed >= SHARD and committed % SHARD == 0 and verify(cache).ok
+        rerun = subprocess.run(extract_cmd(tiny_image_onnx, cache, "--dask", cluster.scheduler_address,
+                                           limit=N_ALL), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
+    assert no_duplicate_ids(cache)
+    assert_whole_split_embedded(cache, tiny_image_onnx)
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_dask_coordinator_then_the_same_command_resumes(tiny_image_onnx, tmp_path):
+    cache = tmp_path / "cache"
+    proc = start(tiny_image_onnx, cache, "--dask", "local:2", limit=N_ALL)
+    wait_for_shards(cache, 1, proc)
+    cluster = descendants(proc.pid)  # the local cluster's nannies and workers
+    assert len(cluster) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_exit_soon(cluster)
+    committed = len(featx.load_features(cache)[2])
+    assert committed >= SHARD and verify(cache).ok
+    rerun = subprocess.run(extract_cmd(tiny_image_onnx, cache, "--dask", "local:2", limit=N_ALL),
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
+    assert main(["verify", str(cache)]) == 0
+    assert no_duplicate_ids(cache)
+    assert_whole_split_embedded(cache, tiny_image_onnx)

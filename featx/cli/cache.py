@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..extract import extract
 from ..runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, positive_int
 
 
 def register(sub) -> None:
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
                         "threads unless --threads says otherwise")
-    p.add_argument("--dask", default=None, metavar="ADDRESS",
+    p.add_argument("--dask", type=dask_address, default=None, metavar="ADDRESS",
                    help="compute shards on a Dask cluster: local[:N] (N worker processes here) or a scheduler "
                         "address, tcp://HOST:8786 (workers must see the model file and the items at the same "
                         "paths; pip install 'featx[dask]')")
