@@ -38,7 +38,7 @@ from .runtime import default_threads
 from .validation import check_int, invalid
 from .work import ShardJob, ShardTask
 
-__all__ = ["DaskShards", "check_cluster", "connect", "joblib_on", "local_gpus", "local_workers"]
+__all__ = ["DaskShards", "check_cluster", "connect", "joblib_on", "quiet_logs", "local_gpus", "local_workers"]
 
 log = logging.getLogger("featx")
 
@@ -182,11 +182,39 @@ class DaskShards:
         except Exception as e:  # noqa: BLE001 - the cluster may be gone; never mask the run's outcome
             log.debug("could not remove the worker plugin %s: %s", self.plugin_name, e)
 
+    def alive(self) -> None:
+        """Raise :class:`~featx.errors.ClusterError` once the client has lost its scheduler.
+
+        A client that loses the connection cancels every future at once (even if it reconnects), so
+        the shards in flight are lost: the run stops.
+        """
+        if self.client.status != "running":
+            raise ClusterError(f"lost the Dask scheduler at {self.client.scheduler.address} (the client is "
+                               f"{self.client.status}). Committed work is kept: restart the scheduler and its workers "
+                               "if they died, then run the same command again to resume.")
+
     def submit(self, task: ShardTask):
         """One shard -> a ``concurrent.futures.Future`` of its :class:`~featx.work.ShardResult`."""
         from .daskplugin import run_shard
 
         return self.executor.submit(run_shard, self.job, task, key=f"featx-shard-{self.run}-{next(self._seq)}")
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence ``distributed``'s and tornado's own log while featx reports cluster problems itself."""
+    require("distributed", "dask", "running on a Dask cluster")  # its import sets its loggers' levels
+    names = [name for name in list(logging.root.manager.loggerDict)  # Dask sets levels on some children
+             if name.split(".")[0] in ("distributed", "tornado")]
+    loggers = [logging.getLogger(name) for name in {"distributed", "tornado", *names}]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextmanager

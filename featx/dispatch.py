@@ -33,10 +33,12 @@ from .errors import WorkerError
 from .validation import check_int
 from .work import ShardTask
 
-__all__ = ["STRAGGLER_FACTOR", "DispatchStats", "dispatch", "exit_with_parent", "process_pool", "window_for"]
+__all__ = ["HEARTBEAT_S", "STRAGGLER_FACTOR", "DispatchStats", "dispatch", "exit_with_parent", "process_pool", "window_for"]
 
 #: At the tail, a shard in flight this many times longer than the median shard is submitted once more.
 STRAGGLER_FACTOR = 2.0
+#: Seconds between two calls of ``alive`` while waiting for results.
+HEARTBEAT_S = 5.0
 #: Shards in flight per worker, by default: one computing, one waiting, so no worker idles between shards.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -72,7 +74,8 @@ class _State:
 
 
 def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask],
-             handle: Callable[[ShardTask, object], None], *, workers: int, window: int | None = None) -> DispatchStats:
+             handle: Callable[[ShardTask, object], None], *, workers: int, window: int | None = None,
+             alive: Callable[[], None] | None = None) -> DispatchStats:
     """Run ``tasks`` through ``submit`` with at most ``window`` in flight, handing each result to ``handle``.
 
     Parameters
@@ -88,6 +91,10 @@ def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask
         How many shards run at once (stragglers are resubmitted only while some worker idles).
     window : int, optional
         Shards in flight (default :func:`window_for`).
+    alive : callable, optional
+        Called every :data:`HEARTBEAT_S` seconds while waiting: it raises when the workers are
+        gone for good (a Dask client that lost its scheduler), and the run stops at once,
+        without waiting for the shards in flight.
 
     Returns
     -------
@@ -137,7 +144,11 @@ def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask
                 for task in _stragglers(state, workers):
                     launch(task, copy=True)
                 timeout = _next_straggler_check(state, workers)
+            if alive is not None:
+                timeout = HEARTBEAT_S if timeout is None else min(timeout, HEARTBEAT_S)
             done, _ = cf.wait(state.flights, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            if alive is not None:  # before landing: futures of a lost cluster end cancelled
+                alive()
             for fut in done:
                 _land(fut, state, stats, handle)
     finally:

@@ -296,12 +296,13 @@ def _run_workers(job, tasks, executor, dask, gpus_per_worker, max_in_flight, lan
             local_gpus = cluster.local_gpus() if gpus_per_worker and cluster.local_workers(dask) else 0
             shards = stack.enter_context(cluster.DaskShards(client, job, gpus_per_worker=gpus_per_worker,
                                                             local_gpus=local_gpus))
-            submit, workers = shards.submit, shards.workers
+            submit, workers, alive = shards.submit, shards.workers, shards.alive
         else:
             submit = functools.partial(executor.submit, compute_shard, job)
             # a process or thread pool says how many it runs; any other executor: assume one per core
-            workers = getattr(executor, "_max_workers", None) or default_threads()
-        stats = dispatch(submit, tasks, landing, workers=workers, window=window_for(workers, max_in_flight))
+            workers, alive = getattr(executor, "_max_workers", None) or default_threads(), None
+        stats = dispatch(submit, tasks, landing, workers=workers, window=window_for(workers, max_in_flight),
+                         alive=alive)
     landing.commit.report.resubmitted = stats.resubmitted
 
 

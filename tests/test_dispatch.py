@@ -74,3 +74,40 @@ def test_a_failed_shard_stops_the_run_after_what_is_in_flight_is_handed_over():
                                  "(these items are computed again).")
     assert {"k0", "k1", "k2", "k4"} <= set(handled) and "k3" not in handled
     assert "k19" not in handled  # nothing more was submitted
+
+
+# ----------------------------------------------------------------- through featx.extract with a process pool
+def test_a_pool_worker_with_another_model_file_is_refused_naming_it(tiny_image_onnx, nan_image_onnx, tmp_path):
+    import shutil
+
+    import featx
+    from featx.dispatch import process_pool
+    from featx.errors import CacheMismatchError
+
+    model = tmp_path / "model" / tiny_image_onnx.name
+    shutil.copytree(tiny_image_onnx.parent, model.parent)
+    bb = featx.load_backbone(model)
+    shutil.copyfile(nan_image_onnx, model)  # what the worker will find at the path
+    with process_pool(1) as pool, pytest.raises(CacheMismatchError) as caught:
+        featx.extract(featx.open_dataset("builtin:digits", limit=50), bb, tmp_path / "c", executor=pool,
+                      progress=False)
+    assert str(caught.value).startswith("worker ") and " pid " in str(caught.value)
+    assert f"the coordinator's has {bb.fingerprint_id}" in str(caught.value)
+
+
+def test_a_file_gone_for_everyone_is_an_ordinary_bad_item(tiny_image_onnx, image_files, tmp_path):
+    """A worker reports the listed files it cannot open; when the coordinator cannot open them either (deleted
+    since the listing), they are bad items as in-process, not a storage problem of the worker."""
+    import featx
+    from featx.dispatch import process_pool
+    from featx.work import ShardJob, ShardTask, compute_shard
+
+    ds = featx.open_dataset(image_files)
+    gone = next(i for i in ds.items if i.ref.endswith("circle.png"))
+    (image_files / "shapes" / "circle.png").unlink()
+    bb = featx.load_backbone(tiny_image_onnx)
+    result = compute_shard(ShardJob.of(bb, on_error="skip"), ShardTask.of(bb.fingerprint_id, ds.items))
+    assert result.unreadable == ((gone.id, gone.ref),) and result.data.failed_ids == [gone.id]
+    with process_pool(1) as pool:
+        report = featx.extract(ds, bb, tmp_path / "c", executor=pool, on_error="skip", progress=False)
+    assert report.embedded == len(ds) - 1 and list(report.failed) == [gone.id]

@@ -115,3 +115,56 @@ def test_kill_9_of_a_dask_coordinator_then_the_same_command_resumes(tiny_image_o
     assert main(["verify", str(cache)]) == 0
     assert no_duplicate_ids(cache)
     assert_whole_split_embedded(cache, tiny_image_onnx)
+
+
+def start_dask(tmp_path, name: str) -> tuple[list[subprocess.Popen], str]:
+    """A `dask scheduler` and one `dask worker` as processes of their own; returns them and the address
+    (read from the scheduler file once it exists: an event, not a delay)."""
+    import json
+    import sys
+    import time
+
+    file = tmp_path / f"{name}.json"
+    bin_dir = os.path.dirname(sys.executable)
+    scheduler = subprocess.Popen([f"{bin_dir}/dask", "scheduler", "--port", "0", "--dashboard-address", ":0",
+                                  "--scheduler-file", str(file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not file.exists() or not file.read_text().strip():
+        assert scheduler.poll() is None and time.time() - t0 < 120, "the scheduler did not start"
+        time.sleep(0.01)
+    worker = subprocess.Popen([f"{bin_dir}/dask", "worker", "--scheduler-file", str(file), "--nthreads", "1",
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [scheduler, worker], json.loads(file.read_text())["address"]
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_is_a_message_and_the_same_command_resumes_on_a_new_one(tiny_image_onnx, tmp_path):
+    cache = tmp_path / "cache"
+    processes, address = start_dask(tmp_path, "first")
+    try:
+        proc = start(tiny_image_onnx, cache, "--dask", address, limit=N_ALL)
+        wait_for_shards(cache, 1, proc)
+        processes[0].kill()  # the scheduler
+        _, err = proc.communicate(timeout=300)  # the client gives up reconnecting after 30 s
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    assert proc.returncode == 1, err
+    assert err.startswith(f"featx: error: lost the Dask scheduler at {address}") and "Traceback" not in err
+    assert "Committed work is kept: restart the scheduler and its workers if they died, then run the same command " \
+           "again to resume." in err
+    committed = len(featx.load_features(cache)[2])
+    assert committed >= SHARD and verify(cache).ok
+    processes, address = start_dask(tmp_path, "second")
+    try:
+        rerun = subprocess.run(extract_cmd(tiny_image_onnx, cache, "--dask", address, limit=N_ALL),
+                               capture_output=True, text=True, timeout=600)
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
+    assert no_duplicate_ids(cache)
+    assert_whole_split_embedded(cache, tiny_image_onnx)

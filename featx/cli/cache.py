@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..extract import extract
 from ..runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, dask_address, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
 
 
 def register(sub) -> None:
@@ -67,7 +67,7 @@ def cmd_extract(args) -> int:
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
     if args.dask and args.workers:
         raise UsageError("--workers and --dask do not go together: --dask local:N runs N workers here")
-    if (args.gpus_per_worker) and not args.dask:
+    if args.gpus_per_worker and not args.dask:
         raise UsageError("--gpus-per-worker needs --dask")
     if args.max_in_flight and not (args.dask or args.workers):
         raise UsageError("--max-in-flight needs --workers or --dask")
@@ -78,11 +78,13 @@ def cmd_extract(args) -> int:
         threads = threads or max(1, default_threads() // args.workers)
         executor = process_pool(args.workers)
     try:
-        report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
-                         providers=args.providers, threads=threads, shard_size=args.shard_size,
-                         dtype=args.dtype, executor=executor, dask=args.dask, gpus_per_worker=args.gpus_per_worker,
-                         max_in_flight=args.max_in_flight,
-                         progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft)
+        with dask_logs(args):
+            report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
+                             providers=args.providers, threads=threads, shard_size=args.shard_size,
+                             dtype=args.dtype, executor=executor, dask=args.dask,
+                             gpus_per_worker=args.gpus_per_worker, max_in_flight=args.max_in_flight,
+                             progress=False if args.no_progress else args.console.progress,
+                             jpeg_draft=args.jpeg_draft)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)

@@ -6,8 +6,9 @@ A value argparse cannot convert is a usage error: ``featx`` prints the usage and
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
-from ..cluster import check_cluster
+from ..cluster import check_cluster, quiet_logs
 from ..errors import ParameterError
 
 
@@ -57,3 +58,8 @@ def dask_address(text: str) -> str:
     except ParameterError:
         raise argparse.ArgumentTypeError(f"expected local, local:N (N >= 1) or a scheduler address such as "
                                          f"tcp://HOST:8786, got {text!r}") from None
+
+
+def dask_logs(args):
+    """With ``--dask`` and without ``-v``: Dask's own log is silenced (featx says what went wrong itself)."""
+    return quiet_logs() if args.dask and not args.console.verbose else nullcontext()

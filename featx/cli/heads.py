@@ -24,7 +24,7 @@ from ..files import write_atomically
 from ..persist import load_head, read_metadata, save_head
 from ..sources import open_dataset
 from .cache import extract_document
-from .flags import add_json_flag, add_manifest_columns, dask_address, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
 
 # featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
 # they load scikit-learn (~2 s), which the other commands and `featx --help` need not wait for.
@@ -113,7 +113,7 @@ def parse_size(text: str) -> int:
 
 def cmd_train(args) -> int:
     # --dask: joblib's Dask backend, so that the grid searches' fits run on the cluster's workers
-    with joblib_on(args.dask) if args.dask else nullcontext():
+    with dask_logs(args), joblib_on(args.dask) if args.dask else nullcontext():
         return _train(args)
 
 
