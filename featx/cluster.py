@@ -62,7 +62,7 @@ def check_cluster(cluster, name: str = "dask", owner: str = "extract"):
     >>> check_cluster("local:0")
     Traceback (most recent call last):
     ...
-    featx.errors.ParameterError: The 'dask' parameter of extract must be 'local', 'local:N' (N >= 1), a scheduler address (tcp://HOST:PORT) or a distributed.Client. Got 'local:0' instead.
+    featx.errors.ParameterError: The 'dask' parameter of extract must be 'local', 'local:N' ... Got 'local:0' instead.
     """
     if isinstance(cluster, str):
         match = _LOCAL.fullmatch(cluster.strip())
@@ -172,7 +172,12 @@ class DaskShards:
             threads_on_host[w["host"]] += w["nthreads"]
         from .daskplugin import BackbonePlugin  # subclasses distributed's WorkerPlugin
 
-        self.client.register_plugin(BackbonePlugin(self.job, threads_on_host, self.local_gpus), name=self.plugin_name)
+        try:  # every worker loads the backbone now; one that is refused raises here, named
+            self.client.register_plugin(BackbonePlugin(self.job, threads_on_host, self.local_gpus),
+                                        name=self.plugin_name)
+        except BaseException:
+            self.__exit__()  # the workers that accepted it drop it, and a worker joining later never sees it
+            raise
         self.executor = self.client.get_executor(retries=RETRIES, resources=self.resources)
         return self
 

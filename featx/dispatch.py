@@ -33,7 +33,8 @@ from .errors import WorkerError
 from .validation import check_int
 from .work import ShardTask
 
-__all__ = ["HEARTBEAT_S", "STRAGGLER_FACTOR", "DispatchStats", "dispatch", "exit_with_parent", "process_pool", "window_for"]
+__all__ = ["HEARTBEAT_S", "STRAGGLER_FACTOR", "DispatchStats", "dispatch", "exit_with_parent", "process_pool",
+           "window_for"]
 
 #: At the tail, a shard in flight this many times longer than the median shard is submitted once more.
 STRAGGLER_FACTOR = 2.0

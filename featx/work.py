@@ -2,13 +2,13 @@
 
 ::
 
-    coordinator (holds the cache lock)             worker (this process, a pool process, a Dask worker)
-    ShardJob (model file, its fingerprint, ...)
-    ShardTask (key, items)  ─────────────────────> ShardJob.backbone(): loaded once per process, the model
-                                                    file as *this* node sees it, checked against the
-                                                    coordinator's fingerprint
-                                                   embed_items: decoding threads ahead of inference
-    commits ShardResult.data by key  <───────────── ShardResult (key, data, providers, worker, ...)
+    coordinator (holds the cache lock)     worker (this process, a pool process, a Dask worker)
+    ShardJob (model file, fingerprint...)
+    ShardTask (key, items)  ─────────────> ShardJob.backbone(): loaded once per process, the
+                                             model file as *this* node sees it, checked against the
+                                             coordinator's fingerprint
+                                           embedding: decoding threads ahead of inference
+    commits ShardResult.data by key  <──── ShardResult (key, data, providers, worker, ...)
 
 A shard's key is a hash of the coordinator's fingerprint and of the shard's ids and stamps:
 the same items of the same files under the same model give the same key, so a result
@@ -31,7 +31,8 @@ Examples
 >>> result = compute_shard(job, task)
 >>> len(result.data.ids), result.key == task.key, result.providers
 (10, True, ('CPUExecutionProvider',))
->>> ShardTask.of(bb.fingerprint_id, items[:10]).key == task.key, ShardTask.of(bb.fingerprint_id, items[10:]).key == task.key
+>>> same, other = ShardTask.of(bb.fingerprint_id, items[:10]), ShardTask.of(bb.fingerprint_id, items[10:])
+>>> same.key == task.key, other.key == task.key
 (True, False)
 """
 

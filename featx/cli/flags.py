@@ -52,7 +52,7 @@ def positive_int(text: str) -> int:
 
 
 def dask_address(text: str) -> str:
-    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; see :func:`featx.cluster.check_cluster`)."""
+    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; :func:`featx.cluster.check_cluster`)."""
     try:
         return check_cluster(text)
     except ParameterError:
