@@ -126,7 +126,13 @@ def dispatch(submit: Callable[[ShardTask], cf.Future], tasks: Iterable[ShardTask
     upcoming = next(pending, None)  # one ahead: the tail (no task left to submit) is known at once
 
     def launch(task: ShardTask, copy: bool = False) -> None:
-        state.flights[submit(task)] = _Flight(task, time.monotonic(), copy)
+        try:
+            fut = submit(task)
+        except Exception as e:  # noqa: BLE001 - e.g. a pool broken by a dead worker refuses new work
+            if state.error is None:
+                state.error = shard_error(task, e)
+            return
+        state.flights[fut] = _Flight(task, time.monotonic(), copy)
         if copy:
             state.copied.add(task.key)
             stats.resubmitted += 1

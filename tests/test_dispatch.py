@@ -111,3 +111,18 @@ def test_a_file_gone_for_everyone_is_an_ordinary_bad_item(tiny_image_onnx, image
     with process_pool(1) as pool:
         report = featx.extract(ds, bb, tmp_path / "c", executor=pool, on_error="skip", progress=False)
     assert report.embedded == len(ds) - 1 and list(report.failed) == [gone.id]
+
+
+def test_an_executor_that_refuses_work_stops_the_run_with_a_message():
+    handled = []
+    pool = cf.ThreadPoolExecutor(1)
+
+    def submit(task):
+        if task.key == "k2":
+            pool.shutdown()  # as a process pool does once a worker died: submit raises
+        return pool.submit(lambda: task.key)
+
+    with pytest.raises(WorkerError, match=r"^the shard of 1 items \(item2\) could not be computed: RuntimeError: "
+                                          r"cannot schedule new futures after shutdown\. Everything that finished"):
+        dispatch(submit, tasks(5), lambda t, r: handled.append(r), workers=1, window=1)
+    assert handled == ["k0", "k1"]
