@@ -37,7 +37,8 @@ from .progress import progress_bar
 from .runtime import default_threads
 from .sources import Dataset, Item, open_dataset
 from .validation import check_bool, check_choice, check_int
-from .work import ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard, embed_batches
+from .work import (DEFAULT_PREP_WORKERS, ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
+                   embed_batches)
 
 log = logging.getLogger("featx")
 
@@ -274,7 +275,8 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
     buffer = ShardBuffer(backbone.dim)
     last_commit = time.monotonic()
     try:
-        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):
+        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error,
+                                             prep_workers or DEFAULT_PREP_WORKERS):
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
             bar.update(embedded.size)

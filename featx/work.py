@@ -54,8 +54,8 @@ from .errors import CacheMismatchError, FeatxError, ItemFailedError, WorkerError
 from .sources import Item
 from .validation import check_choice, check_int
 
-__all__ = ["ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard", "embed_batches",
-           "embed_items", "shard_key", "this_process"]
+__all__ = ["DEFAULT_PREP_WORKERS", "ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard",
+           "embed_batches", "embed_items", "shard_key", "this_process"]
 
 #: Threads decoding and preprocessing ahead of inference, in a worker as in-process.
 DEFAULT_PREP_WORKERS = 2
