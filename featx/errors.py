@@ -71,7 +71,12 @@ class CacheCorruptError(CacheError):
 
 
 class WorkerError(FeatxError, RuntimeError):
-    """A worker process of a parallel extraction died (killed, out of memory); committed work is kept."""
+    """A worker of a parallel extraction died (killed, out of memory) or cannot do the work (a model file or an
+    item it cannot read); committed work is kept."""
+
+
+class ClusterError(FeatxError, ConnectionError):
+    """A Dask cluster cannot be reached or used as asked (no scheduler at the address, no workers, no GPU workers)."""
 
 
 class ItemFailedError(FeatxError, RuntimeError):

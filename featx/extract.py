@@ -5,33 +5,40 @@ Decoding and preprocessing run in a thread pool, a few batches ahead of inferenc
 overlap. Texts are sorted by length so that each batch is padded only to its own longest
 text; rows are stored by id, so the order of work never changes the result.
 
-The unit of work is a shard of items. :func:`embed_items` turns items into a
-:class:`~featx.cache.ShardData` and touches no file: in-process it is fed batch by batch;
-with ``executor=`` (a ``concurrent.futures.Executor``: a process pool, a Dask
-``client.get_executor()``, ...) whole shards are computed by workers and only this
-process, the coordinator holding the cache lock, commits them.
+The unit of work is a shard of items (:mod:`featx.work`): in-process it is fed batch by
+batch; with ``executor=`` (a ``concurrent.futures.Executor``: the process pool of
+``--workers``, ...) or ``dask=`` (a Dask cluster, :mod:`featx.cluster`) whole shards are
+computed by workers, a bounded window of them in flight (:mod:`featx.dispatch`), and only
+this process, the coordinator holding the cache lock, commits them: each shard once, by its
+key, so no id is ever stored twice. The coordinator then creates no ONNX session: the
+workers report the providers that ran.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import errno
+import functools
 import logging
 import os
-import socket
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import cluster
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
-from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
+from .dispatch import dispatch, window_for
+from .embedding import ON_ERROR
 from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
+from .runtime import default_threads
 from .sources import Dataset, Item, open_dataset
 from .validation import check_bool, check_choice, check_int
+from .work import (DEFAULT_PREP_WORKERS, ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
+                   embed_batches)
 
 log = logging.getLogger("featx")
 
@@ -55,6 +62,7 @@ class ExtractReport:
     failed_before: int = 0
     truncated: int = 0
     shards: int = 0
+    resubmitted: int = 0  # straggler shards computed twice (the first result was kept)
     seconds: float = 0.0
     providers: tuple[str, ...] = ()
 
@@ -101,91 +109,11 @@ def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
 _COUNT_CHUNK = 8192
 
 
-def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
-
-
-def _item_failed(failures) -> None:
-    """``on_error="raise"``: stop at the first bad item, naming it (the advice says how to go on)."""
-    first = failures[0]
-    raise ItemFailedError(first.id, first.reason) from first.error
-
-
-def embed_batches(backbone: Backbone, chunks: Iterable[list[Item]], on_error: str,
-                  workers: int = 0) -> Iterator[tuple[list[Item], Embedded]]:
-    """``(chunk, embedded)`` per batch of items, in order; ``workers`` threads prepare batches ahead."""
-    chunks = list(chunks)  # references to the items: small beside what the batches hold
-    prepared = prepare_batches(backbone, (([i.ref for i in c], [i.id for i in c]) for c in chunks),
-                               on_error=on_error, workers=workers)
-    return zip(chunks, run_batches(backbone, prepared, on_error=on_error, raise_error=_item_failed))
-
-
-def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = DEFAULT_BATCH_SIZE,
-                on_error: str = "raise") -> ShardData:
-    """Embed items into one :class:`ShardData` (a worker's unit of work; writes no file)."""
-    check_int(batch_size, "batch_size", "embed_items", low=1)
-    check_choice(on_error, "on_error", "embed_items", ON_ERROR)
-    buffer = _ShardBuffer(backbone.dim)
-    for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error):
-        buffer.add(chunk, embedded)
-    return buffer.take()
-
-
-def _embed_task(onnx_path: str, providers, threads, jpeg_draft: bool, fingerprint_id: str, items, batch_size: int,
-                on_error: str) -> ShardData:
-    """Executor entry point: one backbone per worker process, created once.
-
-    The worker checks that its backbone (the model file as *it* sees it, the preprocessing)
-    has the coordinator's fingerprint, so a node with another file at the same path fails
-    instead of committing features of another model.
-    """
-    key = (onnx_path, str(providers), threads, jpeg_draft)
-    backbone = _WORKER_BACKBONES.get(key)
-    if backbone is None:
-        backbone = _WORKER_BACKBONES[key] = Backbone(onnx_path, providers=providers, threads=threads,
-                                                     jpeg_draft=jpeg_draft)
-    if backbone.fingerprint_id != fingerprint_id:
-        raise CacheError(f"worker {socket.gethostname()} pid {os.getpid()}: the backbone at {onnx_path} has "
-                         f"fingerprint {backbone.fingerprint_id}, the coordinator's has {fingerprint_id}; "
-                         "give every worker the same model file")
-    return embed_items(backbone, items, batch_size=batch_size, on_error=on_error)
-
-
-_WORKER_BACKBONES: dict = {}
-
-
-class _ShardBuffer:
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.items: list[Item] = []
-        self.parts: list[np.ndarray] = []
-        self.failures: list[tuple[Item, str]] = []
-
-    def __len__(self):
-        return len(self.items) + len(self.failures)
-
-    def add(self, chunk: list[Item], embedded: Embedded) -> None:
-        self.items += [chunk[p] for p in embedded.positions]
-        if len(embedded.positions):
-            self.parts.append(embedded.rows)
-        self.failures += [(chunk[f.position], f.reason) for f in embedded.failures]
-
-    def take(self) -> ShardData:
-        emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
-        data = ShardData(
-            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
-            failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
-            failed_reasons=[r for _, r in self.failures],
-        )
-        self.items, self.parts, self.failures = [], [], []
-        return data
-
-
 # ------------------------------------------------------------------- the coordinator
 def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
             providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             prep_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
+            dask=None, gpus_per_worker: int = 0, max_in_flight: int | None = None,
             progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False) -> ExtractReport:
     """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
 
@@ -204,15 +132,25 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         ``"raise"`` stops at the first bad item, naming it (committed work is kept);
         ``"skip"`` records it with its reason and goes on.
     providers, threads :
-        ONNX Runtime providers and intra-op threads (see :class:`featx.runtime.Session`).
+        ONNX Runtime providers and intra-op threads (see :class:`featx.runtime.Session`); on a
+        Dask cluster ``threads=None`` gives each worker its share of its machine's cores.
     shard_size : int
         Items per committed shard: at most this much work is lost when the process dies.
     prep_workers : int, optional
-        Threads decoding and preprocessing ahead of inference (default: 2).
+        Threads decoding and preprocessing ahead of inference (default: 2), in each worker too.
     dtype : {"float32", "float16"}
         Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).
     executor : concurrent.futures.Executor, optional
-        Compute shards in these workers (processes, a Dask or Ray executor); this process commits.
+        Compute shards in these workers (e.g. :func:`featx.dispatch.process_pool`); this process commits.
+    dask : str or distributed.Client, optional
+        Compute shards on a Dask cluster: ``"local"``/``"local:N"`` (N worker processes here), a
+        scheduler address (``"tcp://HOST:8786"``) or a client (see :mod:`featx.cluster`). Every worker
+        must see the model file and the items at the same paths.
+    gpus_per_worker : {0, 1}
+        With ``dask``: each shard needs the Dask resource ``GPU`` (workers started with
+        ``dask worker ADDRESS --resources GPU=1``), one device per worker.
+    max_in_flight : int, optional
+        With ``executor`` or ``dask``: shards in flight at most (default: 2 per worker).
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     durable : bool
@@ -225,6 +163,16 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     Returns
     -------
     ExtractReport
+
+    Raises
+    ------
+    ItemFailedError
+        ``on_error="raise"`` and a bad item (named); the work before it is committed.
+    WorkerError
+        A shard could not be computed (a worker died, a worker cannot read an item or the model
+        file); what finished is committed first, the message says how to resume.
+    CacheMismatchError
+        The cache, or a worker, has another model file or preprocessing.
 
     Examples
     --------
@@ -239,6 +187,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     ((450, 8), '1', 'digits/0021')
     """
     _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable, jpeg_draft)
+    _check_workers(executor, dask, gpus_per_worker, max_in_flight)
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     if isinstance(model, Backbone):
@@ -274,30 +223,37 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         commit = _Committer(store, backbone, dtype, durable, report)
         bar = progress_bar(len(todo), f"featx {backbone.name}", progress=progress)
         try:
-            if executor is None:
+            if not todo:
+                pass  # nothing to compute: no session, no worker
+            elif executor is None and dask is None:
                 _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report)
             else:
-                _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar)
+                job = ShardJob.of(backbone, batch_size=batch_size, on_error=on_error, prep_workers=prep_workers)
+                tasks = (ShardTask.of(backbone.fingerprint_id, chunk) for chunk in batches(todo, shard_size))
+                _run_workers(job, tasks, executor, dask, gpus_per_worker, max_in_flight, _Landing(commit, bar))
         finally:
             bar.close()
             try:  # cheap (ids and virtual mappings only); the listing may have changed
                 store.rebuild_index()
             except OSError as e:  # derived data: never mask the real outcome; the next run rebuilds it
                 log.warning("could not rebuild %s/index.h5 (%s); the next extract rebuilds it", store.root, e)
-    report.providers = tuple(backbone.session.active_providers) if report.embedded else ()
     report.seconds = time.perf_counter() - t0
     return report
 
 
 class _Committer:
-    """Commits shards and counts them in the report; turns ENOSPC into a clear error."""
+    """Commits shards, each key once, and counts them in the report; turns ENOSPC into a clear error."""
 
     def __init__(self, store: CacheStore, backbone: Backbone, dtype: str, durable: bool, report: ExtractReport):
         self.store, self.backbone, self.dtype, self.durable, self.report = store, backbone, dtype, durable, report
+        self.keys: set[str] = set()
 
-    def __call__(self, data: ShardData) -> None:
+    def __call__(self, data: ShardData, key: str | None = None) -> bool:
+        """Commit ``data``; False when ``key`` was committed already (the shard is skipped)."""
+        if key is not None and key in self.keys:
+            return False
         if not len(data):
-            return
+            return False
         try:
             self.store.commit(self.backbone.name, data, fingerprint_id=self.backbone.fingerprint_id,
                               dtype=self.dtype, durable=self.durable)
@@ -308,16 +264,20 @@ class _Committer:
                     "in this run are intact. Free some space and run the same command again to resume."
                 ) from None
             raise
+        if key is not None:
+            self.keys.add(key)
         self.report.shards += 1
         self.report.embedded += len(data.ids)
         self.report.failed.update(zip(data.failed_ids, data.failed_reasons))
+        return True
 
 
 def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
-    buffer = _ShardBuffer(backbone.dim)
+    buffer = ShardBuffer(backbone.dim)
     last_commit = time.monotonic()
     try:
-        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):
+        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error,
+                                             prep_workers or DEFAULT_PREP_WORKERS):
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
             bar.update(embedded.size)
@@ -328,27 +288,62 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
         commit(buffer.take())  # keep the good work done before the bad item
         raise
     commit(buffer.take())
+    report.providers = tuple(backbone.session.active_providers) if report.embedded else ()
 
 
-def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar):
-    args = (str(backbone.onnx_path), backbone.session.providers, backbone.session.threads,
-            getattr(backbone.spec.preprocess, "jpeg_draft", False), backbone.fingerprint_id)
-    futures: dict = {}
-    try:
-        for chunk in batches(todo, shard_size):
-            futures[executor.submit(_embed_task, *args, chunk, batch_size, on_error)] = len(chunk)
-        for fut in cf.as_completed(futures):
-            commit(fut.result())
-            bar.update(futures[fut])
-    except cf.BrokenExecutor as e:  # a worker was killed (OOM killer, kill -9) or could not start
-        raise WorkerError(
-            f"a worker process died while computing shards ({e}). The {commit.report.embedded} items committed "
-            "in this run are kept: run the same command again to resume, with fewer workers or a smaller batch "
-            "size if a worker ran out of memory."
-        ) from None
-    finally:
-        for fut in futures:
-            fut.cancel()
+def _run_workers(job, tasks, executor, dask, gpus_per_worker, max_in_flight, landing) -> None:
+    """Shards through a process pool / executor, or on a Dask cluster; ``landing`` commits each result."""
+    with ExitStack() as stack:
+        if dask is not None:
+            client = stack.enter_context(cluster.connect(dask, gpus_per_worker=gpus_per_worker))
+            local_gpus = cluster.local_gpus() if gpus_per_worker and cluster.local_workers(dask) else 0
+            shards = stack.enter_context(cluster.DaskShards(client, job, gpus_per_worker=gpus_per_worker,
+                                                            local_gpus=local_gpus))
+            submit, workers, alive = shards.submit, shards.workers, shards.alive
+        else:
+            submit = functools.partial(executor.submit, compute_shard, job)
+            # a process or thread pool says how many it runs; any other executor: assume one per core
+            workers, alive = getattr(executor, "_max_workers", None) or default_threads(), None
+        stats = dispatch(submit, tasks, landing, workers=workers, window=window_for(workers, max_in_flight),
+                         alive=alive)
+    landing.commit.report.resubmitted = stats.resubmitted
+
+
+class _Landing:
+    """What the coordinator does with each shard's result: check it, commit it, report it."""
+
+    def __init__(self, commit: _Committer, bar):
+        self.commit, self.bar = commit, bar
+
+    def __call__(self, task: ShardTask, result: ShardResult) -> None:
+        report = self.commit.report
+        if result.error is not None:  # another model file on that worker, or none
+            raise result.error
+        seen = [(item_id, path) for item_id, path in result.unreadable if os.access(path, os.R_OK)]
+        if seen:
+            item_id, path = seen[0]
+            more = f" (and {len(seen) - 1} more items of its shard)" if len(seen) > 1 else ""
+            raise WorkerError(
+                f"worker {result.worker} cannot read {path} (item {item_id!r}){more}, which the coordinator reads: "
+                "every worker must see the items at the same path (shared storage: NFS, a mounted bucket...); "
+                "texts travel with the shards. Committed work is kept: run the same command again to resume.")
+        self.commit(result.data, key=task.key)
+        report.truncated += result.truncated
+        report.providers = tuple(dict.fromkeys(report.providers + result.providers))
+        self.bar.update(len(task.items))
+        if result.bad_item is not None:
+            raise ItemFailedError(*result.bad_item)
+
+
+def _check_workers(executor, dask, gpus_per_worker, max_in_flight) -> None:
+    if executor is not None and dask is not None:
+        raise ParameterError("pass executor= or dask=, not both")
+    if dask is not None:
+        cluster.check_cluster(dask)
+    check_int(gpus_per_worker, "gpus_per_worker", "extract", low=0, high=1)
+    if gpus_per_worker and dask is None:
+        raise ParameterError("gpus_per_worker applies to a Dask cluster: pass dask= too")
+    check_int(max_in_flight, "max_in_flight", "extract", low=1, optional=True)
 
 
 def _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable,

@@ -14,6 +14,7 @@ finetune      export's                               fine-tuning (``featx bench`
 timm          timm (and export's)                    ``timm:NAME`` backbones
 bench         finetune's, plots', psutil             ``featx bench`` with memory figures
 deploy        skl2onnx, onnxruntime-extensions       ``featx deploy`` (``--raw``: the extensions)
+dask          distributed (and dask)                 ``--dask``: extraction and head selection on a cluster
 dev           pytest, sentence-transformers, ...     the test suite
 ============  =====================================  ==================================
 

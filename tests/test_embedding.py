@@ -8,7 +8,7 @@ import pytest
 import featx
 from featx.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ItemFailedError, NonFiniteOutputError
-from featx.extract import embed_items
+from featx.work import embed_items
 from featx.runtime import DeviceBatch
 from featx.sources import Item
 

@@ -86,12 +86,14 @@ def test_executor_workers_decode_as_the_coordinator(tiny_image_onnx, photos, tmp
 
 
 def test_worker_with_another_model_file_refuses(tiny_image_onnx, tmp_path):
-    from featx.extract import _embed_task
     from featx.sources import open_dataset
+    from featx.work import ShardJob, ShardTask, compute_shard
 
     items = open_dataset("builtin:digits", limit=4).items
-    with pytest.raises(CacheError, match="give every worker the same model file"):
-        _embed_task(str(tiny_image_onnx), "cpu", 1, False, "0" * 16, items, 4, "raise")
+    result = compute_shard(ShardJob(str(tiny_image_onnx), "0" * 16, "cpu", 1, batch_size=4),
+                           ShardTask.of("0" * 16, items))
+    assert isinstance(result.error, CacheError) and not result.data.ids
+    assert "give every worker the same model file" in str(result.error)
 
 
 def test_jpeg_draft_is_for_images(tiny_text_onnx, tiny_image_onnx):

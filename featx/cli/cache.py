@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
-import multiprocessing as mp
 from pathlib import Path
 
 from ..backbone import DEFAULT_BATCH_SIZE
 from ..cache.inspect import info, verify
+from ..dispatch import process_pool
+from ..errors import UsageError
 from ..extract import extract
 from ..runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
 
 
 def register(sub) -> None:
@@ -39,6 +39,15 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
                         "threads unless --threads says otherwise")
+    p.add_argument("--dask", type=dask_address, default=None, metavar="ADDRESS",
+                   help="compute shards on a Dask cluster: local[:N] (N worker processes here) or a scheduler "
+                        "address, tcp://HOST:8786 (workers must see the model file and the items at the same "
+                        "paths; pip install 'featx[dask]')")
+    p.add_argument("--gpus-per-worker", type=int, choices=(0, 1), default=0,
+                   help="with --dask: each shard needs the Dask resource GPU, one device per worker "
+                        "(workers started with `dask worker ADDRESS --nthreads 1 --resources GPU=1`)")
+    p.add_argument("--max-in-flight", type=positive_int, default=None, metavar="N",
+                   help="with --workers or --dask: shards in flight at most (default: 2 per worker)")
     add_manifest_columns(p, label=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is still printed)")
     add_json_flag(p)
@@ -58,17 +67,26 @@ def register(sub) -> None:
 def cmd_extract(args) -> int:
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
+    if args.dask and args.workers:
+        raise UsageError("--workers and --dask do not go together: --dask local:N runs N workers here")
+    if args.gpus_per_worker and not args.dask:
+        raise UsageError("--gpus-per-worker needs --dask")
+    if args.max_in_flight and not (args.dask or args.workers):
+        raise UsageError("--max-in-flight needs --workers or --dask")
     executor = None
     threads = args.threads
     if args.workers and args.workers > 0:
         # N processes with all cores' threads each would oversubscribe the machine (and spin-wait)
         threads = threads or max(1, default_threads() // args.workers)
-        executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
+        executor = process_pool(args.workers)
     try:
-        report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
-                         providers=args.providers, threads=threads, shard_size=args.shard_size,
-                         dtype=args.dtype, executor=executor,
-                         progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft)
+        with dask_logs(args):
+            report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
+                             providers=args.providers, threads=threads, shard_size=args.shard_size,
+                             dtype=args.dtype, executor=executor, dask=args.dask,
+                             gpus_per_worker=args.gpus_per_worker, max_in_flight=args.max_in_flight,
+                             progress=False if args.no_progress else args.console.progress,
+                             jpeg_draft=args.jpeg_draft)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)

@@ -6,6 +6,10 @@ A value argparse cannot convert is a usage error: ``featx`` prints the usage and
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
+
+from ..cluster import check_cluster, quiet_logs
+from ..errors import ParameterError
 
 
 def add_common_flags(parser: argparse.ArgumentParser, default) -> None:
@@ -48,3 +52,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
     return value
+
+
+
+def dask_address(text: str) -> str:
+    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; :func:`featx.cluster.check_cluster`)."""
+    try:
+        return check_cluster(text)
+    except ParameterError:
+        raise argparse.ArgumentTypeError(f"expected local, local:N (N >= 1) or a scheduler address such as "
+                                         f"tcp://HOST:8786, got {text!r}") from None
+
+
+def dask_logs(args):
+    """With ``--dask`` and without ``-v``: Dask's own log is silenced (featx says what went wrong itself)."""
+    return quiet_logs() if args.dask and not args.console.verbose else nullcontext()

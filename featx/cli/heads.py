@@ -7,6 +7,7 @@ import csv
 import io
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
+from ..cluster import joblib_on
 from ..errors import DataSourceError, HeadError, UsageError
 from ..evaluate import evaluate, save_report, to_markdown
 from ..extract import extract
@@ -22,7 +24,7 @@ from ..files import write_atomically
 from ..persist import load_head, read_metadata, save_head
 from ..sources import open_dataset
 from .cache import extract_document
-from .flags import add_json_flag, add_manifest_columns, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
 
 # featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
 # they load scikit-learn (~2 s), which the other commands and `featx --help` need not wait for.
@@ -49,6 +51,9 @@ def register(sub) -> None:
                         "(default: what an eighth of the memory budget holds)")
     p.add_argument("--select-rows", type=positive_int, default=None, metavar="ROWS",
                    help="most rows the grid is cross-validated on; a stratified sample above (default 10,000)")
+    p.add_argument("--dask", type=dask_address, default=None, metavar="ADDRESS",
+                   help="run the cross-validation fits on a Dask cluster through joblib: local[:N] or a scheduler "
+                        "address, tcp://HOST:8786 (--jobs -1: every thread of the cluster; pip install 'featx[dask]')")
     add_json_flag(p)
     p.set_defaults(func=cmd_train)
 
@@ -108,6 +113,12 @@ def parse_size(text: str) -> int:
 
 
 def cmd_train(args) -> int:
+    # --dask: joblib's Dask backend, so that the grid searches' fits run on the cluster's workers
+    with dask_logs(args), joblib_on(args.dask) if args.dask else nullcontext():
+        return _train(args)
+
+
+def _train(args) -> int:
     from ..heads import SELECT_ROWS, resolve_heads, select_head
     from ..pipeline import format_table
 
