@@ -19,9 +19,9 @@ def info(cache) -> dict:
     listing = store.read_listing()
     out = {"cache": str(store.root), "dataset": None, "models": {}}
     if listing is not None:
-        classes = None if listing.labels is None else sorted(set(listing.labels))
+        labelled = [] if listing.labels is None else [v for v in listing.labels if v is not None]
         out["dataset"] = {"name": listing.name, "modality": listing.modality, "items": len(listing.ids),
-                          "classes": classes}
+                          "classes": sorted(set(labelled)) or None, "unlabelled": len(listing.ids) - len(labelled)}
     current = {} if listing is None else dict(zip(listing.ids, listing.stamps))
     for name in store.model_names():
         record = store.read_model(name)

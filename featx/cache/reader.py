@@ -15,6 +15,7 @@ no embeddings; a float16 cache is read as float16 and converted a chunk at a tim
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -52,7 +53,7 @@ class FeatureReader:
         Storage type on disk (float32 or float16); every read returns float32.
     ids : ndarray of str (object)
     labels : ndarray of str (object) or None
-        None when the dataset is unlabelled.
+        None when no item of the dataset has a label; None for an unlabelled item otherwise.
 
     Raises
     ------
@@ -131,10 +132,7 @@ class FeatureReader:
 
         Each shard is opened once per call and read as contiguous runs of rows.
         """
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if len(positions) and (positions.min() < 0 or positions.max() >= self.n_rows):
-            raise ParameterError(f"The 'positions' parameter must hold ints in [0, {self.n_rows}). "
-                                 f"Got values from {positions.min()} to {positions.max()} instead.")
+        positions = self._positions(positions)
         out = np.empty((len(positions), self.dim), np.float32)
         shards, rows = self._shard[positions], self._row[positions]
         order = np.lexsort((rows, shards))
@@ -149,6 +147,32 @@ class FeatureReader:
                 raise CacheCorruptError(f"cache {self.root}: cannot read {path} ({e}); run `featx verify "
                                         f"{self.root}` and `featx extract` again") from None
         return out
+
+    def _positions(self, positions) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.n_rows):
+            raise ParameterError(f"The 'positions' parameter must hold ints in [0, {self.n_rows}). "
+                                 f"Got values from {positions.min()} to {positions.max()} instead.")
+        return positions
+
+    def take(self, positions) -> "FeatureReader":
+        """A reader of the rows at ``positions`` only (indices into :attr:`ids`, in the order given).
+
+        Examples
+        --------
+        >>> import featx
+        >>> _ = featx.extract("builtin:digits:test", tiny_onnx, "digits.cache")
+        >>> reader = FeatureReader("digits.cache")
+        >>> few = reader.take([2, 0])
+        >>> few.ids.tolist() == reader.ids[[2, 0]].tolist(), bool((few.read([0]) == reader.read([2])).all())
+        (True, True)
+        """
+        positions = self._positions(positions)
+        view = copy.copy(self)
+        view.ids = self.ids[positions]
+        view.labels = None if self.labels is None else self.labels[positions]
+        view._shard, view._row = self._shard[positions], self._row[positions]
+        return view
 
     def chunks(self, rows: int = DEFAULT_CHUNK) -> Iterator[tuple[slice, np.ndarray]]:
         """``(slice of positions, float32 rows)`` over the whole listing, in dataset order."""

@@ -34,7 +34,7 @@ class Listing:
     name: str
     modality: str
     ids: np.ndarray  # object array of str
-    labels: np.ndarray | None  # object array of str, or None when unlabelled
+    labels: np.ndarray | None  # object array of str (None: an unlabelled item), or None when no item has a label
     stamps: np.ndarray  # object array of str ("" = none)
 
 
@@ -112,8 +112,8 @@ class CacheStore:
             f.attrs["modality"] = modality
             f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR)
             f.create_dataset("stamps", data=np.array([s or "" for s in stamps], dtype=object), dtype=STR)
-            if labels is not None:
-                f.create_dataset("labels", data=np.array([str(v) for v in labels], dtype=object), dtype=STR)
+            if labels is not None:  # "" marks an unlabelled item: a missing label is never a class
+                f.create_dataset("labels", data=stored_labels(labels), dtype=STR)
 
         write_h5_atomically(self.root / DATASET, fill)
 
@@ -124,6 +124,8 @@ class CacheStore:
         try:
             with h5py.File(path, "r") as f:
                 labels = f["labels"].asstr()[()].astype(object) if "labels" in f else None
+                if labels is not None:
+                    labels[labels == ""] = None
                 return Listing(str(f.attrs["name"]), str(f.attrs["modality"]), f["ids"].asstr()[()].astype(object),
                                labels, f["stamps"].asstr()[()].astype(object))
         except (OSError, KeyError) as e:
@@ -244,7 +246,7 @@ class CacheStore:
                 g.attrs["name"] = listing.name
                 g.create_dataset("ids", data=listing.ids, dtype=STR)
                 if listing.labels is not None:
-                    g.create_dataset("labels", data=listing.labels, dtype=STR)
+                    g.create_dataset("labels", data=stored_labels(listing.labels), dtype=STR)
             for name in self.model_names():
                 self._index_model(f, self.root, name, listing)
 
@@ -281,6 +283,11 @@ class CacheStore:
                 if hit is not None and hit[2] == stamp:
                     rows[pos] = offsets[hit[0]] + hit[1]
             g.create_dataset("rows", data=rows)
+
+
+def stored_labels(labels) -> np.ndarray:
+    """Labels as the listing stores them: str, ``""`` for an unlabelled item (read back as None)."""
+    return np.array(["" if v is None else str(v) for v in labels], dtype=object)
 
 
 def _describe_change(key: str, old: dict, new: dict) -> str:

@@ -96,6 +96,7 @@ def cmd_info(args) -> int:
     lines = [f"cache    {data['cache']}"]
     if ds:
         classes = f", {len(ds['classes'])} classes" if ds["classes"] else ", unlabelled"
+        classes += f", {ds['unlabelled']} unlabelled" if ds["classes"] and ds["unlabelled"] else ""
         lines.append(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
     for name, m in data["models"].items():
         lines.append(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "

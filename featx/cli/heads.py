@@ -20,7 +20,7 @@ from ..evaluate import evaluate, save_report, to_markdown
 from ..extract import extract
 from ..files import write_atomically
 from ..persist import load_head, read_metadata, save_head
-from ..sources import open_dataset
+from ..sources import labelled_mask, open_dataset
 from .cache import extract_document
 from .flags import add_json_flag, add_manifest_columns, positive_int
 
@@ -120,10 +120,16 @@ def cmd_train(args) -> int:
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
                               "(class sub-folders or a label column)")
+    labelled = labelled_mask(y)
+    unlabelled = int((~labelled).sum())
+    if unlabelled:  # a missing label is never a class: those items are left out, and counted
+        reader = reader.take(np.flatnonzero(labelled))
+        y = reader.labels
     train_name = listing.name if listing else str(args.cache)
     n_classes = len(set(y.tolist()))
     console.result(f"{name} features of {train_name}: {reader.n_rows} x {reader.dim} ({reader.dtype} on disk), "
-                   f"{n_classes} classes; selecting {args.head} by {args.cv}-fold CV")
+                   f"{n_classes} classes" + (f" ({unlabelled} unlabelled items left out)" if unlabelled else "")
+                   + f"; selecting {args.head} by {args.cv}-fold CV")
     t0 = time.perf_counter()
     rows = []
     for kind in resolve_heads(args.head):
@@ -146,7 +152,7 @@ def cmd_train(args) -> int:
     best = max(rows, key=lambda row: -1 if row["cv_mean"] is None else row["cv_mean"])
     if args.json:
         console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(reader.n_rows),
-                          "dim": int(reader.dim), "classes": n_classes, "cv": args.cv, "seed": args.seed,
+                          "unlabelled": unlabelled, "dim": int(reader.dim), "classes": n_classes, "cv": args.cv, "seed": args.seed,
                           "seconds": time.perf_counter() - t0, "heads": rows, "best": best["head"],
                           "best_file": best["file"]})
     console.result(format_table(rows))
@@ -204,7 +210,8 @@ def cmd_evaluate(args) -> int:
         args.console.result(to_markdown(report, title=title))
     args.console.note("report: " + ", ".join(str(path) for path in files.values() if path is not None))
     args.console.result(f"{title}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} "
-                        f"on {report['n']} items")
+                        f"on {report['n']} items"
+                        + (f" ({report['unlabelled']} unlabelled items left out)" if report["unlabelled"] else ""))
     return 0
 
 
@@ -231,8 +238,9 @@ def cmd_predict(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     acc = None
-    if labels is not None and len(ids):
-        acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
+    scored = np.zeros(len(ids), bool) if labels is None else labelled_mask(labels)
+    if scored.any():  # against the items that have a label
+        acc = float(np.mean(np.asarray(pred, dtype=object)[scored] == np.asarray(labels, dtype=object)[scored]))
     seconds = time.perf_counter() - t0
     skipped = done.items - len(ids)
     if args.json:
@@ -243,7 +251,8 @@ def cmd_predict(args) -> int:
     summary = (f"predicted {len(ids)} of {done.items} items" + (f" ({skipped} skipped)" if skipped else "")
                + f" in {seconds:.1f} s ({len(ids) / seconds if seconds > 0 else 0.0:.1f} items/s)"
                + (f" -> {args.out}" if args.out is not None else "")
-               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else ""))
+               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else "")
+               + (f" ({len(ids) - int(scored.sum())} unlabelled)" if acc is not None and not scored.all() else ""))
     console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
     return 0
 

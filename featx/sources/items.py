@@ -4,15 +4,16 @@ are made when a source has none.
 
 Examples
 --------
->>> ds = make_dataset("demo", "text", [Item("b", "hello", "greeting"), Item("a", "bye", None)])
->>> ds.ids(), ds.classes
-(['b', 'a'], ('greeting',))
+>>> ds = make_dataset("demo", "text", [Item("b", "hello", "greeting"), Item("a", "bye", None), Item("c", "hm", " ")])
+>>> ds.ids(), ds.classes, ds.labels().tolist()
+(['b', 'a', 'c'], ('greeting',), ['greeting', None, None])
 >>> text_id("hello")
 'aaf4c61ddcc5e8a2'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections import Counter
@@ -35,7 +36,8 @@ class Item:
         (as found: may be None or a non-str for bad rows), or a uint8 array (H, W) / (H, W, 3)
         for in-memory built-in images.
     label : str or None
-        Class name, always a str.
+        Class name, always a str; None for an unlabelled item (a missing label is never a class:
+        :func:`make_dataset` turns blank ones into None, see :func:`clean_label`).
     stamp : str or None
         ``"{size}:{mtime_ns}"`` of the file; None for in-memory items and missing files.
     """
@@ -71,10 +73,10 @@ class Dataset:
         return len(self.items)
 
     def labels(self) -> np.ndarray | None:
-        """Labels as an object array of str (None for unlabelled items), or None when unlabelled."""
+        """Labels as an object array of str (None for unlabelled items), or None when no item has one."""
         if self.classes is None:
             return None
-        return np.array([item.label for item in self.items], dtype=object)
+        return np.array([clean_label(item.label) for item in self.items], dtype=object)
 
     def ids(self) -> list[str]:
         """Item ids, in order."""
@@ -82,9 +84,48 @@ class Dataset:
 
 
 def make_dataset(name: str, modality: str, items: Sequence[Item]) -> Dataset:
-    """A Dataset whose ``classes`` are the sorted distinct labels of ``items``."""
+    """A Dataset whose ``classes`` are the sorted distinct labels of ``items``; missing labels become None."""
+    items = [item if item.label is None or clean_label(item.label) == item.label
+             else dataclasses.replace(item, label=clean_label(item.label)) for item in items]
     classes = sorted({item.label for item in items if item.label is not None})
     return Dataset(name=name, modality=modality, items=tuple(items), classes=tuple(classes) or None)
+
+
+def clean_label(value) -> str | None:
+    """A label as featx keeps it: a str, or None when it is missing (None, NaN, ``pandas.NA``, an empty
+    or blank string). Integral floats lose their ``.0`` (Parquet int columns with gaps).
+
+    Examples
+    --------
+    >>> [clean_label(v) for v in ("cat", 3, 3.0, float("nan"), None, "", "  ", "None")]
+    ['cat', '3', '3', None, None, None, None, 'None']
+    """
+    if is_missing(value) or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def is_missing(value) -> bool:
+    """None, NaN or ``pandas.NA`` (a value that refuses to be compared)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN
+    except (TypeError, ValueError):
+        return True  # pandas.NA refuses to be compared
+
+
+def labelled_mask(labels) -> np.ndarray:
+    """bool ``(n,)``: which labels are present (see :func:`clean_label`).
+
+    Examples
+    --------
+    >>> labelled_mask(np.array(["a", None, "b", ""], dtype=object)).tolist()
+    [True, False, True, False]
+    """
+    return np.fromiter((clean_label(v) is not None for v in labels), bool, len(labels))
 
 
 def file_stamp(path: str | os.PathLike) -> str | None:
