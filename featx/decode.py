@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, UnreadableItemError
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 #: 16384 x 16384; raise it per call with ``max_pixels=`` for genuinely huge photos.
@@ -64,8 +64,11 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
 
     Raises
     ------
+    UnreadableItemError
+        Missing file, permission denied, an I/O error (an :class:`~featx.errors.InputError` that a
+        later extraction retries: the bytes may be fine).
     InputError
-        Missing or unreadable file, not an image, truncated data, too many pixels, bad array.
+        Not an image, truncated data, too many pixels, bad array.
     """
     name = describe(item, item_id)
     if isinstance(item, np.ndarray):
@@ -81,7 +84,7 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
         if str(item) == "":
             raise InputError("image path is an empty string; pass a file path, bytes, a PIL image or an array")
         if not path.exists():
-            raise InputError(f"image {name}: no such file ({path})")
+            raise UnreadableItemError(f"image {name}: no such file ({path})")
         if path.is_dir():
             raise InputError(f"image {name} is a directory, not an image file ({path})")
         if path.stat().st_size == 0:
@@ -90,7 +93,7 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
             with open(path, "rb") as f:
                 return _open_and_decode(f, name, max_pixels, jpeg_min_side)
         except PermissionError:
-            raise InputError(f"image {name} cannot be read (permission denied): {path}") from None
+            raise UnreadableItemError(f"image {name} cannot be read (permission denied): {path}") from None
     raise InputError(
         f"image {name}: unsupported input type {type(item).__name__}; "
         "pass a file path, bytes, a PIL image or a uint8 array"
@@ -109,8 +112,8 @@ def _open_and_decode(fp, name: str, max_pixels: int, jpeg_min_side: int | None =
             ) from None
         except UnidentifiedImageError:
             raise InputError(f"image {name} is not a readable image (unknown or corrupt format)") from None
-        except OSError as e:
-            raise InputError(f"image {name} cannot be opened: {e}") from None
+        except OSError as e:  # an I/O error reading the file, not its content
+            raise UnreadableItemError(f"image {name} cannot be opened: {e}") from None
         with img:
             w, h = img.size
             if w * h > max_pixels:

@@ -38,6 +38,11 @@ class InputError(FeatxError, ValueError):
     """An input item (image, text, array) cannot be used; the message names it."""
 
 
+class UnreadableItemError(InputError):
+    """An item's file could not be read (missing, permission denied, an I/O error): a property of the
+    machine at that moment, not of the item's bytes, so a later extraction tries the item again."""
+
+
 class ModelInputError(FeatxError, ValueError):
     """A batch does not match what the ONNX model expects (dtype, rank, shape, names)."""
 

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
-from .cache import CacheStore, ShardData, WriterLock
+from .cache import FAILED_CONTENT, FAILED_RETRY, CacheStore, ShardData, WriterLock
 from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
 from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
@@ -52,7 +52,8 @@ class ExtractReport:
     embedded: int = 0
     cached: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # id -> reason, this run
-    failed_before: int = 0
+    failed_before: int = 0  # recorded failures of the items' content, skipped while their stamps are unchanged
+    retried: int = 0  # recorded failures tried again (unreadable files, unexpected errors, changed stamps)
     truncated: int = 0
     shards: int = 0
     seconds: float = 0.0
@@ -66,6 +67,8 @@ class ExtractReport:
         parts = [f"{self.embedded} embedded", f"{self.cached} cached already"]
         if self.failed or self.failed_before:
             parts.append(f"{len(self.failed) + self.failed_before} skipped")
+        if self.retried:
+            parts.append(f"{self.retried} recorded failures retried")
         if self.truncated:
             parts.append(f"{self.truncated} texts truncated")
         return (f"{self.model} on {self.dataset}: {', '.join(parts)} of {self.items} items "
@@ -169,14 +172,15 @@ class _ShardBuffer:
         self.items += [chunk[p] for p in embedded.positions]
         if len(embedded.positions):
             self.parts.append(embedded.rows)
-        self.failures += [(chunk[f.position], f.reason) for f in embedded.failures]
+        self.failures += [(chunk[f.position], f) for f in embedded.failures]
 
     def take(self) -> ShardData:
         emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
         data = ShardData(
             ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
             failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
-            failed_reasons=[r for _, r in self.failures],
+            failed_reasons=[f.reason for _, f in self.failures],
+            failed_kinds=[FAILED_RETRY if f.retry else FAILED_CONTENT for _, f in self.failures],
         )
         self.items, self.parts, self.failures = [], [], []
         return data
@@ -270,6 +274,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         report.cached = sum(1 for item in dataset.items if item.id in state.rows
                             and state.is_done(item.id, item.stamp or ""))
         report.failed_before = len(dataset) - len(todo) - report.cached
+        report.retried = sum(1 for item in todo if item.id in state.failed)
         commit = _Committer(store, backbone, dtype, durable, report)
         bar = progress_bar(len(todo), f"featx {backbone.name}", progress=progress)
         try:

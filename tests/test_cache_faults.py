@@ -18,6 +18,7 @@ import featx
 from featx.cache.inspect import verify
 from featx.cli import main
 from featx.errors import CacheError, CacheLockedError
+from featx.sources import file_stamp
 
 DATA = "builtin:fashion-mnist:test"
 N = 3000  # --limit: a stratified, seeded subset, the same in every run
@@ -256,3 +257,53 @@ def test_disk_full_gives_a_clear_error_and_keeps_committed_work(tmp_path, small_
     assert (report.embedded, report.cached) == (N - len(ids), len(ids))
     Xm, _, idm = featx.load_features(moved, strict=True)
     np.testing.assert_allclose(Xm, featx.load_backbone(model).embed([i.ref for i in ds.items]), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- recorded failures
+def _file_modes_apply():
+    """``preexec_fn`` for a child that must obey file modes: as root, drop CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH from the bounding set (the exec'd process then lacks them)."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_failure_recorded_once_is_retried_after_the_file_is_fixed(tiny_image_onnx, image_files, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    locked, broken = image_files / "photos" / "china.jpg", image_files / "photos" / "broken.jpg"
+    broken.write_bytes(os.urandom(300))  # a content failure: the same bytes always fail
+    locked.chmod(0o000)
+    stamp = file_stamp(locked)
+    cmd = [sys.executable, "-m", "featx", "extract", str(image_files), "--model", str(tiny_image_onnx), "--cache",
+           str(cache), "--no-progress"]
+    try:
+        first = subprocess.run(cmd + ["--on-error", "skip"], capture_output=True, text=True,
+                               preexec_fn=_file_modes_apply)
+    except subprocess.SubprocessError as e:  # no right to drop capabilities: file modes cannot be made to apply
+        pytest.skip(f"cannot run a child that obeys file modes here: {e}")
+    assert first.returncode == 0, first.stderr
+    assert "6 embedded, 0 cached already, 2 skipped of 8 items" in first.stdout
+    assert "skipped photos/china.jpg: image 'photos/china.jpg' cannot be read (permission denied)" in first.stdout
+    with caplog.at_level("WARNING", logger="featx"):
+        X, _, ids = featx.load_features(cache)
+    assert len(ids) == 6 and "photos/china.jpg" not in ids
+    assert (f"cache {cache}: 2 of 8 items have no features of 'tiny-image': 2 failed extraction "
+            "(photos/broken.jpg: image 'photos/broken.jpg' is not a readable image") in caplog.text
+    assert "photos/china.jpg: image 'photos/china.jpg' cannot be read (permission denied)" in caplog.text
+
+    locked.chmod(0o644)  # fixed; its stamp (size, mtime) is unchanged
+    assert file_stamp(locked) == stamp
+    second = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_file_modes_apply)  # --on-error raise
+    assert second.returncode == 0, second.stderr
+    assert "1 embedded, 6 cached already, 1 skipped, 1 recorded failures retried of 8 items" in second.stdout
+    reader = featx.FeatureReader(cache)
+    assert reader.missing == {"failed": {"photos/broken.jpg": reader.missing["failed"]["photos/broken.jpg"]},
+                              "not_extracted": 0, "changed": 0}
+    X, _, ids = featx.load_features(cache)
+    row = list(ids).index("photos/china.jpg")
+    np.testing.assert_allclose(X[row], featx.load_backbone(tiny_image_onnx).embed([str(locked)])[0], atol=1e-6)

@@ -189,7 +189,8 @@ def test_load_returns_dataset_order_and_leaves_failures_out(store, caplog):
     X, y, ids = load_features(store.root, "toy")  # "x" was never extracted: warned about, left out
     assert list(ids) == ["a", "b"] and list(y) == ["0", "1"]
     np.testing.assert_array_equal(X, data.embeddings)
-    assert "1 item(s) not extracted yet and 0 changed on disk" in caplog.text
+    assert ("2 of 4 items have no features of 'toy': 1 failed extraction (c: unreadable), 1 not extracted yet"
+            in caplog.text)
     with pytest.raises(CacheError, match="not extracted yet"):
         load_features(store.root, "toy", strict=True)
 

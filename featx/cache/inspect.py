@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layout
-from .shards import read_shard
+from .shards import FAILED_CONTENT, read_shard
 from .store import CacheStore
 
 
@@ -27,12 +27,14 @@ def info(cache) -> dict:
         record = store.read_model(name)
         state = store.scan(name, verify=False)
         done = sum(1 for i, (_, _, s) in state.rows.items() if current.get(i) == s)
-        failed = {i: r for i, (s, r) in state.failed.items() if current.get(i) == s}
+        failed = {i: r for i, (s, r, _) in state.failed.items() if current.get(i) == s}
+        retried = sum(1 for i, (s, _, kind) in state.failed.items() if current.get(i) == s and kind != FAILED_CONTENT)
         size = sum(p.stat().st_size for p in state.shards)
         out["models"][name] = {
             "dim": record["fingerprint"]["dim"], "dtype": record["dtype"],
             "fingerprint_id": record["fingerprint_id"], "onnx_sha256": record["fingerprint"]["onnx_sha256"],
             "preprocess": record["fingerprint"]["preprocess"], "embedded": done, "failed": len(failed),
+            "failed_to_retry": retried,
             "missing": max(0, len(current) - done - len(failed)), "shards": len(state.shards),
             "damaged_shards": len(state.damaged), "bytes": size, "failures": dict(list(failed.items())[:20]),
         }

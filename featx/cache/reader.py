@@ -52,6 +52,10 @@ class FeatureReader:
     dtype : numpy.dtype
         Storage type on disk (float32 or float16); every read returns float32.
     ids : ndarray of str (object)
+        The items that have features; the others are counted in :attr:`missing` (and warned about).
+    missing : dict
+        Why the other items of the listing have no rows: ``failed`` (``{id: reason}``, recorded by
+        ``on_error="skip"``), ``not_extracted`` and ``changed`` (on disk since extraction) counts.
     labels : ndarray of str (object) or None
         None when no item of the dataset has a label; None for an unlabelled item otherwise.
 
@@ -86,11 +90,18 @@ class FeatureReader:
                                     "and `featx extract` again to recompute them")
         record = store.read_model(name) or {}
         positions, shard_of, row_of = [], [], []
+        failed: dict[str, str] = {}
         missing = stale = 0
         for pos, (item_id, stamp) in enumerate(zip(listing.ids, listing.stamps)):
             hit = state.rows.get(item_id)
             if hit is None:
-                missing += item_id not in state.failed
+                failure = state.failed.get(item_id)
+                if failure is None:
+                    missing += 1
+                elif failure[0] != stamp:
+                    stale += 1
+                else:
+                    failed[item_id] = failure[1]
                 continue
             if hit[2] != stamp:
                 stale += 1
@@ -98,12 +109,12 @@ class FeatureReader:
             positions.append(pos)
             shard_of.append(hit[0])
             row_of.append(hit[1])
-        if missing or stale:
-            msg = (f"cache {store.root}: {missing} item(s) not extracted yet and {stale} changed on disk since "
-                   f"extraction for {name!r}; run `featx extract` again to complete it")
-            if strict:
-                raise CacheError(msg)
-            log.warning(msg)
+        self.missing = {"failed": failed, "not_extracted": missing, "changed": stale}
+        if failed or missing or stale:
+            message = _missing_message(store.root, name, len(listing.ids), failed, missing, stale)
+            if strict and (missing or stale):
+                raise CacheError(message)
+            log.warning(message)
         idx = np.asarray(positions, dtype=np.int64)
         self.root = store.root
         self.model = name
@@ -187,6 +198,24 @@ class FeatureReader:
         for where, rows in self.chunks():
             X[where] = rows
         return X
+
+
+def _missing_message(root, name: str, n_items: int, failed: dict, missing: int, stale: int) -> str:
+    """How many items have no features and why, with what to do about it."""
+    parts, advice = [], []
+    if failed:
+        shown = "; ".join(f"{item_id}: {reason}" for item_id, reason in list(failed.items())[:3])
+        parts.append(f"{len(failed)} failed extraction ({shown}{'; ...' if len(failed) > 3 else ''})")
+        advice.append(f"`featx info {root}` lists the failures, and the next `featx extract` retries those that "
+                      "were not the item's content (an unreadable file)")
+    if missing:
+        parts.append(f"{missing} not extracted yet")
+    if stale:
+        parts.append(f"{stale} changed on disk since extraction")
+    if missing or stale:
+        advice.append("run `featx extract` again to complete it")
+    return (f"cache {root}: {len(failed) + missing + stale} of {n_items} items have no features of {name!r}: "
+            f"{', '.join(parts)}; {'; '.join(advice)}")
 
 
 def _read_runs(ds, rows: np.ndarray, targets: np.ndarray, out: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from ..validation import check_path
 from ..version import __version__
 from . import layout
 from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
-from .shards import STR, ShardData, read_shard, write_h5_atomically, write_shard
+from .shards import FAILED_CONTENT, FAILED_RETRY, STR, ShardData, read_shard, write_h5_atomically, write_shard
 
 log = logging.getLogger("featx")
 
@@ -43,17 +43,22 @@ class ModelState:
     """What is committed for one backbone: the newest row or failure per id."""
 
     rows: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # id -> (shard index, row, stamp)
-    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (stamp, reason)
+    failed: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (stamp, reason, kind)
     shards: list[Path] = field(default_factory=list)
     arrays: list[np.ndarray] = field(default_factory=list)  # embeddings per shard, when kept
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
     def is_done(self, item_id: str, stamp: str) -> bool:
-        """Committed (embedded or failed) with the same stamp."""
+        """Embedded with the same stamp, or failed with the same stamp for its content (bad bytes).
+
+        A failure that was not the content's (a file that could not be read, an unexpected error)
+        is never done: the next extraction tries the item again.
+        """
         if item_id in self.rows:
             return self.rows[item_id][2] == stamp
         if item_id in self.failed:
-            return self.failed[item_id][0] == stamp
+            failed_stamp, _, kind = self.failed[item_id]
+            return failed_stamp == stamp and kind == FAILED_CONTENT
         return False
 
 
@@ -213,8 +218,9 @@ class CacheStore:
             for row, (item_id, stamp) in enumerate(zip(data.ids, data.stamps)):
                 state.rows[item_id] = (k, row, stamp)
                 state.failed.pop(item_id, None)
-            for item_id, stamp, reason in zip(data.failed_ids, data.failed_stamps, data.failed_reasons):
-                state.failed[item_id] = (stamp, reason)
+            kinds = data.failed_kinds or [FAILED_RETRY] * len(data.failed_ids)  # before kinds: retried
+            for item_id, stamp, reason, kind in zip(data.failed_ids, data.failed_stamps, data.failed_reasons, kinds):
+                state.failed[item_id] = (stamp, reason, kind)
                 state.rows.pop(item_id, None)
         return state
 
