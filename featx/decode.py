@@ -207,7 +207,8 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
     Raises
     ------
     InputError
-        ``None``, a non-string, an empty or blank string, or an absurdly long text.
+        ``None``, a non-string, an empty or blank string, an absurdly long text, or a text holding
+        a lone surrogate (``"\\ud800"``: not Unicode, no tokenizer takes it).
     """
     name = describe(item, item_id) if item_id is not None else "text"
     if item is None or (isinstance(item, float) and np.isnan(item)):
@@ -216,7 +217,26 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise InputError(f"{name} must be a str, got {type(item).__name__} {item!r:.50}")
     if len(item) > max_chars:
         raise InputError(f"{name} has {len(item):,} characters, over the limit of {max_chars:,}")
+    surrogate = lone_surrogate(item)
+    if surrogate is not None:
+        raise InputError(f"{name} is not valid Unicode: character {surrogate} is a lone surrogate "
+                         f"(U+{ord(item[surrogate]):04X}, half of a UTF-16 pair); fix the text's encoding or remove it")
     text = item.replace("\x00", " ") if "\x00" in item else item
     if not text.strip():  # NUL-only counts as blank too
         raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
     return text
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Position of the first lone surrogate in ``text`` (not valid Unicode), or None.
+
+    Examples
+    --------
+    >>> lone_surrogate("ok"), lone_surrogate("ab\\ud800")
+    (None, 2)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
