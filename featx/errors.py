@@ -59,6 +59,11 @@ class CacheError(FeatxError, RuntimeError):
     """The embedding cache cannot be used as asked."""
 
 
+class CacheAccessError(CacheError, OSError):
+    """The cache directory or a file in it cannot be read or written (permissions, a read-only disk,
+    a parent folder that does not exist)."""
+
+
 class CacheLockedError(CacheError):
     """Another process holds the cache's writer lock."""
 

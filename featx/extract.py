@@ -27,10 +27,11 @@ import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import FAILED_CONTENT, FAILED_RETRY, CacheStore, ShardData, WriterLock
+from .decode import lone_surrogate
 from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
-from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
+from .errors import CacheCorruptError, CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
-from .sources import Dataset, Item, open_dataset
+from .sources import Dataset, Item, check_modality, open_dataset, utf8_text
 from .validation import check_bool, check_choice, check_int
 
 log = logging.getLogger("featx")
@@ -90,8 +91,8 @@ def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
     sorting by characters), else by characters.
     """
     todo = [item for item in dataset.items if not is_done(item.id, item.stamp or "")]
-    if dataset.modality == "text" and todo:
-        texts = [item.ref if isinstance(item.ref, str) else "" for item in todo]
+    if dataset.modality == "text" and todo:  # a text decoding will refuse counts as empty here
+        texts = [item.ref if isinstance(item.ref, str) and lone_surrogate(item.ref) is None else "" for item in todo]
         if count_tokens is None:
             lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         else:  # in chunks: a million encodings at once would hold gigabytes
@@ -179,7 +180,7 @@ class _ShardBuffer:
         data = ShardData(
             ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
             failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
-            failed_reasons=[f.reason for _, f in self.failures],
+            failed_reasons=[utf8_text(f.reason) for _, f in self.failures],  # may quote a path that is not UTF-8
             failed_kinds=[FAILED_RETRY if f.retry else FAILED_CONTENT for _, f in self.failures],
         )
         self.items, self.parts, self.failures = [], [], []
@@ -251,18 +252,20 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         backbone = model
     else:
         backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
-    if dataset.modality != backbone.modality:
-        raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "
-                         f"{dataset.modality}s; pick a {dataset.modality} backbone")
+    check_modality(dataset, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     store = CacheStore(cache)
     store.create()
     report = ExtractReport(dataset.name, backbone.name, str(cache), len(dataset))
     with WriterLock(store.root):
         store.remove_temporaries()
-        listing = store.read_listing()
-        if listing is not None and listing.name != dataset.name:
-            raise CacheDatasetError(f"cache {cache} holds the dataset {listing.name!r}, not {dataset.name!r}; "
-                             "use one cache per dataset (several backbones can share it)")
+        try:
+            listed = getattr(store.read_listing(), "name", None)
+        except CacheCorruptError as damaged:  # rewritten below from the dataset (when it is the one listed)
+            listed = store.listed_name()
+            log.warning("%s; rewriting it from %s", damaged, dataset.name)
+        if listed is not None and listed != dataset.name:
+            raise CacheDatasetError(f"cache {cache} holds the dataset {listed!r}, not {dataset.name!r}; "
+                                    "use one cache per dataset (several backbones can share it)")
         store.register_model(backbone.fingerprint, backbone.fingerprint_id, dtype)
         store.write_listing(dataset.name, dataset.modality, dataset.ids(), dataset.labels(),
                             [i.stamp for i in dataset.items])

@@ -260,20 +260,8 @@ def test_disk_full_gives_a_clear_error_and_keeps_committed_work(tmp_path, small_
 
 
 # --------------------------------------------------------------------------- recorded failures
-def _file_modes_apply():
-    """``preexec_fn`` for a child that must obey file modes: as root, drop CAP_DAC_OVERRIDE and
-    CAP_DAC_READ_SEARCH from the bounding set (the exec'd process then lacks them)."""
-    if os.geteuid() != 0:
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def test_a_failure_recorded_once_is_retried_after_the_file_is_fixed(tiny_image_onnx, image_files, tmp_path, caplog):
+def test_a_failure_recorded_once_is_retried_after_the_file_is_fixed(tiny_image_onnx, image_files, tmp_path, caplog,
+                                                                     obeying_file_modes):
     cache = tmp_path / "cache"
     locked, broken = image_files / "photos" / "china.jpg", image_files / "photos" / "broken.jpg"
     broken.write_bytes(os.urandom(300))  # a content failure: the same bytes always fail
@@ -281,11 +269,7 @@ def test_a_failure_recorded_once_is_retried_after_the_file_is_fixed(tiny_image_o
     stamp = file_stamp(locked)
     cmd = [sys.executable, "-m", "featx", "extract", str(image_files), "--model", str(tiny_image_onnx), "--cache",
            str(cache), "--no-progress"]
-    try:
-        first = subprocess.run(cmd + ["--on-error", "skip"], capture_output=True, text=True,
-                               preexec_fn=_file_modes_apply)
-    except subprocess.SubprocessError as e:  # no right to drop capabilities: file modes cannot be made to apply
-        pytest.skip(f"cannot run a child that obeys file modes here: {e}")
+    first = subprocess.run(cmd + ["--on-error", "skip"], capture_output=True, text=True, preexec_fn=obeying_file_modes)
     assert first.returncode == 0, first.stderr
     assert "6 embedded, 0 cached already, 2 skipped of 8 items" in first.stdout
     assert "skipped photos/china.jpg: image 'photos/china.jpg' cannot be read (permission denied)" in first.stdout
@@ -298,7 +282,7 @@ def test_a_failure_recorded_once_is_retried_after_the_file_is_fixed(tiny_image_o
 
     locked.chmod(0o644)  # fixed; its stamp (size, mtime) is unchanged
     assert file_stamp(locked) == stamp
-    second = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_file_modes_apply)  # --on-error raise
+    second = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=obeying_file_modes)  # --on-error raise
     assert second.returncode == 0, second.stderr
     assert "1 embedded, 6 cached already, 1 skipped, 1 recorded failures retried of 8 items" in second.stdout
     reader = featx.FeatureReader(cache)

@@ -118,7 +118,8 @@ def test_listing_round_trip(tmp_path, labels):
 def test_damaged_listing_is_a_cache_error(store):
     store.write_listing("d", "text", ["a"], None, [None])
     (store.root / layout.DATASET).write_bytes(b"not hdf5")
-    with pytest.raises(CacheCorruptError, match=r"dataset.h5 is damaged .*run `featx extract` again"):
+    with pytest.raises(CacheCorruptError,
+                       match=r"dataset.h5 \(the dataset listing\) is damaged .*run the `featx extract` that made it"):
         store.read_listing()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CacheCorruptError, CacheError
 from . import layout
 from .shards import FAILED_CONTENT, read_shard
 from .store import CacheStore
@@ -56,21 +57,32 @@ class VerifyReport:
 
 
 def verify(cache) -> VerifyReport:
-    """Check every committed file: opens, checksums match, fingerprints agree, values are finite."""
+    """Check every committed file: the marker, the listing (its checksum), each backbone's fingerprint
+    record, each shard (opens, checksum, fingerprint, finite values), the index. A problem is reported
+    with what to do, and the other files are still checked."""
     store = CacheStore(cache)
     report = VerifyReport(str(store.root))
     try:
         store.check_readable()
-        listing = store.read_listing()
-    except Exception as e:
+    except CacheCorruptError as e:  # a damaged marker: the rest can still be checked
+        report.problems.append(str(e))
+    except CacheError as e:
         report.problems.append(str(e))
         return report
-    if listing is None:
-        report.notes.append("no dataset listing yet (no extraction has started)")
+    try:
+        if store.read_listing() is None:
+            report.notes.append("no dataset listing yet (no extraction has started)")
+    except CacheError as e:
+        report.problems.append(str(e))
     for leftover in store.root.rglob(f"{layout.TMP_PREFIX}*"):
         report.notes.append(f"temporary file left by an interrupted writer (removed by the next extract): {leftover}")
-    for name in store.model_names():
-        record = store.read_model(name)
+    for record_path in sorted((store.root / layout.MODELS).glob(f"*/{layout.MODEL_JSON}")):
+        try:
+            record = store.model_record(record_path)
+        except CacheError as e:
+            report.problems.append(str(e))
+            continue
+        name = record["name"]
         for path in store.shard_paths(name):
             report.checked_shards += 1
             try:

@@ -43,13 +43,25 @@ class ShardData:
         return len(self.ids) + len(self.failed_ids)
 
     def checksum(self) -> str:
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.embeddings).tobytes())
         parts = [self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons]
-        for part in parts + ([] if self.failed_kinds is None else [self.failed_kinds]):
-            h.update("\x1f".join(part).encode())
-            h.update(b"\x1e")
-        return h.hexdigest()
+        return checksum(parts + ([] if self.failed_kinds is None else [self.failed_kinds]), self.embeddings)
+
+
+def checksum(parts, array: np.ndarray | None = None) -> str:
+    """sha256 (hex) of an array's bytes and lists of strings (each list joined, in order).
+
+    Examples
+    --------
+    >>> checksum([["a", "b"], ["c"]]) == checksum([["a", "b"], ["c"]]) != checksum([["a"], ["b", "c"]])
+    True
+    """
+    h = hashlib.sha256()
+    if array is not None:
+        h.update(np.ascontiguousarray(array).tobytes())
+    for part in parts:
+        h.update("\x1f".join(part).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
 
 
 def chunk_rows(dim: int, itemsize: int) -> int:

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("name", help="registered name, timm:NAME or hf:HUB_ID; or an exported .onnx file to make "
                                 "an int8/fp16 variant of")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export (default %(default)s)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset of the export (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="text encoders: keep the portable op-by-op graph instead of ONNX Runtime's fused "

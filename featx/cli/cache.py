@@ -12,7 +12,7 @@ from ..cache.inspect import info, verify
 from ..extract import extract
 from ..runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, positive_int
+from .flags import add_json_flag, add_manifest_columns, non_negative_int, positive_int
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="decode JPEGs at a reduced scale (2-3x faster decoding of photos; slightly different "
                         "features, cached apart)")
     p.add_argument("--limit", type=positive_int, default=None, help="a stratified subset of N items (seeded)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=non_negative_int, default=0,
                    help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
                         "threads unless --threads says otherwise")
     add_manifest_columns(p, label=True)
@@ -58,7 +58,7 @@ def cmd_extract(args) -> int:
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
     executor = None
     threads = args.threads
-    if args.workers and args.workers > 0:
+    if args.workers:
         # N processes with all cores' threads each would oversubscribe the machine (and spin-wait)
         threads = threads or max(1, default_threads() // args.workers)
         executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))

@@ -15,14 +15,14 @@ import numpy as np
 
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
-from ..errors import DataSourceError, HeadError, UsageError
+from ..errors import CacheError, DataSourceError, HeadError, UsageError
 from ..evaluate import evaluate, save_report, to_markdown
 from ..extract import extract
 from ..files import write_atomically
 from ..persist import load_head, read_metadata, save_head
-from ..sources import labelled_mask, open_dataset
+from ..sources import check_modality, labelled_mask, open_dataset
 from .cache import extract_document
-from .flags import add_json_flag, add_manifest_columns, positive_int
+from .flags import add_json_flag, add_manifest_columns, folds, jobs, non_negative_int, positive_int
 
 # featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
 # they load scikit-learn (~2 s), which the other commands and `featx --help` need not wait for.
@@ -34,10 +34,10 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="backbone of the features (name or .onnx path); optional when the cache holds one")
     p.add_argument("--head", default="all", choices=("logreg", "svm", "knn", "all"), help="head kind (default: all)")
-    p.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
-    p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the selection sample and the SGD order")
+    p.add_argument("--jobs", type=jobs, default=-1, help="parallel fits (default -1: all cores)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds, the selection sample and the SGD order")
     p.add_argument("--strategy", choices=("auto", "exact", "approximate"), default="auto",
                    help="exact heads, approximate ones (cost linear in the rows), or auto: exact while cheap "
                         "(svm up to 10,000 rows, knn up to 20,000, logreg while it fits in memory)")
@@ -79,7 +79,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run a declarative pipeline (TOML): export, extract, train, evaluate, report")
     p.add_argument("pipeline", type=Path, help="pipeline TOML file (see pipelines/)")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides [output] dir)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel fits (overrides [heads] n_jobs)")
+    p.add_argument("--jobs", type=jobs, default=None, help="parallel fits (overrides [heads] n_jobs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the step lines are still printed)")
     p.set_defaults(func=cmd_run)
 
@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
     store = CacheStore(args.cache)
     record = store.read_model(name) or {}
     listing = store.read_listing()
-    reader = FeatureReader(args.cache, model=name)  # rows are read as the plan needs them, never all at once
+    reader = _reader_with_rows(args.cache, name, "train on")  # rows are read as the plan needs them
     y = reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
@@ -161,6 +161,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _reader_with_rows(cache: Path, name: str, doing: str) -> FeatureReader:
+    """A reader of the cache's features, or a :class:`CacheError` saying why it has none."""
+    reader = FeatureReader(cache, model=name)
+    if not reader.n_rows:
+        missing = reader.missing
+        raise CacheError(f"cache {cache} holds no features of {name!r} to {doing}: {len(missing['failed'])} item(s) "
+                         f"failed extraction, {missing['not_extracted']} not extracted yet, {missing['changed']} "
+                         f"changed on disk since; `featx info {cache}` lists the failures")
+    return reader
+
+
 def _score(value) -> str:
     return "no CV score" if value is None else f"CV accuracy {value:.4f}"
 
@@ -193,7 +204,8 @@ def cmd_evaluate(args) -> int:
                         f"{', '.join(store.model_names()) or 'none'}; run `featx extract TEST --model "
                         f"{meta.get('model', name)} --cache {args.cache}` first")
     _check_fingerprint(meta, (store.read_model(name) or {}).get("fingerprint_id"), f"cache {args.cache}")
-    X, y, _ids = load_features(args.cache, model=name)
+    reader = _reader_with_rows(args.cache, name, "evaluate")
+    X, y = reader.read_all(), reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; evaluation needs labels "
                               "(use `featx predict` for unlabelled data)")
@@ -281,6 +293,7 @@ def _predict_with_head(args) -> _Predicted:
     _check_fingerprint(meta, backbone.fingerprint_id, f"backbone {backbone.onnx_path}")
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            id_column=args.id_column)
+    check_modality(dataset, backbone.modality, f"{args.head} (on the {backbone.modality} backbone {backbone.name})")
     extraction = None
     if args.cache is not None:
         report = extract(dataset, backbone, args.cache, batch_size=args.batch_size, on_error=args.on_error,
@@ -309,8 +322,7 @@ def _predict_deployed(args) -> _Predicted:
     model = DeployedModel(args.head)
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            id_column=args.id_column)
-    if dataset.modality != model.modality:
-        raise DataSourceError(f"{dataset.name} holds {dataset.modality}s but {args.head} takes {model.modality}s")
+    check_modality(dataset, model.modality, str(args.head))
     result = model.predict_items([item.ref for item in dataset.items], ids=dataset.ids(), batch_size=args.batch_size,
                                  on_error=args.on_error, warn=args.console.note, progress=args.console.progress)
     labels = dataset.labels()
