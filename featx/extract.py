@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import interrupts
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import FAILED_CONTENT, FAILED_RETRY, CacheStore, ShardData, WriterLock
 from .decode import lone_surrogate
@@ -325,6 +326,7 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
     last_commit = time.monotonic()
     try:
         for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):
+            interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
             bar.update(embedded.size)
@@ -345,6 +347,7 @@ def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, co
         for chunk in batches(todo, shard_size):
             futures[executor.submit(_embed_task, *args, chunk, batch_size, on_error)] = len(chunk)
         for fut in cf.as_completed(futures):
+            interrupts.check()
             commit(fut.result())
             bar.update(futures[fut])
     except cf.BrokenExecutor as e:  # a worker was killed (OOM killer, kill -9) or could not start

@@ -88,7 +88,8 @@ class CacheStore:
             raise CacheError(f"{self.root} is a file, not a featx cache directory; pass a directory to --cache")
         if not self.exists():
             raise CacheError(f"{self.root} is not a featx cache (no {MARKER} inside)")
-        marker = self._read_json(self.root / MARKER, "the cache's marker", "`featx extract` into this cache rewrites it")
+        marker = self._read_json(self.root / MARKER, "the cache's marker",
+                                 "`featx extract` into this cache rewrites it")
         if not isinstance(marker.get("format"), int):
             raise CacheCorruptError(f"{self.root / MARKER} is damaged (no format version); `featx extract` into this "
                                     "cache rewrites it")

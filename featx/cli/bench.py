@@ -53,11 +53,15 @@ def register(sub) -> None:
     p.add_argument("--modes", default=None,
                    help="fine-tuning modes, comma-separated: head,partial,full,scratch (default all; 'none')")
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and logistic-regression baselines")
-    p.add_argument("--lr-select-per-class", type=positive_int, default=None, help="subset size for the learning-rate choice")
+    p.add_argument("--lr-select-per-class", type=positive_int, default=None,
+                   help="subset size for the learning-rate choice")
     p.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs before clipping to the step range")
-    p.add_argument("--min-steps", type=positive_int, default=None, help="fewest fine-tuning steps per row (default: preset)")
-    p.add_argument("--max-steps", type=positive_int, default=None, help="most fine-tuning steps per row (default: preset)")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="fine-tuning batch (default 32 images, 16 texts)")
+    p.add_argument("--min-steps", type=positive_int, default=None,
+                   help="fewest fine-tuning steps per row (default: preset)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="most fine-tuning steps per row (default: preset)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="fine-tuning batch (default 32 images, 16 texts)")
     p.add_argument("--cv", type=folds, default=None, help="cross-validation folds for heads and baselines (default 5)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch / ONNX Runtime threads (default 2)")
     p.add_argument("--cache", default=None, help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>)")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import interrupts
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
 from ..errors import CacheError, DataSourceError, HeadError, UsageError
@@ -37,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
     p.add_argument("--jobs", type=jobs, default=-1, help="parallel fits (default -1: all cores)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds, the selection sample and the SGD order")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the folds, the selection sample and the SGD order")
     p.add_argument("--strategy", choices=("auto", "exact", "approximate"), default="auto",
                    help="exact heads, approximate ones (cost linear in the rows), or auto: exact while cheap "
                         "(svm up to 10,000 rows, knn up to 20,000, logreg while it fits in memory)")
@@ -133,6 +135,7 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     rows = []
     for kind in resolve_heads(args.head):
+        interrupts.check()  # between heads: a Ctrl-C swallowed by a callback stops here
         r = select_head(kind, reader, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress,
                         strategy=args.strategy, memory_budget=args.memory_budget, chunk=args.chunk,
                         select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)
@@ -152,7 +155,8 @@ def cmd_train(args) -> int:
     best = max(rows, key=lambda row: -1 if row["cv_mean"] is None else row["cv_mean"])
     if args.json:
         console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(reader.n_rows),
-                          "unlabelled": unlabelled, "dim": int(reader.dim), "classes": n_classes, "cv": args.cv, "seed": args.seed,
+                          "unlabelled": unlabelled, "dim": int(reader.dim), "classes": n_classes, "cv": args.cv,
+                          "seed": args.seed,
                           "seconds": time.perf_counter() - t0, "heads": rows, "best": best["head"],
                           "best_file": best["file"]})
     console.result(format_table(rows))

@@ -120,7 +120,7 @@ def check_modality(dataset: Dataset, modality: str, taker: str) -> None:
     >>> check_modality(make_dataset("csv:notes.csv", "text", [Item("a", "hi")]), "image", "the head")
     Traceback (most recent call last):
     ...
-    featx.errors.DataSourceError: csv:notes.csv holds texts but the head takes images: give a folder of images, or a manifest with a path column (found by name, or named with --path-column / path_column=)
+    featx.errors.DataSourceError: csv:notes.csv holds texts but the head takes images: give a folder of images, ...
     """
     if dataset.modality != modality:
         hint = ("a folder of images, or a manifest with a path column (found by name, or named with --path-column "
