@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, UnreadableItemError
 from .sources.refs import is_reference, read_bytes
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
@@ -67,15 +67,18 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
 
     Raises
     ------
+    UnreadableItemError
+        Missing file, permission denied, an I/O error (an :class:`~featx.errors.InputError` that a
+        later extraction retries: the bytes may be fine).
     InputError
-        Missing or unreadable file, not an image, truncated data, too many pixels, bad array.
+        Not an image, truncated data, too many pixels, bad array.
     """
     name = describe(item, item_id)
     if is_reference(item):
         try:
             item = read_bytes(item)
         except OSError as e:
-            raise InputError(f"image {name} cannot be read: {e}") from None
+            raise UnreadableItemError(f"image {name} cannot be read: {e}") from None
     if item is None:
         raise InputError(f"image {name} is missing (an empty cell, or a sample without an image); "
                          "give it an image or remove it")
@@ -92,7 +95,7 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
         if str(item) == "":
             raise InputError("image path is an empty string; pass a file path, bytes, a PIL image or an array")
         if not path.exists():
-            raise InputError(f"image {name}: no such file ({path})")
+            raise UnreadableItemError(f"image {name}: no such file ({path})")
         if path.is_dir():
             raise InputError(f"image {name} is a directory, not an image file ({path})")
         if path.stat().st_size == 0:
@@ -101,7 +104,7 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
             with open(path, "rb") as f:
                 return _open_and_decode(f, name, max_pixels, jpeg_min_side)
         except PermissionError:
-            raise InputError(f"image {name} cannot be read (permission denied): {path}") from None
+            raise UnreadableItemError(f"image {name} cannot be read (permission denied): {path}") from None
     raise InputError(
         f"image {name}: unsupported input type {type(item).__name__}; "
         "pass a file path, bytes, a PIL image or a uint8 array"
@@ -120,8 +123,8 @@ def _open_and_decode(fp, name: str, max_pixels: int, jpeg_min_side: int | None =
             ) from None
         except UnidentifiedImageError:
             raise InputError(f"image {name} is not a readable image (unknown or corrupt format)") from None
-        except OSError as e:
-            raise InputError(f"image {name} cannot be opened: {e}") from None
+        except OSError as e:  # an I/O error reading the file, not its content
+            raise UnreadableItemError(f"image {name} cannot be opened: {e}") from None
         with img:
             w, h = img.size
             if w * h > max_pixels:
@@ -215,7 +218,8 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
     Raises
     ------
     InputError
-        ``None``, a non-string, an empty or blank string, or an absurdly long text.
+        ``None``, a non-string, an empty or blank string, an absurdly long text, or a text holding
+        a lone surrogate (``"\\ud800"``: not Unicode, no tokenizer takes it).
     """
     name = describe(item, item_id) if item_id is not None else "text"
     if item is None or (isinstance(item, float) and np.isnan(item)):
@@ -224,7 +228,26 @@ def check_text(item, *, item_id=None, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise InputError(f"{name} must be a str, got {type(item).__name__} {item!r:.50}")
     if len(item) > max_chars:
         raise InputError(f"{name} has {len(item):,} characters, over the limit of {max_chars:,}")
+    surrogate = lone_surrogate(item)
+    if surrogate is not None:
+        raise InputError(f"{name} is not valid Unicode: character {surrogate} is a lone surrogate "
+                         f"(U+{ord(item[surrogate]):04X}, half of a UTF-16 pair); fix the text's encoding or remove it")
     text = item.replace("\x00", " ") if "\x00" in item else item
     if not text.strip():  # NUL-only counts as blank too
         raise InputError(f"{name} is empty or blank ({item!r:.20}); give it a text or remove the row")
     return text
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Position of the first lone surrogate in ``text`` (not valid Unicode), or None.
+
+    Examples
+    --------
+    >>> lone_surrogate("ok"), lone_surrogate("ab\\ud800")
+    (None, 2)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None

@@ -50,7 +50,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import NonFiniteOutputError
+from .errors import InputError, NonFiniteOutputError, UnreadableItemError
 
 ON_ERROR = ("raise", "skip")
 #: The reason recorded for an item whose features hold NaN or inf.
@@ -65,6 +65,15 @@ class Failure:
     id: str
     reason: str
     error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def retry(self) -> bool:
+        """Whether trying again may succeed with the same bytes: True unless the failure is the item's
+        content (a bad image or text, NaN features); an unreadable file or any unexpected error is
+        retried by the next extraction."""
+        if self.error is None:  # non-finite features: the model on these bytes
+            return False
+        return not isinstance(self.error, InputError) or isinstance(self.error, UnreadableItemError)
 
 
 @dataclass

@@ -38,6 +38,11 @@ class InputError(FeatxError, ValueError):
     """An input item (image, text, array) cannot be used; the message names it."""
 
 
+class UnreadableItemError(InputError):
+    """An item's file could not be read (missing, permission denied, an I/O error): a property of the
+    machine at that moment, not of the item's bytes, so a later extraction tries the item again."""
+
+
 class ModelInputError(FeatxError, ValueError):
     """A batch does not match what the ONNX model expects (dtype, rank, shape, names)."""
 
@@ -52,6 +57,11 @@ class DataSourceError(FeatxError, ValueError):
 
 class CacheError(FeatxError, RuntimeError):
     """The embedding cache cannot be used as asked."""
+
+
+class CacheAccessError(CacheError, OSError):
+    """The cache directory or a file in it cannot be read or written (permissions, a read-only disk,
+    a parent folder that does not exist)."""
 
 
 class CacheLockedError(CacheError):

@@ -11,7 +11,7 @@ Examples
 >>> head = head_pipeline("logreg").fit(X[:1000], y[:1000])
 >>> report = evaluate(head, X[1000:], y[1000:])
 >>> sorted(k for k in report if not k.startswith("per_") and k != "confusion_matrix")
-['accuracy', 'balanced_accuracy', 'classes', 'macro_f1', 'n']
+['accuracy', 'balanced_accuracy', 'classes', 'macro_f1', 'n', 'unlabelled']
 >>> report["accuracy"] > 0.85
 True
 """
@@ -28,6 +28,7 @@ import numpy as np
 from .errors import InputError, MissingDependencyError
 from .extras import require
 from .files import json_default, write_atomically, write_text_atomically
+from .sources import labelled_mask
 
 __all__ = ["evaluate", "evaluate_predictions", "to_markdown", "save_report"]
 
@@ -91,12 +92,13 @@ def evaluate(estimator, X, y) -> dict:
     -------
     dict
         See :func:`evaluate_predictions`; classes follow ``estimator.classes_`` (then any label
-        of ``y`` the estimator never saw).
+        of ``y`` the estimator never saw). ``unlabelled``: rows left out because their label is
+        missing (None, NaN, blank: never a class).
 
     Raises
     ------
     InputError
-        No labels, or X and y of different lengths.
+        No labels, no labelled row, or X and y of different lengths.
     """
     if y is None:
         raise InputError("cannot evaluate without labels: the features have no y")
@@ -104,12 +106,16 @@ def evaluate(estimator, X, y) -> dict:
     y = np.asarray(y)
     if len(X) != len(y):
         raise InputError(f"X has {len(X)} rows but y has {len(y)} labels")
+    keep = labelled_mask(y) if y.dtype.kind in "OUSf" else np.ones(len(y), bool)
+    if not keep.any():
+        raise InputError(f"nothing to evaluate: none of the {len(y)} rows has a label")
+    X, y = X[keep], y[keep]
     pred = np.asarray(estimator.predict(X))
     known = list(getattr(estimator, "classes_", []))
     if known and pred.dtype.kind in "OUS" and y.dtype.kind not in "OUS":
         y = y.astype(str)
     labels = known + sorted({v for v in y.tolist() if v not in set(known)}, key=str)
-    return evaluate_predictions(y, pred, labels=labels or None)
+    return {**evaluate_predictions(y, pred, labels=labels or None), "unlabelled": int((~keep).sum())}
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -122,10 +128,12 @@ def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
     Keys other than the metrics (``head``, ``backbone``, ``cache``...) are listed first.
     """
     lines = [f"# {title}", ""] if title else []
-    skip = {"n", "accuracy", "balanced_accuracy", "macro_f1", "classes", "per_class", "confusion_matrix"}
+    skip = {"n", "accuracy", "balanced_accuracy", "macro_f1", "classes", "per_class", "confusion_matrix", "unlabelled"}
     for key, value in report.items():
         if key not in skip and not isinstance(value, (dict, list)):
             lines.append(f"- **{key}**: {value}")
+    if report.get("unlabelled"):
+        lines.append(f"- **unlabelled items left out**: {report['unlabelled']}")
     lines += [
         f"- **items**: {report['n']}",
         f"- **accuracy**: {report['accuracy']:.4f}",

@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cluster
+from . import cluster, interrupts
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
+from .decode import lone_surrogate
 from .dispatch import dispatch, window_for
 from .embedding import ON_ERROR
-from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
+from .errors import CacheCorruptError, CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
 from .runtime import default_threads
-from .sources import Dataset, Item, open_dataset
+from .sources import Dataset, Item, check_modality, open_dataset
 from .validation import check_bool, check_choice, check_int
 from .work import (DEFAULT_PREP_WORKERS, ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
                    embed_batches)
@@ -59,7 +60,8 @@ class ExtractReport:
     embedded: int = 0
     cached: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # id -> reason, this run
-    failed_before: int = 0
+    failed_before: int = 0  # recorded failures of the items' content, skipped while their stamps are unchanged
+    retried: int = 0  # recorded failures tried again (unreadable files, unexpected errors, changed stamps)
     truncated: int = 0
     shards: int = 0
     resubmitted: int = 0  # straggler shards computed twice (the first result was kept)
@@ -74,6 +76,8 @@ class ExtractReport:
         parts = [f"{self.embedded} embedded", f"{self.cached} cached already"]
         if self.failed or self.failed_before:
             parts.append(f"{len(self.failed) + self.failed_before} skipped")
+        if self.retried:
+            parts.append(f"{self.retried} recorded failures retried")
         if self.truncated:
             parts.append(f"{self.truncated} texts truncated")
         return (f"{self.model} on {self.dataset}: {', '.join(parts)} of {self.items} items "
@@ -95,8 +99,8 @@ def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
     sorting by characters), else by characters.
     """
     todo = [item for item in dataset.items if not is_done(item.id, item.stamp or "")]
-    if dataset.modality == "text" and todo:
-        texts = [item.ref if isinstance(item.ref, str) else "" for item in todo]
+    if dataset.modality == "text" and todo:  # a text decoding will refuse counts as empty here
+        texts = [item.ref if isinstance(item.ref, str) and lone_surrogate(item.ref) is None else "" for item in todo]
         if count_tokens is None:
             lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         else:  # in chunks: a million encodings at once would hold gigabytes
@@ -197,18 +201,20 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         backbone = model
     else:
         backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
-    if dataset.modality != backbone.modality:
-        raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "
-                         f"{dataset.modality}s; pick a {dataset.modality} backbone")
+    check_modality(dataset, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     store = CacheStore(cache)
     store.create()
     report = ExtractReport(dataset.name, backbone.name, str(cache), len(dataset))
     with WriterLock(store.root):
         store.remove_temporaries()
-        listing = store.read_listing()
-        if listing is not None and listing.name != dataset.name:
-            raise CacheDatasetError(f"cache {cache} holds the dataset {listing.name!r}, not {dataset.name!r}; "
-                             "use one cache per dataset (several backbones can share it)")
+        try:
+            listed = getattr(store.read_listing(), "name", None)
+        except CacheCorruptError as damaged:  # rewritten below from the dataset (when it is the one listed)
+            listed = store.listed_name()
+            log.warning("%s; rewriting it from %s", damaged, dataset.name)
+        if listed is not None and listed != dataset.name:
+            raise CacheDatasetError(f"cache {cache} holds the dataset {listed!r}, not {dataset.name!r}; "
+                                    "use one cache per dataset (several backbones can share it)")
         store.register_model(backbone.fingerprint, backbone.fingerprint_id, dtype)
         store.write_listing(dataset.name, dataset.modality, dataset.ids(), dataset.labels(),
                             [i.stamp for i in dataset.items])
@@ -220,6 +226,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         report.cached = sum(1 for item in dataset.items if item.id in state.rows
                             and state.is_done(item.id, item.stamp or ""))
         report.failed_before = len(dataset) - len(todo) - report.cached
+        report.retried = sum(1 for item in todo if item.id in state.failed)
         commit = _Committer(store, backbone, dtype, durable, report)
         bar = progress_bar(len(todo), f"featx {backbone.name}", progress=progress)
         try:
@@ -278,6 +285,7 @@ def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, c
     try:
         for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error,
                                              prep_workers or DEFAULT_PREP_WORKERS):
+            interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
             bar.update(embedded.size)
@@ -316,6 +324,7 @@ class _Landing:
         self.commit, self.bar = commit, bar
 
     def __call__(self, task: ShardTask, result: ShardResult) -> None:
+        interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
         report = self.commit.report
         if result.error is not None:  # another model file on that worker, or none
             raise result.error

@@ -11,7 +11,9 @@ in the file (and every type skops itself does not trust) and refuses the file, w
 :class:`~featx.errors.UntrustedTypeError` naming them, when any is outside
 :data:`TRUSTED_TYPES`: the scikit-learn classes featx heads are made of, featx's own
 :class:`~featx.heads.SignedSqrt`, and the builtin and numpy containers they hold.
-Only then is the file loaded with :func:`skops.io.load`, trusting exactly the types found.
+Only then is the file loaded with :func:`skops.io.load`, trusting exactly the types found, and
+the loaded head is checked step by step (:func:`featx.heads.trust.checked_head`: arrays that fit
+together, exact kNN rebuilt from its stored vectors) before any of its numbers reach native code.
 
 Examples
 --------
@@ -37,6 +39,7 @@ from typing import Any, Mapping
 
 from .errors import HeadError, UntrustedTypeError
 from .files import json_default, sha256_file, write_atomically, write_text_atomically
+from .heads.trust import checked_head
 from .version import __version__
 
 __all__ = ["TRUSTED_TYPES", "save_head", "load_head", "read_metadata", "metadata_path", "file_types",
@@ -44,6 +47,8 @@ __all__ = ["TRUSTED_TYPES", "save_head", "load_head", "read_metadata", "metadata
 
 HEAD_FORMAT = 1
 SUFFIX = ".skops"
+#: Deepest nesting of a head file's schema: featx's heads nest about 22 levels (a calibrated SVM).
+MAX_SCHEMA_DEPTH = 200
 
 _SKLEARN_TYPES = (
     "sklearn.pipeline.Pipeline",
@@ -165,25 +170,31 @@ def file_types(path) -> list[str]:
         Not a readable skops file.
     """
     path = Path(path)
+    too_deep = HeadError(f"{path} nests its content more than {MAX_SCHEMA_DEPTH} levels deep; featx heads nest "
+                         "about 20: it is not a head featx saved")
     try:
         with zipfile.ZipFile(path) as z:
             schema = json.loads(z.read("schema.json"))
     except FileNotFoundError:
         raise HeadError(f"no saved head at {path}") from None
+    except RecursionError:
+        raise too_deep from None
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
         raise HeadError(f"{path} is not a skops head file ({type(e).__name__}: {e}); "
                         "save heads with featx.persist.save_head or `featx train`") from None
     found: set[str] = set()
-    stack = [schema]
+    stack = [(schema, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise too_deep
         if isinstance(node, dict):
             module, cls = node.get("__module__"), node.get("__class__")
             if isinstance(module, str) and isinstance(cls, str):
                 found.add(f"{module}.{cls}")
-            stack.extend(node.values())
+            stack.extend((value, depth + 1) for value in node.values())
         elif isinstance(node, list):
-            stack.extend(node)
+            stack.extend((value, depth + 1) for value in node)
     return sorted(found)
 
 
@@ -199,14 +210,16 @@ def load_head(path, *, trusted_types=TRUSTED_TYPES):
 
     Returns
     -------
-    The fitted estimator.
+    The fitted estimator, checked by :func:`featx.heads.trust.checked_head` when every type in the
+    file is on featx's own list (a list widened by the caller trusts the file's author instead).
 
     Raises
     ------
     UntrustedTypeError
         The file names types outside the list; the message names them. Nothing was loaded.
     HeadError
-        No such file, or not a skops file, or its metadata's sha256 does not match.
+        No such file, or not a skops file, or its metadata's sha256 does not match, or its content
+        is nested too deeply, or its arrays do not fit together (an edited or damaged file).
     """
     import skops.io as sio
 
@@ -238,6 +251,8 @@ def load_head(path, *, trusted_types=TRUSTED_TYPES):
         raise HeadError(f"cannot load {path}: {type(e).__name__}: {e}") from None
     if not hasattr(estimator, "predict"):
         raise HeadError(f"{path} holds a {type(estimator).__name__}, not a fitted head (no predict method)")
+    if named | untrusted_by_skops <= TRUSTED_TYPES:
+        estimator = checked_head(estimator, str(path))
     return estimator
 
 

@@ -58,7 +58,7 @@ from .files import write_atomically
 from .heads import check_grid, check_n_jobs, resolve_heads, train_heads
 from .persist import save_head
 from .progress import progress_bar
-from .sources import make_dataset, open_dataset, subset
+from .sources import check_modality, labelled_mask, make_dataset, open_dataset, subset
 from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "format_table", "embed_dataset"]
@@ -334,9 +334,7 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
         f"{len(test_ds) if test_ds is not None else 0} test items, {len(train_ds.classes)} classes")
     backbone = load_backbone(config.model, providers=config.providers, threads=config.threads,
                              jpeg_draft=config.jpeg_draft)
-    if backbone.modality != train_ds.modality:
-        raise DataSourceError(f"{backbone.name} is a {backbone.modality} backbone but {train_ds.name} holds "
-                              f"{train_ds.modality}s")
+    check_modality(train_ds, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     timings["data_and_export_s"] = time.perf_counter() - t
     say(f"[{config.name}] backbone: {backbone.name} ({backbone.modality}, {backbone.dim}-d, "
         f"fingerprint {backbone.fingerprint_id})")
@@ -344,7 +342,9 @@ def run_pipeline(config: PipelineConfig | str | Path, *, out_dir=None, n_jobs=No
     t = time.perf_counter()
     X, y, report = _features(backbone, train_ds, None if cache is None else cache / "train", config, progress, say)
     timings["extract_train_s"] = time.perf_counter() - t
+    unlabelled = 0 if y is None else int((~labelled_mask(y)).sum())  # left out of training by select_head
     say(f"[{config.name}] train features: {X.shape[0]} x {X.shape[1]}"
+        + (f", {unlabelled} unlabelled left out of training" if unlabelled else "")
         + (f" ({report.summary()})" if report is not None else " (in memory, no cache)"))
     Xt = yt = None
     if test_ds is not None:

@@ -48,10 +48,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone
-from .cache import ShardData
-from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
+from .cache import FAILED_CONTENT, FAILED_RETRY, ShardData
+from .embedding import ON_ERROR, Embedded, Failure, prepare_batches, run_batches
 from .errors import CacheMismatchError, FeatxError, ItemFailedError, WorkerError
-from .sources import Item
+from .sources import Item, utf8_text
 from .validation import check_choice, check_int
 
 __all__ = ["DEFAULT_PREP_WORKERS", "ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard",
@@ -89,7 +89,7 @@ class ShardBuffer:
         self.dim = dim
         self.items: list[Item] = []
         self.parts: list[np.ndarray] = []
-        self.failures: list[tuple[Item, str]] = []
+        self.failures: list[tuple[Item, Failure]] = []
         self.truncated = 0
 
     def __len__(self):
@@ -99,7 +99,7 @@ class ShardBuffer:
         self.items += [chunk[p] for p in embedded.positions]
         if len(embedded.positions):
             self.parts.append(embedded.rows)
-        self.failures += [(chunk[f.position], f.reason) for f in embedded.failures]
+        self.failures += [(chunk[f.position], f) for f in embedded.failures]
         self.truncated += embedded.truncated
 
     def take(self) -> ShardData:
@@ -107,7 +107,8 @@ class ShardBuffer:
         data = ShardData(
             ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
             failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
-            failed_reasons=[r for _, r in self.failures],
+            failed_reasons=[utf8_text(f.reason) for _, f in self.failures],  # may quote a path that is not UTF-8
+            failed_kinds=[FAILED_RETRY if f.retry else FAILED_CONTENT for _, f in self.failures],
         )
         self.items, self.parts, self.failures = [], [], []
         return data

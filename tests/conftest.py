@@ -24,12 +24,14 @@ sample_rgbs         session: sklearn's china.jpg and flower.jpg as RGB uint8 arr
 tiny_cnn_backbone   session: factory make(seed=0) -> a seeded tiny torch CNN featx.finetune.TorchBackbone
                     ("tiny-cnn", 16 px, dim 8); skips without torch.
 image_files         function: a folder of real PNG/JPEG files in class sub-folders (see docstring).
+obeying_file_modes  session: preexec_fn for a child process that obeys file modes even as root (skips if impossible).
 digits_lite0_caches session: caches of real Lite0 features, 400 builtin:digits:train + 150 :test images.
 foods_minilm_caches session: caches of real MiniLM features, 240 builtin:fine-foods:train + 120 :test reviews.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +259,41 @@ def image_files(tmp_path, sample_rgbs) -> Path:
     square.save(shapes / "square_l.png")
     return root
 
+
+
+def _drop_file_capabilities() -> None:
+    """As root, drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set: the exec'd process
+    then lacks them, and file modes apply to it as to anyone."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.fixture(scope="session")
+def obeying_file_modes(tmp_path_factory):
+    """``preexec_fn`` for a child that must obey file modes (a test of unreadable files runs as root here).
+
+    Skips the test when it cannot work: a file with mode 000 stays readable to the child.
+    """
+    import subprocess
+    import sys
+
+    probe = tmp_path_factory.mktemp("modes") / "locked"
+    probe.write_text("secret")
+    probe.chmod(0o000)
+    try:
+        done = subprocess.run([sys.executable, "-c", f"open({str(probe)!r}).read()"], capture_output=True,
+                              preexec_fn=_drop_file_capabilities)
+    except subprocess.SubprocessError as e:
+        pytest.skip(f"cannot start a child that obeys file modes here: {e}")
+    if done.returncode == 0:
+        pytest.skip("file modes do not apply to a child process here (a mode-000 file stays readable)")
+    return _drop_file_capabilities
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,8 @@ def test_listing_round_trip(tmp_path, labels):
 def test_damaged_listing_is_a_cache_error(store):
     store.write_listing("d", "text", ["a"], None, [None])
     (store.root / layout.DATASET).write_bytes(b"not hdf5")
-    with pytest.raises(CacheCorruptError, match=r"dataset.h5 is damaged .*run `featx extract` again"):
+    with pytest.raises(CacheCorruptError,
+                       match=r"dataset.h5 \(the dataset listing\) is damaged .*run the `featx extract` that made it"):
         store.read_listing()
 
 
@@ -189,7 +190,8 @@ def test_load_returns_dataset_order_and_leaves_failures_out(store, caplog):
     X, y, ids = load_features(store.root, "toy")  # "x" was never extracted: warned about, left out
     assert list(ids) == ["a", "b"] and list(y) == ["0", "1"]
     np.testing.assert_array_equal(X, data.embeddings)
-    assert "1 item(s) not extracted yet and 0 changed on disk" in caplog.text
+    assert ("2 of 4 items have no features of 'toy': 1 failed extraction (c: unreadable), 1 not extracted yet"
+            in caplog.text)
     with pytest.raises(CacheError, match="not extracted yet"):
         load_features(store.root, "toy", strict=True)
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import featx
 from featx.backbone import Backbone
-from featx.errors import CacheError, CacheMismatchError, ItemFailedError, ParameterError
+from featx.errors import CacheError, CacheMismatchError, DataSourceError, ItemFailedError, ParameterError
 from featx.modelfiles import write_spec
 from featx.registry import BackboneSpec, ImagePreprocess
 from featx.sources import open_dataset, subset
@@ -219,7 +219,8 @@ def test_float16_storage(tiny_image_onnx, tmp_path):
 
 
 def test_modality_mismatch_and_bad_parameters(tiny_text_onnx, tiny_image_onnx, tmp_path):
-    with pytest.raises(CacheError, match="text backbone but builtin:digits holds images"):
+    with pytest.raises(DataSourceError,
+                       match="builtin:digits holds images but the text backbone tiny-text takes texts: give a .txt"):
         featx.extract("builtin:digits", tiny_text_onnx, tmp_path / "c")
     with pytest.raises(ParameterError, match=r"'batch_size' parameter of extract must be an int in \[1, inf\)\. Got 0"):
         featx.extract("builtin:digits", tiny_image_onnx, tmp_path / "c", batch_size=0)
@@ -262,3 +263,25 @@ def test_real_minilm_fast_path_equals_one_by_one(minilm_onnx, tmp_path):
     assert list(ids) == ds.ids()
     one_by_one = featx.load_backbone(minilm_onnx).embed([i.ref for i in ds.items], batch_size=1)
     np.testing.assert_allclose(X, one_by_one, atol=1e-5)
+
+
+def test_a_dataset_with_a_repeated_id_is_refused_never_misaligned(tiny_image_onnx, tmp_path):
+    import dataclasses
+
+    from featx.errors import DataSourceError
+    from featx.sources import Dataset, make_dataset, unique_ids
+
+    ds = digits(6)
+    items = list(ds.items)
+    items[4] = dataclasses.replace(items[4], id=items[1].id)  # two different images under one id
+    with pytest.raises(DataSourceError, match=rf"has 1 repeated id\(s\): '{items[1].id}'; each item needs an id"):
+        featx.extract(Dataset(ds.name, ds.modality, tuple(items), ds.classes), tiny_image_onnx, tmp_path / "c")
+    with pytest.raises(DataSourceError, match="repeated id"):
+        make_dataset(ds.name, ds.modality, items)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+    ids = unique_ids([item.id for item in items])  # the advice: rename the repeats as the sources do
+    renamed = make_dataset(ds.name, ds.modality, [dataclasses.replace(i, id=n) for i, n in zip(items, ids)])
+    featx.extract(renamed, tiny_image_onnx, tmp_path / "c")
+    X, y, got = featx.load_features(tmp_path / "c", strict=True)
+    assert list(got) == ids and list(y) == [item.label for item in items]
+    np.testing.assert_allclose(X, featx.load_backbone(tiny_image_onnx).embed([i.ref for i in items]), atol=1e-6)

@@ -218,15 +218,15 @@ def test_ivf_knn_saves_plain_arrays_and_refuses_edited_ones(tmp_path):
     assert not [t for t in file_types(path) if "faiss" in t]  # the index is never saved
     loaded = load_head(path)
     np.testing.assert_array_equal(loaded.predict(X[:200]), knn.predict(X[:200]))
-    edited = load_head(path)
+    edited = load_head(path)  # checked, and its index built, on load (edited files: tests/test_head_trust.py)
     edited.labels_ = edited.labels_.copy()
     edited.labels_[5] = 99  # out of range: refused before faiss or numpy reads it
     with pytest.raises(HeadError, match="stored vectors, labels or centroids do not fit together"):
-        edited.predict(X[:2])
+        edited.check_state()
     edited = load_head(path)
     edited.centroids_ = edited.centroids_[:, :8].copy()
     with pytest.raises(HeadError, match="the file was edited or damaged"):
-        edited.predict(X[:2])
+        edited.check_state()
 
 
 def test_ivf_knn_follows_the_estimator_contract():

@@ -2,8 +2,9 @@
 
 from .lock import WriterLock
 from .reader import DEFAULT_CHUNK, FeatureReader, iter_features, load_features
-from .shards import ShardData, read_shard, write_shard
+from .shards import FAILED_CONTENT, FAILED_RETRY, ShardData, read_shard, write_shard
 from .store import CacheStore, Listing, ModelState
 
-__all__ = ["CacheStore", "DEFAULT_CHUNK", "FeatureReader", "Listing", "ModelState", "ShardData", "WriterLock",
+__all__ = ["CacheStore", "DEFAULT_CHUNK", "FAILED_CONTENT", "FAILED_RETRY", "FeatureReader", "Listing", "ModelState",
+           "ShardData", "WriterLock",
            "iter_features", "load_features", "read_shard", "write_shard"]

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CacheCorruptError, CacheError
 from . import layout
-from .shards import read_shard
+from .shards import FAILED_CONTENT, read_shard
 from .store import CacheStore
 
 
@@ -19,20 +20,22 @@ def info(cache) -> dict:
     listing = store.read_listing()
     out = {"cache": str(store.root), "dataset": None, "models": {}}
     if listing is not None:
-        classes = None if listing.labels is None else sorted(set(listing.labels))
+        labelled = [] if listing.labels is None else [v for v in listing.labels if v is not None]
         out["dataset"] = {"name": listing.name, "modality": listing.modality, "items": len(listing.ids),
-                          "classes": classes}
+                          "classes": sorted(set(labelled)) or None, "unlabelled": len(listing.ids) - len(labelled)}
     current = {} if listing is None else dict(zip(listing.ids, listing.stamps))
     for name in store.model_names():
         record = store.read_model(name)
         state = store.scan(name, verify=False)
         done = sum(1 for i, (_, _, s) in state.rows.items() if current.get(i) == s)
-        failed = {i: r for i, (s, r) in state.failed.items() if current.get(i) == s}
+        failed = {i: r for i, (s, r, _) in state.failed.items() if current.get(i) == s}
+        retried = sum(1 for i, (s, _, kind) in state.failed.items() if current.get(i) == s and kind != FAILED_CONTENT)
         size = sum(p.stat().st_size for p in state.shards)
         out["models"][name] = {
             "dim": record["fingerprint"]["dim"], "dtype": record["dtype"],
             "fingerprint_id": record["fingerprint_id"], "onnx_sha256": record["fingerprint"]["onnx_sha256"],
             "preprocess": record["fingerprint"]["preprocess"], "embedded": done, "failed": len(failed),
+            "failed_to_retry": retried,
             "missing": max(0, len(current) - done - len(failed)), "shards": len(state.shards),
             "damaged_shards": len(state.damaged), "bytes": size, "failures": dict(list(failed.items())[:20]),
         }
@@ -54,21 +57,32 @@ class VerifyReport:
 
 
 def verify(cache) -> VerifyReport:
-    """Check every committed file: opens, checksums match, fingerprints agree, values are finite."""
+    """Check every committed file: the marker, the listing (its checksum), each backbone's fingerprint
+    record, each shard (opens, checksum, fingerprint, finite values), the index. A problem is reported
+    with what to do, and the other files are still checked."""
     store = CacheStore(cache)
     report = VerifyReport(str(store.root))
     try:
         store.check_readable()
-        listing = store.read_listing()
-    except Exception as e:
+    except CacheCorruptError as e:  # a damaged marker: the rest can still be checked
+        report.problems.append(str(e))
+    except CacheError as e:
         report.problems.append(str(e))
         return report
-    if listing is None:
-        report.notes.append("no dataset listing yet (no extraction has started)")
+    try:
+        if store.read_listing() is None:
+            report.notes.append("no dataset listing yet (no extraction has started)")
+    except CacheError as e:
+        report.problems.append(str(e))
     for leftover in store.root.rglob(f"{layout.TMP_PREFIX}*"):
         report.notes.append(f"temporary file left by an interrupted writer (removed by the next extract): {leftover}")
-    for name in store.model_names():
-        record = store.read_model(name)
+    for record_path in sorted((store.root / layout.MODELS).glob(f"*/{layout.MODEL_JSON}")):
+        try:
+            record = store.model_record(record_path)
+        except CacheError as e:
+            report.problems.append(str(e))
+            continue
+        name = record["name"]
         for path in store.shard_paths(name):
             report.checked_shards += 1
             try:

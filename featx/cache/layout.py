@@ -5,7 +5,7 @@
     CACHE/                         one directory per dataset; several backbones side by side
       featx-cache.json             marker: format version, featx version, creation time
       LOCK                         the writer lock (flock); holds the writer's pid and host
-      dataset.h5                   the dataset listing: ids, labels, stamps, in dataset order
+      dataset.h5                   the dataset listing: ids, labels ("" = unlabelled), stamps, in dataset order
       index.h5                     read view for plain h5py (virtual datasets over the shards)
       models/NAME/model.json       the backbone fingerprint: ONNX sha256, preprocessing, dim, dtype
       models/NAME/shards/*.h5      immutable committed shards: ids, stamps, embeddings, failures

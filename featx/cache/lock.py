@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import CacheLockedError
 from .layout import LOCK
+from .store import cache_access
 
 
 class WriterLock:
@@ -31,7 +32,8 @@ class WriterLock:
         self._fd = None
 
     def __enter__(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with cache_access(self.path.parent, "write to"):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

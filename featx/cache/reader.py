@@ -15,6 +15,7 @@ no embeddings; a float16 cache is read as float16 and converted a chunk at a tim
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -51,8 +52,12 @@ class FeatureReader:
     dtype : numpy.dtype
         Storage type on disk (float32 or float16); every read returns float32.
     ids : ndarray of str (object)
+        The items that have features; the others are counted in :attr:`missing` (and warned about).
+    missing : dict
+        Why the other items of the listing have no rows: ``failed`` (``{id: reason}``, recorded by
+        ``on_error="skip"``), ``not_extracted`` and ``changed`` (on disk since extraction) counts.
     labels : ndarray of str (object) or None
-        None when the dataset is unlabelled.
+        None when no item of the dataset has a label; None for an unlabelled item otherwise.
 
     Raises
     ------
@@ -85,11 +90,18 @@ class FeatureReader:
                                     "and `featx extract` again to recompute them")
         record = store.read_model(name) or {}
         positions, shard_of, row_of = [], [], []
+        failed: dict[str, str] = {}
         missing = stale = 0
         for pos, (item_id, stamp) in enumerate(zip(listing.ids, listing.stamps)):
             hit = state.rows.get(item_id)
             if hit is None:
-                missing += item_id not in state.failed
+                failure = state.failed.get(item_id)
+                if failure is None:
+                    missing += 1
+                elif failure[0] != stamp:
+                    stale += 1
+                else:
+                    failed[item_id] = failure[1]
                 continue
             if hit[2] != stamp:
                 stale += 1
@@ -97,12 +109,12 @@ class FeatureReader:
             positions.append(pos)
             shard_of.append(hit[0])
             row_of.append(hit[1])
-        if missing or stale:
-            msg = (f"cache {store.root}: {missing} item(s) not extracted yet and {stale} changed on disk since "
-                   f"extraction for {name!r}; run `featx extract` again to complete it")
-            if strict:
-                raise CacheError(msg)
-            log.warning(msg)
+        self.missing = {"failed": failed, "not_extracted": missing, "changed": stale}
+        if failed or missing or stale:
+            message = _missing_message(store.root, name, len(listing.ids), failed, missing, stale)
+            if strict and (missing or stale):
+                raise CacheError(message)
+            log.warning(message)
         idx = np.asarray(positions, dtype=np.int64)
         self.root = store.root
         self.model = name
@@ -131,10 +143,7 @@ class FeatureReader:
 
         Each shard is opened once per call and read as contiguous runs of rows.
         """
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if len(positions) and (positions.min() < 0 or positions.max() >= self.n_rows):
-            raise ParameterError(f"The 'positions' parameter must hold ints in [0, {self.n_rows}). "
-                                 f"Got values from {positions.min()} to {positions.max()} instead.")
+        positions = self._positions(positions)
         out = np.empty((len(positions), self.dim), np.float32)
         shards, rows = self._shard[positions], self._row[positions]
         order = np.lexsort((rows, shards))
@@ -150,6 +159,32 @@ class FeatureReader:
                                         f"{self.root}` and `featx extract` again") from None
         return out
 
+    def _positions(self, positions) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.n_rows):
+            raise ParameterError(f"The 'positions' parameter must hold ints in [0, {self.n_rows}). "
+                                 f"Got values from {positions.min()} to {positions.max()} instead.")
+        return positions
+
+    def take(self, positions) -> "FeatureReader":
+        """A reader of the rows at ``positions`` only (indices into :attr:`ids`, in the order given).
+
+        Examples
+        --------
+        >>> import featx
+        >>> _ = featx.extract("builtin:digits:test", tiny_onnx, "digits.cache")
+        >>> reader = FeatureReader("digits.cache")
+        >>> few = reader.take([2, 0])
+        >>> few.ids.tolist() == reader.ids[[2, 0]].tolist(), bool((few.read([0]) == reader.read([2])).all())
+        (True, True)
+        """
+        positions = self._positions(positions)
+        view = copy.copy(self)
+        view.ids = self.ids[positions]
+        view.labels = None if self.labels is None else self.labels[positions]
+        view._shard, view._row = self._shard[positions], self._row[positions]
+        return view
+
     def chunks(self, rows: int = DEFAULT_CHUNK) -> Iterator[tuple[slice, np.ndarray]]:
         """``(slice of positions, float32 rows)`` over the whole listing, in dataset order."""
         _check_chunk(rows)
@@ -163,6 +198,24 @@ class FeatureReader:
         for where, rows in self.chunks():
             X[where] = rows
         return X
+
+
+def _missing_message(root, name: str, n_items: int, failed: dict, missing: int, stale: int) -> str:
+    """How many items have no features and why, with what to do about it."""
+    parts, advice = [], []
+    if failed:
+        shown = "; ".join(f"{item_id}: {reason}" for item_id, reason in list(failed.items())[:3])
+        parts.append(f"{len(failed)} failed extraction ({shown}{'; ...' if len(failed) > 3 else ''})")
+        advice.append(f"`featx info {root}` lists the failures, and the next `featx extract` retries those that "
+                      "were not the item's content (an unreadable file)")
+    if missing:
+        parts.append(f"{missing} not extracted yet")
+    if stale:
+        parts.append(f"{stale} changed on disk since extraction")
+    if missing or stale:
+        advice.append("run `featx extract` again to complete it")
+    return (f"cache {root}: {len(failed) + missing + stale} of {n_items} items have no features of {name!r}: "
+            f"{', '.join(parts)}; {'; '.join(advice)}")
 
 
 def _read_runs(ds, rows: np.ndarray, targets: np.ndarray, out: np.ndarray) -> None:

@@ -1,8 +1,10 @@
 """Immutable shard files: one committed unit of extraction work.
 
 A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``)
-and the items that failed (``failed/ids``, ``failed/stamps``, ``failed/reasons``), with a
-checksum over all of it in its attributes. It is written to a temporary name, fsynced and
+and the items that failed (``failed/ids``, ``failed/stamps``, ``failed/reasons``, ``failed/kinds``:
+``"content"`` when the item's bytes are bad, kept while its stamp is unchanged, ``"retry"`` when it
+could not be read, tried again by the next extraction), with a checksum over all of it in its
+attributes. It is written to a temporary name, fsynced and
 renamed into place: it either exists whole or not at all.
 """
 
@@ -21,6 +23,8 @@ from ..files import write_atomically
 from .layout import CHUNK_BYTES
 
 STR = h5py.string_dtype("utf-8")
+#: Kinds of recorded failure: the item's content (kept while its stamp is unchanged), or retried.
+FAILED_CONTENT, FAILED_RETRY = "content", "retry"
 
 
 @dataclass
@@ -33,17 +37,31 @@ class ShardData:
     failed_ids: list[str] = field(default_factory=list)
     failed_stamps: list[str] = field(default_factory=list)
     failed_reasons: list[str] = field(default_factory=list)
+    failed_kinds: list[str] | None = None  # FAILED_CONTENT / FAILED_RETRY per failure; None: all retried
 
     def __len__(self) -> int:
         return len(self.ids) + len(self.failed_ids)
 
     def checksum(self) -> str:
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.embeddings).tobytes())
-        for part in (self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons):
-            h.update("\x1f".join(part).encode())
-            h.update(b"\x1e")
-        return h.hexdigest()
+        parts = [self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons]
+        return checksum(parts + ([] if self.failed_kinds is None else [self.failed_kinds]), self.embeddings)
+
+
+def checksum(parts, array: np.ndarray | None = None) -> str:
+    """sha256 (hex) of an array's bytes and lists of strings (each list joined, in order).
+
+    Examples
+    --------
+    >>> checksum([["a", "b"], ["c"]]) == checksum([["a", "b"], ["c"]]) != checksum([["a"], ["b", "c"]])
+    True
+    """
+    h = hashlib.sha256()
+    if array is not None:
+        h.update(np.ascontiguousarray(array).tobytes())
+    for part in parts:
+        h.update("\x1f".join(part).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
 
 
 def chunk_rows(dim: int, itemsize: int) -> int:
@@ -54,7 +72,8 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
                 durable: bool = True) -> Path:
     """Write ``data`` to ``final`` atomically (temporary file, fsync, rename, fsync of the folder)."""
     emb = np.asarray(data.embeddings, dtype=dtype)
-    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons)
+    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons,
+                       data.failed_kinds)
 
     def fill(f) -> None:
         n, dim = emb.shape
@@ -65,6 +84,8 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
         _strings_dataset(f, "failed/ids", stored.failed_ids)
         _strings_dataset(f, "failed/stamps", stored.failed_stamps)
         _strings_dataset(f, "failed/reasons", stored.failed_reasons)
+        if stored.failed_kinds is not None:  # without kinds every failure is retried
+            _strings_dataset(f, "failed/kinds", stored.failed_kinds)
         f.attrs["model"] = model
         f.attrs["fingerprint_id"] = fingerprint_id
         f.attrs["dtype"] = dtype
@@ -90,6 +111,7 @@ def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]
             failed_ids=_strings(f["failed/ids"]),
             failed_stamps=_strings(f["failed/stamps"]),
             failed_reasons=_strings(f["failed/reasons"]),
+            failed_kinds=_strings(f["failed/kinds"]) if "failed/kinds" in f else None,
         )
         if len(data.ids) != f["embeddings"].shape[0] or len(data.stamps) != len(data.ids):
             raise ValueError(f"{len(data.ids)} ids but {f['embeddings'].shape[0]} embedding rows")

@@ -7,22 +7,25 @@ Only :class:`CacheStore` touches the files; :func:`featx.extract` drives it and
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..errors import CacheCorruptError, CacheError, CacheMismatchError
+from ..errors import CacheAccessError, CacheCorruptError, CacheError, CacheMismatchError
 from ..files import write_text_atomically
 from ..validation import check_path
 from ..version import __version__
 from . import layout
 from .layout import DATASET, INDEX, MARKER, MODEL_JSON, MODELS, QUARANTINE, SHARD_RE, TMP_PREFIX
-from .shards import STR, ShardData, read_shard, write_h5_atomically, write_shard
+from .shards import (FAILED_CONTENT, FAILED_RETRY, STR, ShardData, checksum, read_shard, write_h5_atomically,
+                     write_shard)
 
 log = logging.getLogger("featx")
 
@@ -34,7 +37,7 @@ class Listing:
     name: str
     modality: str
     ids: np.ndarray  # object array of str
-    labels: np.ndarray | None  # object array of str, or None when unlabelled
+    labels: np.ndarray | None  # object array of str (None: an unlabelled item), or None when no item has a label
     stamps: np.ndarray  # object array of str ("" = none)
 
 
@@ -43,17 +46,22 @@ class ModelState:
     """What is committed for one backbone: the newest row or failure per id."""
 
     rows: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # id -> (shard index, row, stamp)
-    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (stamp, reason)
+    failed: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (stamp, reason, kind)
     shards: list[Path] = field(default_factory=list)
     arrays: list[np.ndarray] = field(default_factory=list)  # embeddings per shard, when kept
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
     def is_done(self, item_id: str, stamp: str) -> bool:
-        """Committed (embedded or failed) with the same stamp."""
+        """Embedded with the same stamp, or failed with the same stamp for its content (bad bytes).
+
+        A failure that was not the content's (a file that could not be read, an unexpected error)
+        is never done: the next extraction tries the item again.
+        """
         if item_id in self.rows:
             return self.rows[item_id][2] == stamp
         if item_id in self.failed:
-            return self.failed[item_id][0] == stamp
+            failed_stamp, _, kind = self.failed[item_id]
+            return failed_stamp == stamp and kind == FAILED_CONTENT
         return False
 
 
@@ -80,22 +88,44 @@ class CacheStore:
             raise CacheError(f"{self.root} is a file, not a featx cache directory; pass a directory to --cache")
         if not self.exists():
             raise CacheError(f"{self.root} is not a featx cache (no {MARKER} inside)")
-        marker = json.loads((self.root / MARKER).read_text())
-        if marker.get("format", 0) > layout.FORMAT:
+        marker = self._read_json(self.root / MARKER, "the cache's marker",
+                                 "`featx extract` into this cache rewrites it")
+        if not isinstance(marker.get("format"), int):
+            raise CacheCorruptError(f"{self.root / MARKER} is damaged (no format version); `featx extract` into this "
+                                    "cache rewrites it")
+        if marker["format"] > layout.FORMAT:
             raise CacheError(f"cache {self.root} has format {marker['format']}; this featx reads up to "
                              f"{layout.FORMAT}: upgrade featx")
 
     def create(self) -> None:
-        """Make the directory a cache (no-op when it already is one)."""
+        """Make the directory a cache (no-op when it already is one; a damaged marker is rewritten)."""
         if self.root.exists() and not self.root.is_dir():
             raise CacheError(f"{self.root} is a file; --cache must be a directory (it will be created)")
         if self.root.is_dir() and not self.exists() and any(self.root.iterdir()):
             raise CacheError(f"{self.root} exists, is not empty and is not a featx cache; choose another --cache")
-        (self.root / MODELS).mkdir(parents=True, exist_ok=True)
-        if not self.exists():
+        with cache_access(self.root, "create"):
+            (self.root / MODELS).mkdir(parents=True, exist_ok=True)
+            if self.exists():
+                try:
+                    self.check_readable()
+                    return
+                except CacheCorruptError as e:  # only the marker is damaged: everything else checks itself
+                    log.warning("%s; rewriting it", e)
             marker = {"format": layout.FORMAT, "featx": __version__,
                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             write_text_atomically(self.root / MARKER, json.dumps(marker, indent=2), durable=True)
+
+    def _read_json(self, path: Path, what: str, advice: str) -> dict:
+        """A JSON object from a small file of the cache, or :class:`CacheCorruptError` saying what to do."""
+        with cache_access(self.root, "read"):
+            text = path.read_bytes()
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise CacheCorruptError(f"{path} ({what}) is damaged (not JSON: {str(e)[:80]}); {advice}") from None
+        if not isinstance(value, dict):
+            raise CacheCorruptError(f"{path} ({what}) is damaged (not a JSON object); {advice}")
+        return value
 
     def remove_temporaries(self) -> int:
         """Delete temporary files left by a killed writer (call only while holding the lock)."""
@@ -107,39 +137,85 @@ class CacheStore:
 
     # ---------------------------------------------------------------- listing
     def write_listing(self, name: str, modality: str, ids, labels, stamps) -> None:
+        ids = np.array(list(ids), dtype=object)
+        stamps = np.array([s or "" for s in stamps], dtype=object)
+        labels = None if labels is None else stored_labels(labels)  # "" marks an unlabelled item
+
         def fill(f):
             f.attrs["name"] = name
             f.attrs["modality"] = modality
-            f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR)
-            f.create_dataset("stamps", data=np.array([s or "" for s in stamps], dtype=object), dtype=STR)
+            f.create_dataset("ids", data=ids, dtype=STR)
+            f.create_dataset("stamps", data=stamps, dtype=STR)
             if labels is not None:
-                f.create_dataset("labels", data=np.array([str(v) for v in labels], dtype=object), dtype=STR)
+                f.create_dataset("labels", data=labels, dtype=STR)
+            f.attrs["checksum"] = _listing_checksum(name, modality, ids, labels, stamps)
 
-        write_h5_atomically(self.root / DATASET, fill)
+        with cache_access(self.root, "write to"):
+            write_h5_atomically(self.root / DATASET, fill)
 
     def read_listing(self) -> Listing | None:
+        """The listing, checked against its checksum; None before the first extraction.
+
+        Raises
+        ------
+        CacheCorruptError
+            Unreadable, or its ids, labels or stamps were changed after writing (the message names
+            the dataset, when readable, and says how to rewrite it).
+        """
         path = self.root / DATASET
         if not path.exists():
             return None
+        name = None
         try:
-            with h5py.File(path, "r") as f:
+            with cache_access(self.root, "read"), h5py.File(path, "r") as f:
+                name, modality = str(f.attrs["name"]), str(f.attrs["modality"])
+                ids, stamps = f["ids"].asstr()[()].astype(object), f["stamps"].asstr()[()].astype(object)
                 labels = f["labels"].asstr()[()].astype(object) if "labels" in f else None
-                return Listing(str(f.attrs["name"]), str(f.attrs["modality"]), f["ids"].asstr()[()].astype(object),
-                               labels, f["stamps"].asstr()[()].astype(object))
-        except (OSError, KeyError) as e:
-            raise CacheCorruptError(f"{path} is damaged ({e}); run `featx extract` again to rewrite it") from None
+                stored = f.attrs.get("checksum")
+            if len(stamps) != len(ids) or (labels is not None and len(labels) != len(ids)):
+                raise ValueError(f"{len(ids)} ids, {len(stamps)} stamps, {len(labels or [])} labels")
+            if stored is not None and stored != _listing_checksum(name, modality, ids, labels, stamps):
+                raise ValueError("checksum mismatch: its ids, labels or stamps were changed after it was written")
+        except CacheAccessError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            which = f"`featx extract` of the dataset it lists ({name})" if name else "the `featx extract` that made it"
+            raise CacheCorruptError(f"{path} (the dataset listing) is damaged ({e}); run {which} again: it "
+                                    "rewrites the listing, and the features already extracted are kept") from None
+        if labels is not None:
+            labels[labels == ""] = None
+        return Listing(name, modality, ids, labels, stamps)
+
+    def listed_name(self) -> str | None:
+        """The dataset name in the listing, even when the rest of it is damaged (None when unreadable)."""
+        try:
+            with h5py.File(self.root / DATASET, "r") as f:
+                return str(f.attrs["name"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
 
     # ---------------------------------------------------------------- models
     def model_names(self) -> list[str]:
         base = self.root / MODELS
         if not base.is_dir():
             return []
-        return sorted(json.loads((d / MODEL_JSON).read_text())["name"] for d in base.iterdir()
-                      if (d / MODEL_JSON).is_file())
+        return sorted(self.model_record(d / MODEL_JSON)["name"] for d in base.iterdir() if (d / MODEL_JSON).is_file())
 
     def read_model(self, name: str) -> dict | None:
         path = layout.model_dir(self.root, name) / MODEL_JSON
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self.model_record(path) if path.is_file() else None
+
+    def model_record(self, path: Path) -> dict:
+        """The record of ``models/NAME/model.json``, checked (:class:`CacheCorruptError` saying what to do)."""
+        advice = (f"run the same `featx extract` again (the same --model): it rewrites it when the shards were made "
+                  f"by that backbone; or delete {path.parent} to start this backbone over")
+        record = self._read_json(path, "the backbone's fingerprint", advice)
+        fingerprint = record.get("fingerprint")
+        if not (isinstance(record.get("name"), str) and isinstance(record.get("fingerprint_id"), str)
+                and isinstance(fingerprint, dict) and isinstance(fingerprint.get("dim"), int)
+                and isinstance(record.get("dtype"), str)):
+            raise CacheCorruptError(f"{path} (the backbone's fingerprint) is damaged (fields missing); {advice}")
+        return record
 
     def resolve_model(self, model: str | None) -> str:
         names = self.model_names()
@@ -160,11 +236,22 @@ class CacheStore:
         name = fingerprint["name"]
         record = {"name": name, "fingerprint_id": fingerprint_id, "fingerprint": fingerprint, "dtype": dtype,
                   "featx": __version__}
-        existing = self.read_model(name)
+        try:
+            existing = self.read_model(name)
+        except CacheCorruptError as damaged:  # rewritten only when every shard was made by this backbone
+            others = self._shard_fingerprints(name) - {fingerprint_id}
+            if others:
+                raise CacheMismatchError(
+                    f"{damaged}. Its shards were made by another model file or preprocessing (fingerprint "
+                    f"{', '.join(sorted(others))}), so it cannot be rewritten from this one: extract with that "
+                    f"model, or delete {layout.model_dir(self.root, name)} to start this backbone over") from None
+            log.warning("%s; rewriting it from %s (the shards match)", damaged, name)
+            existing = None
         if existing is None:
             mdir = layout.model_dir(self.root, name)
-            (mdir / layout.SHARDS).mkdir(parents=True, exist_ok=True)
-            write_text_atomically(mdir / MODEL_JSON, json.dumps(record, indent=2), durable=True)
+            with cache_access(self.root, "write to"):
+                (mdir / layout.SHARDS).mkdir(parents=True, exist_ok=True)
+                write_text_atomically(mdir / MODEL_JSON, json.dumps(record, indent=2), durable=True)
             return
         old = existing["fingerprint"]
         changed = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
@@ -177,6 +264,17 @@ class CacheStore:
                 "features of two models. Use another --cache, or delete "
                 f"{layout.model_dir(self.root, name)} to start this backbone over."
             )
+
+    def _shard_fingerprints(self, name: str) -> set[str]:
+        """Fingerprint ids of the readable shards of ``name`` (read from their attributes only)."""
+        found = set()
+        for path in self.shard_paths(name):
+            try:
+                with h5py.File(path, "r") as f:
+                    found.add(str(f.attrs["fingerprint_id"]))
+            except (OSError, KeyError):
+                continue  # a damaged shard is quarantined by the scan
+        return found
 
     # ---------------------------------------------------------------- shards
     def shard_paths(self, name: str) -> list[Path]:
@@ -211,8 +309,9 @@ class CacheStore:
             for row, (item_id, stamp) in enumerate(zip(data.ids, data.stamps)):
                 state.rows[item_id] = (k, row, stamp)
                 state.failed.pop(item_id, None)
-            for item_id, stamp, reason in zip(data.failed_ids, data.failed_stamps, data.failed_reasons):
-                state.failed[item_id] = (stamp, reason)
+            kinds = data.failed_kinds or [FAILED_RETRY] * len(data.failed_ids)  # before kinds: retried
+            for item_id, stamp, reason, kind in zip(data.failed_ids, data.failed_stamps, data.failed_reasons, kinds):
+                state.failed[item_id] = (stamp, reason, kind)
                 state.rows.pop(item_id, None)
         return state
 
@@ -229,7 +328,8 @@ class CacheStore:
         paths = self.shard_paths(name) + sorted((layout.model_dir(self.root, name) / QUARANTINE).glob("shard-*.h5"))
         seq = 1 + max((int(SHARD_RE.match(p.name).group(1)) for p in paths), default=-1)
         final = layout.shards_dir(self.root, name) / layout.shard_name(seq)
-        return write_shard(final, data, model=name, fingerprint_id=fingerprint_id, dtype=dtype, durable=durable)
+        with cache_access(self.root, "write to"):
+            return write_shard(final, data, model=name, fingerprint_id=fingerprint_id, dtype=dtype, durable=durable)
 
     # ---------------------------------------------------------------- read view for plain h5py
     def rebuild_index(self) -> Path:
@@ -244,7 +344,7 @@ class CacheStore:
                 g.attrs["name"] = listing.name
                 g.create_dataset("ids", data=listing.ids, dtype=STR)
                 if listing.labels is not None:
-                    g.create_dataset("labels", data=listing.labels, dtype=STR)
+                    g.create_dataset("labels", data=stored_labels(listing.labels), dtype=STR)
             for name in self.model_names():
                 self._index_model(f, self.root, name, listing)
 
@@ -281,6 +381,40 @@ class CacheStore:
                 if hit is not None and hit[2] == stamp:
                     rows[pos] = offsets[hit[0]] + hit[1]
             g.create_dataset("rows", data=rows)
+
+
+@contextmanager
+def cache_access(root: Path, doing: str):
+    """Turn an OSError about access to the cache (permissions, a read-only or missing folder) into a
+    :class:`~featx.errors.CacheAccessError` that names the cache and says what to do."""
+    try:
+        yield
+    except CacheError:
+        raise
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        if e.errno in (errno.EACCES, errno.EPERM):
+            need = "read" if doing == "read" else "write"
+            raise CacheAccessError(
+                f"cannot {doing} cache {root}: permission denied{where}. featx needs {need} access to the "
+                f"cache directory and its files: fix their permissions, or use another --cache") from None
+        if e.errno == errno.EROFS:
+            raise CacheAccessError(f"cannot {doing} cache {root}: it is on a read-only file system{where}; "
+                                   "use a --cache on a writable disk") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR) and doing == "create":
+            raise CacheAccessError(
+                f"cannot create cache {root}: a folder above it does not exist or is not a folder{where}; "
+                "give a --cache whose parent folder exists") from None
+        raise
+
+
+def _listing_checksum(name: str, modality: str, ids, labels, stamps) -> str:
+    return checksum([[name, modality], list(ids), list(stamps), [] if labels is None else list(labels)])
+
+
+def stored_labels(labels) -> np.ndarray:
+    """Labels as the listing stores them: str, ``""`` for an unlabelled item (read back as None)."""
+    return np.array(["" if v is None else str(v) for v in labels], dtype=object)
 
 
 def _describe_change(key: str, old: dict, new: dict) -> str:

@@ -14,6 +14,7 @@ import sys
 import traceback
 from importlib import import_module
 
+from .. import interrupts
 from ..errors import FeatxError, UsageError
 from ..version import __version__
 from .console import CONTRACT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Console
@@ -56,9 +57,12 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
     console = args.console = Console(quiet=args.quiet, verbose=args.verbose, json=getattr(args, "json", False))
-    with console.capturing():
+    with console.capturing(), interrupts.recorded():
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            if interrupts.received():  # a Ctrl-C that landed where Python could only print it
+                raise KeyboardInterrupt
+            return code
         except KeyboardInterrupt:
             print("featx: interrupted (Ctrl-C). Committed work is kept; run the same command again to resume.",
                   file=sys.stderr)

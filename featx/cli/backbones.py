@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--spec", type=Path, default=None, metavar="FILE.toml",
                    help="export the backbone a spec file describes (the bundled TOML format) instead of a name")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset of the export (default %(default)s)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset of the export (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="text encoders: keep the portable op-by-op graph instead of ONNX Runtime's fused "

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import ParameterError, UsageError
+from .flags import folds, positive_int
 
 # featx.bench is imported inside the functions that use it: it loads scikit-learn and featx.heads,
 # which `featx --help` and the other commands need not wait for.
@@ -42,23 +43,27 @@ def register(sub) -> None:
                    help="registered name, timm:NAME, hf:ID, or an exported .onnx file (frozen rows only: "
                         "--modes none); default: efficientnet-lite0 / all-minilm-l6-v2")
     p.add_argument("--sizes", default=None, help="samples per class, comma-separated, 'all' allowed (e.g. 1,5,10,all)")
-    p.add_argument("--seeds", type=int, default=None, metavar="N", help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=positive_int, default=None, metavar="N", help="number of seeds (0..N-1)")
     p.add_argument("--finetune-sizes", default=None, help="sizes that get fine-tuned rows (default: preset)")
-    p.add_argument("--finetune-seeds", type=int, default=None, metavar="N", help="seeds for fine-tuned rows")
+    p.add_argument("--finetune-seeds", type=positive_int, default=None, metavar="N", help="seeds for fine-tuned rows")
     p.add_argument("--test-size", default=None, help="stratified test subset size, or 'all'")
-    p.add_argument("--image-size", type=int, default=None, help="input side in pixels (default 112)")
-    p.add_argument("--max-length", type=int, default=None, help="token limit for texts (default 128)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="input side in pixels (default 112)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="token limit for texts (default 128)")
     p.add_argument("--heads", default=None, help="frozen heads, comma-separated (default logreg,svm,knn; 'none')")
     p.add_argument("--modes", default=None,
                    help="fine-tuning modes, comma-separated: head,partial,full,scratch (default all; 'none')")
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and logistic-regression baselines")
-    p.add_argument("--lr-select-per-class", type=int, default=None, help="subset size for the learning-rate choice")
+    p.add_argument("--lr-select-per-class", type=positive_int, default=None,
+                   help="subset size for the learning-rate choice")
     p.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs before clipping to the step range")
-    p.add_argument("--min-steps", type=int, default=None, help="fewest fine-tuning steps per row (default: preset)")
-    p.add_argument("--max-steps", type=int, default=None, help="most fine-tuning steps per row (default: preset)")
-    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch (default 32 images, 16 texts)")
-    p.add_argument("--cv", type=int, default=None, help="cross-validation folds for heads and baselines (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default 2)")
+    p.add_argument("--min-steps", type=positive_int, default=None,
+                   help="fewest fine-tuning steps per row (default: preset)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="most fine-tuning steps per row (default: preset)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="fine-tuning batch (default 32 images, 16 texts)")
+    p.add_argument("--cv", type=folds, default=None, help="cross-validation folds for heads and baselines (default 5)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch / ONNX Runtime threads (default 2)")
     p.add_argument("--cache", default=None, help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>)")
     p.set_defaults(func=cmd_bench)
 

@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..extract import extract
 from ..runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
+from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, non_negative_int, positive_int
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="decode JPEGs at a reduced scale (2-3x faster decoding of photos; slightly different "
                         "features, cached apart)")
     p.add_argument("--limit", type=positive_int, default=None, help="a stratified subset of N items (seeded)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=non_negative_int, default=0,
                    help="worker processes computing shards (0: in-process); each gets cores/N ONNX Runtime "
                         "threads unless --threads says otherwise")
     p.add_argument("--dask", type=dask_address, default=None, metavar="ADDRESS",
@@ -75,7 +75,7 @@ def cmd_extract(args) -> int:
         raise UsageError("--max-in-flight needs --workers or --dask")
     executor = None
     threads = args.threads
-    if args.workers and args.workers > 0:
+    if args.workers:
         # N processes with all cores' threads each would oversubscribe the machine (and spin-wait)
         threads = threads or max(1, default_threads() // args.workers)
         executor = process_pool(args.workers)
@@ -116,6 +116,7 @@ def cmd_info(args) -> int:
     lines = [f"cache    {data['cache']}"]
     if ds:
         classes = f", {len(ds['classes'])} classes" if ds["classes"] else ", unlabelled"
+        classes += f", {ds['unlabelled']} unlabelled" if ds["classes"] and ds["unlabelled"] else ""
         lines.append(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
     for name, m in data["models"].items():
         lines.append(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "

@@ -43,16 +43,34 @@ def add_manifest_columns(p, label: bool) -> None:
                    help="manifest or table column of the item ids (default: 'id' when present)")
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (argparse ``type=``)."""
+def _int(text: str, expected: str, ok) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
 
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (argparse ``type=``)."""
+    return _int(text, "an int >= 1", lambda v: v >= 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0 (argparse ``type=``): a count where 0 means none, a seed."""
+    return _int(text, "an int >= 0", lambda v: v >= 0)
+
+
+def folds(text: str) -> int:
+    """Cross-validation folds: an int >= 2 (argparse ``type=``)."""
+    return _int(text, "an int >= 2 (folds of the cross-validation)", lambda v: v >= 2)
+
+
+def jobs(text: str) -> int:
+    """Parallel jobs: a non-zero int, negative counting back from all cores (argparse ``type=``)."""
+    return _int(text, "an int other than 0 (-1: all cores, -2: all but one...)", lambda v: v != 0)
 
 
 def dask_address(text: str) -> str:

@@ -14,17 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from .. import interrupts
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
 from ..cluster import joblib_on
-from ..errors import DataSourceError, HeadError, UsageError
+from ..errors import CacheError, DataSourceError, HeadError, UsageError
 from ..evaluate import evaluate, save_report, to_markdown
 from ..extract import extract
 from ..files import write_atomically
 from ..persist import load_head, read_metadata, save_head
-from ..sources import open_dataset
+from ..sources import check_modality, labelled_mask, open_dataset
 from .cache import extract_document
-from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, positive_int
+from .flags import (add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,
+                    positive_int)
 
 # featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
 # they load scikit-learn (~2 s), which the other commands and `featx --help` need not wait for.
@@ -36,10 +38,11 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="backbone of the features (name or .onnx path); optional when the cache holds one")
     p.add_argument("--head", default="all", choices=("logreg", "svm", "knn", "all"), help="head kind (default: all)")
-    p.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
-    p.add_argument("--jobs", type=int, default=-1, help="parallel fits (default -1: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the selection sample and the SGD order")
+    p.add_argument("--jobs", type=jobs, default=-1, help="parallel fits (default -1: all cores)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the folds, the selection sample and the SGD order")
     p.add_argument("--strategy", choices=("auto", "exact", "approximate"), default="auto",
                    help="exact heads, approximate ones (cost linear in the rows), or auto: exact while cheap "
                         "(svm up to 10,000 rows, knn up to 20,000, logreg while it fits in memory)")
@@ -85,7 +88,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run a declarative pipeline (TOML): export, extract, train, evaluate, report")
     p.add_argument("pipeline", type=Path, help="pipeline TOML file (see pipelines/)")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides [output] dir)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel fits (overrides [heads] n_jobs)")
+    p.add_argument("--jobs", type=jobs, default=None, help="parallel fits (overrides [heads] n_jobs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the step lines are still printed)")
     p.set_defaults(func=cmd_run)
 
@@ -127,18 +130,25 @@ def _train(args) -> int:
     store = CacheStore(args.cache)
     record = store.read_model(name) or {}
     listing = store.read_listing()
-    reader = FeatureReader(args.cache, model=name)  # rows are read as the plan needs them, never all at once
+    reader = _reader_with_rows(args.cache, name, "train on")  # rows are read as the plan needs them
     y = reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
                               "(class sub-folders or a label column)")
+    labelled = labelled_mask(y)
+    unlabelled = int((~labelled).sum())
+    if unlabelled:  # a missing label is never a class: those items are left out, and counted
+        reader = reader.take(np.flatnonzero(labelled))
+        y = reader.labels
     train_name = listing.name if listing else str(args.cache)
     n_classes = len(set(y.tolist()))
     console.result(f"{name} features of {train_name}: {reader.n_rows} x {reader.dim} ({reader.dtype} on disk), "
-                   f"{n_classes} classes; selecting {args.head} by {args.cv}-fold CV")
+                   f"{n_classes} classes" + (f" ({unlabelled} unlabelled items left out)" if unlabelled else "")
+                   + f"; selecting {args.head} by {args.cv}-fold CV")
     t0 = time.perf_counter()
     rows = []
     for kind in resolve_heads(args.head):
+        interrupts.check()  # between heads: a Ctrl-C swallowed by a callback stops here
         r = select_head(kind, reader, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress,
                         strategy=args.strategy, memory_budget=args.memory_budget, chunk=args.chunk,
                         select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)
@@ -158,13 +168,25 @@ def _train(args) -> int:
     best = max(rows, key=lambda row: -1 if row["cv_mean"] is None else row["cv_mean"])
     if args.json:
         console.document({"backbone": name, "train": train_name, "cache": str(args.cache), "n": int(reader.n_rows),
-                          "dim": int(reader.dim), "classes": n_classes, "cv": args.cv, "seed": args.seed,
+                          "unlabelled": unlabelled, "dim": int(reader.dim), "classes": n_classes, "cv": args.cv,
+                          "seed": args.seed,
                           "seconds": time.perf_counter() - t0, "heads": rows, "best": best["head"],
                           "best_file": best["file"]})
     console.result(format_table(rows))
     console.result(f"best by CV: {best['head']} ({_score(best['cv_mean'])}) -> {best['file']}; "
                    f"{len(rows)} head(s) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _reader_with_rows(cache: Path, name: str, doing: str) -> FeatureReader:
+    """A reader of the cache's features, or a :class:`CacheError` saying why it has none."""
+    reader = FeatureReader(cache, model=name)
+    if not reader.n_rows:
+        missing = reader.missing
+        raise CacheError(f"cache {cache} holds no features of {name!r} to {doing}: {len(missing['failed'])} item(s) "
+                         f"failed extraction, {missing['not_extracted']} not extracted yet, {missing['changed']} "
+                         f"changed on disk since; `featx info {cache}` lists the failures")
+    return reader
 
 
 def _score(value) -> str:
@@ -199,7 +221,8 @@ def cmd_evaluate(args) -> int:
                         f"{', '.join(store.model_names()) or 'none'}; run `featx extract TEST --model "
                         f"{meta.get('model', name)} --cache {args.cache}` first")
     _check_fingerprint(meta, (store.read_model(name) or {}).get("fingerprint_id"), f"cache {args.cache}")
-    X, y, _ids = load_features(args.cache, model=name)
+    reader = _reader_with_rows(args.cache, name, "evaluate")
+    X, y = reader.read_all(), reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; evaluation needs labels "
                               "(use `featx predict` for unlabelled data)")
@@ -216,7 +239,8 @@ def cmd_evaluate(args) -> int:
         args.console.result(to_markdown(report, title=title))
     args.console.note("report: " + ", ".join(str(path) for path in files.values() if path is not None))
     args.console.result(f"{title}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} "
-                        f"on {report['n']} items")
+                        f"on {report['n']} items"
+                        + (f" ({report['unlabelled']} unlabelled items left out)" if report["unlabelled"] else ""))
     return 0
 
 
@@ -243,8 +267,9 @@ def cmd_predict(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     acc = None
-    if labels is not None and len(ids):
-        acc = float(np.mean(np.asarray(pred, dtype=object) == np.asarray(labels, dtype=object)))
+    scored = np.zeros(len(ids), bool) if labels is None else labelled_mask(labels)
+    if scored.any():  # against the items that have a label
+        acc = float(np.mean(np.asarray(pred, dtype=object)[scored] == np.asarray(labels, dtype=object)[scored]))
     seconds = time.perf_counter() - t0
     skipped = done.items - len(ids)
     if args.json:
@@ -255,7 +280,8 @@ def cmd_predict(args) -> int:
     summary = (f"predicted {len(ids)} of {done.items} items" + (f" ({skipped} skipped)" if skipped else "")
                + f" in {seconds:.1f} s ({len(ids) / seconds if seconds > 0 else 0.0:.1f} items/s)"
                + (f" -> {args.out}" if args.out is not None else "")
-               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else ""))
+               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else "")
+               + (f" ({len(ids) - int(scored.sum())} unlabelled)" if acc is not None and not scored.all() else ""))
     console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
     return 0
 
@@ -284,6 +310,7 @@ def _predict_with_head(args) -> _Predicted:
     _check_fingerprint(meta, backbone.fingerprint_id, f"backbone {backbone.onnx_path}")
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            id_column=args.id_column)
+    check_modality(dataset, backbone.modality, f"{args.head} (on the {backbone.modality} backbone {backbone.name})")
     extraction = None
     if args.cache is not None:
         report = extract(dataset, backbone, args.cache, batch_size=args.batch_size, on_error=args.on_error,
@@ -312,8 +339,7 @@ def _predict_deployed(args) -> _Predicted:
     model = DeployedModel(args.head)
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            id_column=args.id_column)
-    if dataset.modality != model.modality:
-        raise DataSourceError(f"{dataset.name} holds {dataset.modality}s but {args.head} takes {model.modality}s")
+    check_modality(dataset, model.modality, str(args.head))
     result = model.predict_items([item.ref for item in dataset.items], ids=dataset.ids(), batch_size=args.batch_size,
                                  on_error=args.on_error, warn=args.console.note, progress=args.console.progress)
     labels = dataset.labels()

@@ -137,8 +137,22 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         state.pop("_index", None)
         return state
 
-    def _check_state(self) -> None:
-        """Refuse arrays that do not fit together before faiss reads them (an edited saved head)."""
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._index = None  # whatever a file held there: the index is built from the checked arrays
+
+    def check_state(self) -> None:
+        """Refuse parameters and arrays that do not fit together before faiss reads them (an edited saved head).
+
+        Raises
+        ------
+        ParameterError
+            A parameter out of its range.
+        HeadError
+            Vectors, label codes or centroids of the wrong shape, dtype or range, or non-finite.
+        """
+        check_is_fitted(self)
+        self._check_params()
         v, c, labels = self.vectors_, self.centroids_, self.labels_
         ok = (isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim == 2 and v.flags.c_contiguous
               and isinstance(c, np.ndarray) and c.dtype == np.float32 and c.ndim == 2 and c.flags.c_contiguous
@@ -153,7 +167,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def _get_index(self):
         built = getattr(self, "_index", None)
         if built is None:
-            self._check_state()
+            self.check_state()
             faiss = _faiss()
             d = self.vectors_.shape[1]
             ip = self.metric == "cosine"
@@ -203,8 +217,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         """The brute-force scikit-learn kNN on the same stored vectors (exact neighbours; for ONNX export)."""
         from sklearn.neighbors import KNeighborsClassifier
 
-        check_is_fitted(self)
-        self._check_state()
+        self.check_state()
         exact = KNeighborsClassifier(n_neighbors=self.n_neighbors, weights=self.weights, metric=self.metric,
                                      algorithm="brute")
         return exact.fit(self.vectors_, self.classes_[self.labels_])

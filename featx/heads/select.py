@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..search import grid_search
+from ..sources import labelled_mask
 from ..validation import check_int, invalid
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
                     head_pipeline, plain)
@@ -112,6 +113,20 @@ def _check_labels(y, n_rows: int):
     return y, classes, counts
 
 
+def _labelled_rows(kind: str, rows, y, notes: list):
+    """``(rows, y)`` without the unlabelled rows (None, NaN or blank labels: never a class), noted when any."""
+    if y is None or len(y) != rows.n_rows:
+        return rows, y  # _check_labels says what is wrong
+    y = np.asarray(y)
+    if y.dtype.kind not in "OUSf":
+        return rows, y
+    keep = labelled_mask(y)
+    if keep.all():
+        return rows, y
+    notes.append(f"{kind}: {int((~keep).sum())} unlabelled row(s) left out of training")
+    return rows.take(np.flatnonzero(keep)), y[keep]
+
+
 def _check_array(X):
     X = np.asarray(X)
     if X.ndim != 2:
@@ -178,7 +193,8 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         Features (embeddings). A reader is read a sample and a chunk at a time: a cache larger
         than memory is streamed, never loaded whole.
     y : array of shape (n,), optional
-        Labels; default: the reader's labels.
+        Labels; default: the reader's labels. Rows whose label is missing (None, NaN, blank) are
+        left out, with a note saying how many.
     cv : int
         Folds of the stratified, shuffled, seeded k-fold. When the smallest class has fewer
         items, the folds are reduced to that count (with a warning); with a single item in some
@@ -238,12 +254,13 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     rows = rows_of(X) if hasattr(X, "read") else ArrayRows(_check_array(X))
     if not isinstance(rows, ArrayRows) and y is None:
         y = rows.labels
+    notes: list[str] = []
+    rows, y = _labelled_rows(kind, rows, y, notes)
     y, classes, _ = _check_labels(y, rows.n_rows)
     plan = plan_head(kind, rows.n_rows, rows.dim, strategy=strategy, memory_budget=memory_budget,
                      in_memory=isinstance(rows, ArrayRows), chunk=chunk, select_rows=select_rows)
     approximate = plan.strategy == "approximate"
     grid = check_grid(kind, head_grid(kind, approximate) if grid is None else grid, approximate)
-    notes: list[str] = []
     t0 = time.perf_counter()
     sample = stratified_sample(y, plan.n_select, seed)
     Xs, ys = rows.read(sample), y[sample]

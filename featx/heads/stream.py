@@ -44,6 +44,10 @@ class ArrayRows:
     def read(self, positions) -> np.ndarray:
         return np.asarray(self.X[np.asarray(positions, dtype=np.int64)], dtype=np.float32)
 
+    def take(self, positions) -> "ArrayRows":
+        """The rows at ``positions`` only."""
+        return ArrayRows(self.X[np.asarray(positions, dtype=np.int64)])
+
 
 def rows_of(X):
     """``X`` itself when it reads rows by position (a FeatureReader), else :class:`ArrayRows`."""

@@ -4,7 +4,7 @@
 
     featx/sources/
       __init__.py    the public API below
-      items.py       Item, Dataset, make_dataset, file_stamp; ids: text_id, unique_ids
+      items.py       Item, Dataset, make_dataset, file_stamp; ids: text_id, unique_ids, utf8_text; clean_label
       kinds.py       open_dataset: which kind of source a name, path or object is (the tables of kinds)
       folders.py     a folder of images, labelled by first-level sub-folder
       manifests.py   CSV / TSV / JSON Lines / Parquet tables with a path or text column
@@ -37,6 +37,12 @@ A source is one of:
   ``.cls`` / ``.txt`` / ``.json`` member the label (see :mod:`featx.sources.webdataset`);
 - ``builtin:NAME[:SPLIT]``: ``digits``, ``fashion-mnist``, ``fine-foods`` (see :mod:`featx.sources.builtins`).
 
+A missing label (no sub-folder, an empty, NaN or null cell) leaves the item unlabelled (label None),
+never a class: it is listed, extracted and predicted, and left out of training and evaluation.
+
+Ids are unique within a dataset (a :class:`Dataset` with a repeated id is refused) and valid Unicode
+(the bytes of a file name that are not UTF-8 become ``\\xNN`` escapes in its id).
+
 Ids without an id column: for image manifests the path as written; for texts the first
 16 hex digits of ``sha1(text)``. Repeated ids get ``~2``, ``~3``, ... in order of appearance
 (``"a"``, ``"a"``, ``"a"`` -> ``"a"``, ``"a~2"``, ``"a~3"``). An id column must be unique.
@@ -53,9 +59,10 @@ Examples
 
 from .builtins import fetch_builtin
 from .folders import IMAGE_EXTENSIONS
-from .items import Dataset, Item, file_stamp, make_dataset, text_id, unique_ids
+from .items import (Dataset, Item, check_modality, clean_label, file_stamp, labelled_mask, make_dataset, text_id,
+                    unique_ids, utf8_text)
 from .kinds import open_dataset
 from .subsets import subset
 
 __all__ = ["Item", "Dataset", "make_dataset", "open_dataset", "subset", "fetch_builtin", "file_stamp", "text_id",
-           "unique_ids", "IMAGE_EXTENSIONS"]
+           "unique_ids", "utf8_text", "clean_label", "labelled_mask", "check_modality", "IMAGE_EXTENSIONS"]

@@ -10,11 +10,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from ..errors import DataSourceError, MissingDependencyError
 from ..extras import require
-from .items import Dataset, Item, file_stamp, make_dataset, text_id, unique_ids
+from .items import Dataset, Item, clean_label, file_stamp, is_missing, make_dataset, text_id, unique_ids
 from .textlines import read_lines
 
 MANIFEST_KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -56,7 +55,7 @@ def open_manifest(
     chosen_id = find_column(names, id_column, (ID_COLUMN,), "id_column", where, exact=True)
     chosen_label = find_column(names, label_column, LABEL_COLUMNS, "label_column", where,
                                exclude={content_column, chosen_id})
-    labels = [label_text(v) for v in table[chosen_label]] if chosen_label else [None] * len(table[content_column])
+    labels = [clean_label(v) for v in table[chosen_label]] if chosen_label else [None] * len(table[content_column])
     name = f"{kind}:{path}"
     if chosen_path:
         written = [None if v is None else str(v) for v in table[chosen_path]]
@@ -104,7 +103,7 @@ def manifest_ids(table: dict[str, list], id_column: str | None, where: str, *, f
     """
     if id_column is None:
         return unique_ids(fallback)
-    ids = [label_text(v) for v in table[id_column]]
+    ids = [clean_label(v) for v in table[id_column]]
     empty_rows = [row for row, value in enumerate(ids) if value is None]
     if empty_rows:
         raise DataSourceError(
@@ -132,24 +131,6 @@ def image_item(base: Path, item_id: str, written_path: str | None, label: str | 
         return Item(id=item_id, ref=None, label=label)
     absolute = os.path.abspath(os.path.join(base, os.path.expanduser(written_path)))
     return Item(id=item_id, ref=absolute, label=label, stamp=file_stamp(absolute))
-
-
-def label_text(value) -> str | None:
-    """A label as str: None stays None, integral floats lose their ``.0`` (parquet int columns with gaps)."""
-    if is_missing(value):
-        return None
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def is_missing(value) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # NaN
-    except (TypeError, ValueError):
-        return True  # pandas.NA refuses to be compared
 
 
 def read_table(path: Path, kind: str) -> dict[str, list]:
