@@ -257,7 +257,7 @@ def convert_ivf_knn(b: GraphBuilder, knn) -> None:
     """
     from onnx import TensorProto
 
-    knn._check_state()
+    knn.check_state()
     index = knn._get_index()
     _, lists = index.quantizer.search(knn.vectors_, 1)  # the list faiss put each row in
     cosine = knn.metric == "cosine"

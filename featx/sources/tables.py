@@ -50,8 +50,8 @@ import numpy as np
 
 from ..errors import DataSourceError
 from ..extras import require
-from .items import Dataset, Item, file_stamp, make_dataset, text_id
-from .manifests import (ID_COLUMN, LABEL_COLUMNS, PATH_COLUMNS, TEXT_COLUMNS, find_column, image_item, label_text,
+from .items import Dataset, Item, clean_label, file_stamp, make_dataset, text_id
+from .manifests import (ID_COLUMN, LABEL_COLUMNS, PATH_COLUMNS, TEXT_COLUMNS, find_column, image_item,
                         manifest_ids)
 from .refs import FileRange, TableCell, arrow_reader
 
@@ -367,7 +367,7 @@ def table_label(value) -> str | None:
     """A label as str; None for a missing or blank one."""
     if isinstance(value, str) and not value.strip():
         return None
-    return label_text(value)
+    return clean_label(value)
 
 
 @dataclass

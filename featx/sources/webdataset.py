@@ -39,8 +39,8 @@ from pathlib import Path
 
 from ..errors import DataSourceError
 from .folders import IMAGE_EXTENSIONS
-from .items import Dataset, Item, make_dataset
-from .manifests import LABEL_COLUMNS, MAX_NAMED, label_text
+from .items import Dataset, Item, clean_label, make_dataset
+from .manifests import LABEL_COLUMNS, MAX_NAMED
 from .refs import FileRange
 
 #: Members read for a label, in this order, when ``label_column`` names none.
@@ -162,4 +162,4 @@ def member_label(tar: tarfile.TarFile, shard: Path, member: tarfile.TarInfo, ext
         value = next((value[k] for k in LABEL_COLUMNS if k in value), None)
     if isinstance(value, (dict, list)) or (isinstance(value, str) and not value.strip()):
         return None
-    return label_text(value)
+    return clean_label(value)
