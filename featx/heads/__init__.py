@@ -38,14 +38,14 @@ Examples
 True
 """
 
-from .build import (CALIBRATION_FOLDS, HEADS, NYSTROEM_COMPONENTS, PCA_COMPONENTS, POWERS, SCALERS, SignedSqrt,
+from .build import (CALIBRATION_FOLDS, FEW_SHOT_PARAMS, HEADS, NYSTROEM_COMPONENTS, PCA_COMPONENTS, POWERS, SCALERS, SignedSqrt,
                     check_grid, check_kind, default_params, describe_params, grid_points, grid_size, head_grid,
                     head_pipeline)
 from .knn import IVFKNeighborsClassifier
 from .plan import EXACT_ROWS, SELECT_ROWS, STRATEGIES, HeadPlan, default_memory_budget, plan_head
 from .select import SelectionResult, check_n_jobs, resolve_heads, select_head, stratified_sample, train_heads
 
-__all__ = ["HEADS", "SCALERS", "POWERS", "CALIBRATION_FOLDS", "NYSTROEM_COMPONENTS", "PCA_COMPONENTS", "STRATEGIES",
+__all__ = ["HEADS", "SCALERS", "POWERS", "CALIBRATION_FOLDS", "FEW_SHOT_PARAMS", "NYSTROEM_COMPONENTS", "PCA_COMPONENTS", "STRATEGIES",
            "SELECT_ROWS", "EXACT_ROWS", "SignedSqrt", "IVFKNeighborsClassifier", "SelectionResult", "HeadPlan",
            "head_pipeline", "head_grid", "grid_size", "grid_points", "check_grid", "check_kind", "check_n_jobs",
            "default_params", "describe_params", "select_head", "train_heads", "resolve_heads", "plan_head",
