@@ -59,6 +59,7 @@ import numpy as np
 from .errors import FeatxError, InputError, MissingDependencyError, ParameterError, SpecError
 from .export import build_torch_backbone
 from .inputs import InputChain, ItemBatches
+from .layers import module_blocks
 from .registry import BackboneSpec, TextPreprocess, get_spec
 from .validation import check_choice, check_float, check_int
 
@@ -135,32 +136,9 @@ def load_torch_backbone(backbone) -> TorchBackbone:
 
 
 def split_blocks(backbone: TorchBackbone):
-    """``(stem, blocks, unused)``: modules before the blocks, the blocks, and modules never run.
-
-    EfficientNet (``_blocks``): stem = conv_stem + bn0. BERT-like (``encoder.layer``):
-    stem = embeddings, unused = pooler (mean pooling does not use it). timm
-    (``blocks``/``stages``) and generic modules with a ``blocks`` attribute: stem = the
-    modules registered before it.
-    """
-    module = backbone.module
-    inner = getattr(module, "model", module)
-    if backbone.blocks is not None:
-        return [], list(backbone.blocks), []
-    if hasattr(inner, "_blocks"):
-        return [inner._conv_stem, inner._bn0], list(inner._blocks), [getattr(inner, "_fc", None)]
-    encoder = getattr(inner, "encoder", None)
-    if encoder is not None and hasattr(encoder, "layer"):
-        return [inner.embeddings], list(encoder.layer), [getattr(inner, "pooler", None)]
-    for name in ("blocks", "stages", "layers"):
-        seq = getattr(inner, name, None)
-        if seq is not None and hasattr(seq, "__len__"):
-            stem = []
-            for child_name, child in inner.named_children():
-                if child_name == name:
-                    break
-                stem.append(child)
-            return stem, list(seq), []
-    return None, None, []
+    """``(stem, blocks, unused)``: modules before the blocks, the blocks, and modules never run
+    (:func:`featx.layers.module_blocks`; ``backbone.blocks`` when given)."""
+    return module_blocks(backbone.module, backbone.blocks)
 
 
 def frozen_prefix(backbone: TorchBackbone, frozen_blocks: int | None):
