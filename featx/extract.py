@@ -126,7 +126,7 @@ def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = 
     """Embed items into one :class:`ShardData` (a worker's unit of work; writes no file)."""
     check_int(batch_size, "batch_size", "embed_items", low=1)
     check_choice(on_error, "on_error", "embed_items", ON_ERROR)
-    buffer = _ShardBuffer(backbone.dim)
+    buffer = _ShardBuffer(backbone.dim, backbone.layers)
     for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error):
         buffer.add(chunk, embedded)
     return buffer.take()
@@ -156,10 +156,11 @@ _WORKER_BACKBONES: dict = {}
 
 
 class _ShardBuffer:
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, layers=None):
         self.dim = dim
+        self.layers = dict(layers or {})  # intermediate layer -> dim: each kept as its own feature set
         self.items: list[Item] = []
-        self.parts: list[np.ndarray] = []
+        self.parts: list[Embedded] = []
         self.failures: list[tuple[Item, str]] = []
 
     def __len__(self):
@@ -168,15 +169,15 @@ class _ShardBuffer:
     def add(self, chunk: list[Item], embedded: Embedded) -> None:
         self.items += [chunk[p] for p in embedded.positions]
         if len(embedded.positions):
-            self.parts.append(embedded.rows)
+            self.parts.append(embedded)
         self.failures += [(chunk[f.position], f.reason) for f in embedded.failures]
 
     def take(self) -> ShardData:
-        emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
+        rows = Embedded.concat(self.parts, self.dim, self.layers)
         data = ShardData(
-            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
+            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=rows.rows,
             failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
-            failed_reasons=[r for _, r in self.failures],
+            failed_reasons=[r for _, r in self.failures], layers=rows.layers,
         )
         self.items, self.parts, self.failures = [], [], []
         return data
@@ -314,7 +315,7 @@ class _Committer:
 
 
 def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
-    buffer = _ShardBuffer(backbone.dim)
+    buffer = _ShardBuffer(backbone.dim, backbone.layers)
     last_commit = time.monotonic()
     try:
         for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):

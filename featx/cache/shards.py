@@ -1,9 +1,10 @@
 """Immutable shard files: one committed unit of extraction work.
 
-A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``)
-and the items that failed (``failed/ids``, ``failed/stamps``, ``failed/reasons``), with a
-checksum over all of it in its attributes. It is written to a temporary name, fsynced and
-renamed into place: it either exists whole or not at all.
+A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``),
+for a backbone exported with intermediate layers each layer's rows as a feature set of its own
+(``layers/<name>``, aligned with ``ids``), and the items that failed (``failed/ids``,
+``failed/stamps``, ``failed/reasons``), with a checksum over all of it in its attributes. It is
+written to a temporary name, fsynced and renamed into place: it either exists whole or not at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ShardData:
     failed_ids: list[str] = field(default_factory=list)
     failed_stamps: list[str] = field(default_factory=list)
     failed_reasons: list[str] = field(default_factory=list)
+    layers: dict = field(default_factory=dict)  # intermediate layer -> (len(ids), d_layer)
 
     def __len__(self) -> int:
         return len(self.ids) + len(self.failed_ids)
@@ -43,6 +45,9 @@ class ShardData:
         for part in (self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons):
             h.update("\x1f".join(part).encode())
             h.update(b"\x1e")
+        for name in sorted(self.layers):  # none for a plain backbone: its checksums are as they were
+            h.update(f"layer {name}".encode())
+            h.update(np.ascontiguousarray(self.layers[name]).tobytes())
         return h.hexdigest()
 
 
@@ -54,12 +59,14 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
                 durable: bool = True) -> Path:
     """Write ``data`` to ``final`` atomically (temporary file, fsync, rename, fsync of the folder)."""
     emb = np.asarray(data.embeddings, dtype=dtype)
-    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons)
+    layers = {name: np.asarray(rows, dtype=dtype) for name, rows in data.layers.items()}
+    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons, layers)
 
     def fill(f) -> None:
-        n, dim = emb.shape
-        chunks = (min(n, chunk_rows(dim, emb.itemsize)), dim) if n else None
-        f.create_dataset("embeddings", data=emb, chunks=chunks)
+        for name, rows in (("embeddings", emb), *((f"layers/{k}", v) for k, v in layers.items())):
+            n, dim = rows.shape
+            chunks = (min(n, chunk_rows(dim, rows.itemsize)), dim) if n else None
+            f.create_dataset(name, data=rows, chunks=chunks)
         _strings_dataset(f, "ids", stored.ids)
         _strings_dataset(f, "stamps", stored.stamps)
         _strings_dataset(f, "failed/ids", stored.failed_ids)
@@ -79,10 +86,11 @@ def _strings_dataset(f, name: str, values) -> None:
 
 
 def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]:
-    """Read a shard: ``(data, attrs)``. With ``embeddings=False`` the array is left empty (cheap scan)."""
+    """Read a shard: ``(data, attrs)``. With ``embeddings=False`` the arrays are left empty (cheap scan)."""
     with h5py.File(path, "r") as f:
         attrs = dict(f.attrs)
         emb = f["embeddings"][()] if embeddings else np.empty((0, 0), np.float32)
+        names = list(f["layers"]) if "layers" in f else []
         data = ShardData(
             ids=_strings(f["ids"]),
             stamps=_strings(f["stamps"]),
@@ -90,9 +98,11 @@ def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]
             failed_ids=_strings(f["failed/ids"]),
             failed_stamps=_strings(f["failed/stamps"]),
             failed_reasons=_strings(f["failed/reasons"]),
+            layers={name: f["layers"][name][()] for name in names} if embeddings else {},
         )
-        if len(data.ids) != f["embeddings"].shape[0] or len(data.stamps) != len(data.ids):
-            raise ValueError(f"{len(data.ids)} ids but {f['embeddings'].shape[0]} embedding rows")
+        rows = [f["embeddings"].shape[0], *(f["layers"][name].shape[0] for name in names)]
+        if any(n != len(data.ids) for n in rows) or len(data.stamps) != len(data.ids):
+            raise ValueError(f"{len(data.ids)} ids but {rows} rows of embeddings and layers")
     return data, attrs
 
 
