@@ -307,7 +307,7 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
              epochs: float | None = None, min_steps: int = 1, max_steps: int | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, val=None, eval_every: int | None = None,
              frozen_blocks: int | None = None, classes=None, ids=None,
-             threads: int | None = DEFAULT_THREADS, log_every: int = 1) -> FineTuneResult:
+             threads: int | None = DEFAULT_THREADS, log_every: int = 1, init_head=None) -> FineTuneResult:
     """Fine-tune a backbone with a linear layer on labelled items.
 
     Parameters
@@ -343,6 +343,10 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         Item names for error messages.
     threads : int, optional
         torch intra-op threads during the call (default 2; None leaves torch's setting).
+    init_head : (weight, bias) or FineTuneResult, optional
+        Start the linear layer from these values instead of a random initialisation: a fitted linear
+        probe (the result of ``mode="head"``), for LP-FT (linear probe, then fine-tuning; Kumar et al.,
+        2022) with ``mode="full"``. Weight (n_classes, dim), bias (n_classes,), in ``classes`` order.
 
     Returns
     -------
@@ -400,6 +404,8 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
 
         dim = spec.dim or _probe_dim(module, data)
         model = _classifier_class()(module, int(dim), len(classes), frozen)
+        if init_head is not None:
+            _set_head(model.head, init_head, classes)
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         n = len(targets)
@@ -450,6 +456,27 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         steps=total_steps, batch_size=bs, seed=int(seed), classes=classes, spec=spec,
         tokenizer_json=tb.tokenizer_json, val_accuracy=val_accuracy, frozen_blocks=k, n_blocks=n_blocks,
     )
+
+
+def head_weights(result: FineTuneResult) -> tuple[np.ndarray, np.ndarray]:
+    """The linear layer of a fine-tuned model: ``(weight (n_classes, dim), bias (n_classes,))``, float32."""
+    return result.model.head.weight.detach().numpy().copy(), result.model.head.bias.detach().numpy().copy()
+
+
+def _set_head(head, init, classes) -> None:
+    torch = require_torch()
+    if isinstance(init, FineTuneResult):
+        if tuple(init.classes) != tuple(classes):
+            raise ParameterError(f"init_head was fitted on the classes {list(init.classes)[:5]}, not "
+                                 f"{list(classes)[:5]}: pass classes= in the same order to both calls")
+        init = head_weights(init)
+    weight, bias = (np.asarray(a, np.float32) for a in init)
+    if weight.shape != tuple(head.weight.shape) or bias.shape != tuple(head.bias.shape):
+        raise ParameterError(f"The 'init_head' parameter of finetune must be (weight {tuple(head.weight.shape)}, "
+                             f"bias {tuple(head.bias.shape)}). Got shapes {weight.shape} and {bias.shape} instead.")
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
 
 
 def _same_modules(original, clone, modules):

@@ -43,7 +43,7 @@ from .build import (CALIBRATION_FOLDS, FEW_SHOT_PARAMS, HEADS, NYSTROEM_COMPONEN
                     check_grid, check_kind, default_params, describe_params, grid_points, grid_size, head_grid,
                     head_pipeline)
 from .knn import IVFKNeighborsClassifier
-from .layer import LayerSelection, select_layer
+from .layer import LayerSelection, best_layer, select_layer
 from .plan import EXACT_ROWS, SELECT_ROWS, STRATEGIES, HeadPlan, default_memory_budget, plan_head
 from .select import SelectionResult, check_n_jobs, resolve_heads, select_head, stratified_sample, train_heads
 
@@ -51,4 +51,4 @@ __all__ = ["HEADS", "SCALERS", "POWERS", "CALIBRATION_FOLDS", "FEW_SHOT_PARAMS",
            "SELECT_ROWS", "EXACT_ROWS", "SignedSqrt", "IVFKNeighborsClassifier", "SelectionResult", "HeadPlan",
            "head_pipeline", "head_grid", "grid_size", "grid_points", "check_grid", "check_kind", "check_n_jobs",
            "default_params", "describe_params", "select_head", "train_heads", "resolve_heads", "plan_head",
-           "default_memory_budget", "stratified_sample", "LayerSelection", "select_layer"]
+           "default_memory_budget", "stratified_sample", "LayerSelection", "best_layer", "select_layer"]

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ParameterError
 from .select import SelectionResult, select_head
 
-__all__ = ["LayerSelection", "select_layer"]
+__all__ = ["LayerSelection", "best_layer", "select_layer"]
 
 
 @dataclass
@@ -90,6 +90,17 @@ def select_layer(kind: str, features: Mapping[str, Any], y=None, **select_kwargs
                              "features. Got an empty mapping instead.")
     results = {layer: select_head(kind, X, y, **select_kwargs) for layer, X in features.items()}
     scores = {layer: None if math.isnan(r.cv_mean) else float(r.cv_mean) for layer, r in results.items()}
-    scored = [layer for layer, s in scores.items() if s is not None]
-    best = max(scored, key=lambda layer: scores[layer]) if scored else next(iter(results))  # ties: the first
+    best = best_layer(scores)
     return LayerSelection(best, results[best], scores, results)
+
+
+def best_layer(scores: Mapping[str, float | None]) -> str:
+    """The layer with the highest CV score; ties, and no score at all, go to the first given.
+
+    Examples
+    --------
+    >>> best_layer({"final": 0.80, "block4": 0.85, "block7": 0.85}), best_layer({"final": None, "block4": None})
+    ('block4', 'final')
+    """
+    scored = [layer for layer, s in scores.items() if s is not None]
+    return max(scored, key=lambda layer: scores[layer]) if scored else next(iter(scores))
