@@ -478,3 +478,73 @@ def test_cli_onnx_file_needs_modes_none(tmp_path, tiny_image_onnx, capsys):
             "--test-size", "20", "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 1  # a featx error: the configuration cannot run (2 is for usage errors)
     assert "is an ONNX file" in capsys.readouterr().err and not (tmp_path / "digits.json").exists()
+
+
+# ------------------------------------------------------------------ texts: LP-FT and SetFit
+@pytest.fixture(scope="module")
+def tiny_text_run(tmp_path_factory, minilm_tokenizer_json):
+    """The text table on builtin:fine-foods with a tiny random BERT (2 layers, 16-d): LP-FT and SetFit at 2/class.
+
+    SetFit loads the same tiny encoder from a sentence-transformers folder written offline here."""
+    transformers = pytest.importorskip("transformers")
+    st = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("setfit")
+    import shutil
+
+    from featx.export import _wrappers
+    from featx.finetune import TorchBackbone
+    from featx.registry import BackboneSpec, TextPreprocess
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64)
+    bert = transformers.BertModel(config).eval()
+    hf = root / "hf"
+    bert.save_pretrained(hf)
+    source = minilm_tokenizer_json.parent
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(source / name, hf / name)
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers before 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    encoder = st.SentenceTransformer(modules=[Transformer(str(hf), max_seq_length=32), Pooling(16, "mean"),
+                                              Normalize()])
+    encoder.save(str(root / "st"))
+    _, MeanPooledText = _wrappers()
+    spec = BackboneSpec(name="tiny-bert", modality="text", source={"kind": "python"}, dim=16, normalize=True,
+                        preprocess=TextPreprocess(max_length=32))
+    backbone = TorchBackbone(MeanPooledText(bert, normalize=True).eval(), spec, tokenizer_json=minilm_tokenizer_json)
+    out = tmp_path_factory.mktemp("bench-text")
+    config = BenchConfig(
+        dataset="builtin:fine-foods", backbone=backbone, sizes=(2,), seeds=(0,), test_size=20, cv=2, heads=("logreg",),
+        finetune_modes=("head", "lp-ft", "setfit"), lr_select_per_class=3, epochs=2, min_steps=2, max_steps=2,
+        lrs={"head": (1e-2,), "lp-ft": (1e-3,)}, threads=1, cache=str(out / "cache"), layers=("layer1",),
+        setfit_model=str(root / "st"), setfit_max_steps=1,
+    )
+    return run_benchmark(config, out, command="featx bench (text test)", progress=lambda line: None), out
+
+
+def test_text_table_has_lp_ft_and_setfit_rows(tiny_text_run):
+    result, out = tiny_text_run
+    assert result.errors == []
+    rows = {r.strategy: r for r in result.rows}
+    assert set(rows) == {"majority class", "TF-IDF + logreg", "frozen: logreg", "frozen: logreg @ layer1",
+                         "frozen: best layer by CV", "fine-tune: head only", "LP-FT", "SetFit"}
+    setfit = rows["SetFit"]
+    assert isinstance(setfit, FinetuneRow) and setfit.family == "finetune" and setfit.n_train == 4
+    # its default recipe, cut at the cap of 1 step: the row says so, with the pairs its recipe would train on
+    assert setfit.params["steps"] == 1 and setfit.params["max_steps"] == 1
+    assert setfit.params["pairs"] >= 4 and setfit.params["hit_cap"] is (setfit.params["steps_wanted"] > 1)
+    assert setfit.finetune_s > 0 and setfit.predict_ms_per_item > 0 and 0 <= setfit.accuracy <= 1
+    assert setfit.trainable_params == setfit.total_params > 16 * 30522  # the whole encoder and the head
+    assert "setfit" not in result.lr_selection.modes  # its own recipe: no rate chosen for it
+    assert rows["LP-FT"].params["probe_lr"] == 1e-2
+    md = (out / "fine-foods.md").read_text()
+    assert "| 2 | SetFit |" in md and "SetFit: its default recipe" in md
+    assert any(line.startswith("SetFit vs frozen: best") or line.startswith("SetFit vs frozen: logreg")
+               for line in result.conclusion)
+    assert any("hit the step cap" in line.lower() or "no fine-tuned row hit" in line.lower()
+               for line in result.conclusion)

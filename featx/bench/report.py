@@ -117,10 +117,11 @@ def _setup(result: BenchResult) -> list[str]:
                      "(same pass, parity-checked per output; `featx export --layers`); 'frozen: logreg @ L' is "
                      f"featx's logreg head with its selection on layer L, 'frozen: best layer by CV' the layer whose "
                      "logreg has the best CV score, the final layer included (ties and no CV: the final layer).")
-    if cfg.heads:
-        lines.append("- Few-shot protocol: with one item per class no CV is possible, and every head is fitted "
-                     "with featx's few-shot default (unit-length rows, logreg C=10, linear SVM C=10, 1-NN cosine: "
-                     "`featx.heads.FEW_SHOT_PARAMS`, chosen on held-out training items, never this test set).")
+    if result.few_shot:
+        lines.append("- Few-shot protocol: with one item per class no CV is possible, and each head is fitted with "
+                     "featx's few-shot default (`featx.heads.FEW_SHOT_PARAMS`, chosen on held-out training items of "
+                     "Fashion-MNIST, never a test set): "
+                     + "; ".join(f"{k} `{json.dumps(v)}`" for k, v in result.few_shot.items()) + ".")
     if ft.modes:
         lines.append(f"- Fine-tuning ({', '.join(ft.modes)}) at sizes {', '.join(sp.finetune_sizes)}, seeds "
                      f"{sp.finetune_seeds}: {ft.optimizer}, {ft.schedule}, batch {ft.batch_size}, "

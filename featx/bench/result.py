@@ -166,6 +166,7 @@ class BenchResult:
     plots: dict[str, str] | None = None  # set when the report is written
     load_average_end: list[float] | None = None  # recorded inside "machine"
     layers: dict[str, int] | None = None  # intermediate layers of the frozen rows, {name: dim}, in depth order
+    few_shot: dict | None = None  # what the heads are fitted with when no CV is possible (FEW_SHOT_PARAMS)
 
     def to_dict(self) -> dict:
         machine = self.machine.to_dict()
@@ -190,6 +191,8 @@ class BenchResult:
             doc["plots"] = dict(self.plots)
         if self.layers:
             doc["layers"] = dict(self.layers)
+        if self.few_shot:
+            doc["few_shot"] = dict(self.few_shot)
         return doc
 
     def to_json(self) -> str:

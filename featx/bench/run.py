@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..heads import FEW_SHOT_PARAMS
 from ..layers import FINAL
 from ..machine import machine_facts, rounded_load_average
 from .baselines import raw_pixels_of, run_baselines
@@ -118,6 +119,7 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
     if config.heads:
         features, result.extraction = extract_features(ctx, used, bb)
         result.layers = {**bb.layers, FINAL: bb.spec.dim} if bb.layers else None
+        result.few_shot = {kind: FEW_SHOT_PARAMS[kind] for kind in config.heads}
         warm_up_workers(config.threads)
     raw = raw_pixels_of(ctx, used) if config.baselines and modality == "image" else None
     for size in sizes:
