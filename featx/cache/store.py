@@ -304,6 +304,12 @@ def _describe_change(key: str, old: dict, new: dict) -> str:
         return f"preprocessing ({'; '.join(diffs)})"
     if key == "tokenizer_sha256":
         return "tokenizer"
+    if key == "layers":
+        return f"intermediate layers ({_names(old.get(key))} -> {_names(new.get(key))})"
     if key.startswith("storage dtype"):
         return key
     return f"{key} ({old.get(key)} -> {new.get(key)})"
+
+
+def _names(layers) -> str:
+    return ", ".join(layers or {}) or "none"
