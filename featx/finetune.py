@@ -417,9 +417,11 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         )
         targets_t = torch.from_numpy(targets)
 
-        cached = None
-        if mode == "head":  # frozen eval-mode backbone: the same features every epoch
+        cached = val_cached = None
+        if mode == "head":  # frozen eval-mode backbone: the same features every epoch (validation items' too)
             cached = _features(model, data, np.arange(n), 64)
+            if val_data is not None:
+                val_cached = _features(model, val_data[0], np.arange(len(val_data[1])), 64)
         rng = np.random.default_rng(int(seed))
         stream = _batch_stream(rng, n, bs)
         history = []
@@ -442,7 +444,8 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
                          "seconds": time.perf_counter() - start}
             if val_data is not None and ((eval_every and step % eval_every == 0) or step == total_steps):
                 entry = entry or {"step": step, "loss": float(loss.item()), "seconds": time.perf_counter() - start}
-                entry["val_accuracy"] = _accuracy(model, *val_data)
+                entry["val_accuracy"] = _accuracy(model, *val_data) if val_cached is None else _head_accuracy(
+                    model, val_cached, val_data[1])
                 model.train()
             if entry is not None:
                 history.append(entry)
@@ -534,6 +537,13 @@ def _logits(model, data, batch_size=64) -> np.ndarray:
 
 def _accuracy(model, data, targets) -> float:
     return float((_logits(model, data).argmax(1) == targets).mean())
+
+
+def _head_accuracy(model, features, targets) -> float:
+    """Accuracy of the linear layer on precomputed features (``mode="head"``: the backbone never changes)."""
+    torch = require_torch()
+    with torch.no_grad():
+        return float((model.head(features).argmax(1).numpy() == targets).mean())
 
 
 def predict_proba(result: FineTuneResult, X_items, *, batch_size: int = 64,
