@@ -305,6 +305,51 @@ def test_conclude_calls_a_tie_within_noise():
     assert conclude([], cores=2) == (["No row produced a result."], None)
 
 
+def test_conclude_on_few_shot_layers_lp_ft_setfit_and_caps():
+    from featx.bench.result import LrChoice, LrSelection
+
+    summary = [
+        _entry("frozen: logreg", "frozen", "1", 0.53, 0.05, 0.1),
+        _entry("frozen: logreg @ block14", "frozen", "1", 0.54, 0.04, 0.1),
+        _entry("frozen: best layer by CV", "frozen", "1", 0.53, 0.05, 0.1),
+        _entry("fine-tune: head only", "finetune", "1", 0.50, 0.055, 2.0),
+        _entry("fine-tune: full", "finetune", "1", 0.38, 0.03, 6.0),
+        _entry("LP-FT", "finetune", "1", 0.52, 0.03, 8.0),
+        _entry("SetFit", "finetune", "1", 0.60, 0.01, 9.0),
+        _entry("frozen: logreg", "frozen", "100", 0.80, 0.01, 10.0),
+        _entry("frozen: logreg @ block14", "frozen", "100", 0.75, 0.01, 3.0),
+        _entry("frozen: best layer by CV", "frozen", "100", 0.80, 0.01, 13.0),
+    ]
+    budget = dict(epochs_chosen=10, max_steps=150, steps_wanted=313)
+    rows = [FinetuneRow(strategy="fine-tune: full", family="finetune", size="100", seed=seed, n_train=1000,
+                        accuracy=0.8, balanced_accuracy=0.8, macro_f1=0.8, total_params=1, loss_first=1.0,
+                        loss_last=0.5, seconds_per_step=0.6,
+                        params={**budget, "steps": 150 if seed < 2 else 313, "hit_cap": seed < 2})
+            for seed in range(3)]
+    selection = LrSelection(seed=0, per_class=50, train_items=400, val_items=100, steps=130, rule="r", max_epochs=10,
+                            modes={"full": LrChoice(grid=[1e-3], val_accuracy={"0.001": 0.8}, chosen=1e-3,
+                                                    seconds=1.0, chosen_epochs=10),
+                                   "head": LrChoice(grid=[1e-2], val_accuracy={"0.01": 0.8}, chosen=1e-2,
+                                                    seconds=1.0, chosen_epochs=4)})
+    lines, _ = conclude(summary, cores=2, rows=rows, selection=selection)
+    assert ("At 1 samples/class the frozen logistic regression (53.0% ± 5.0%) against fine-tune: head only, the "
+            "same model class (50.0% ± 5.5%): above it.") in lines
+    assert "LP-FT vs fine-tune: full: +14.0 points at 1 samples/class." in lines
+    assert "SetFit vs frozen: logreg: +7.0 points at 1 samples/class." in lines  # against the probe
+    assert ("Layers (a logistic regression on each layer's pooled features): the final layer is best at 100 "
+            "samples/class; an earlier layer at 1 (block14 54.0% ± 4.0% vs the final layer 53.0% ± 5.0%, within one "
+            "std).") in lines
+    assert ("Choosing the layer by CV (frozen: best layer by CV) against the final layer's logistic regression: "
+            "+0.0 points at 1; +0.0 points at 100 samples/class.") in lines
+    assert ("Hit the step cap (so trained fewer epochs than chosen on the validation split, or for SetFit fewer pairs "
+            "than its recipe): fine-tune: full at 100 samples/class (2 of 3 seeds: 150 steps; it wanted 313).") in lines
+    assert ("fine-tune: full chose the cap of 10 epochs (validation accuracy was highest at the last epoch allowed): "
+            "more epochs might have helped them.") in lines
+    # without the new rows (a report of an earlier version), none of these sentences
+    old, _ = conclude([e for e in summary if e.strategy in ("frozen: logreg", "fine-tune: full")], cores=2)
+    assert not [line for line in old if "Layers" in line or "cap" in line or "LP-FT" in line]
+
+
 def test_summarize_means_and_stds():
     rows = [Row(strategy="s", family="frozen", size="5", seed=seed, n_train=50, accuracy=a, balanced_accuracy=a,
                 macro_f1=a, extract_s=1.0, fit_s=2.0, peak_rss_mb=10.0, predict_ms_per_item=0.5,
