@@ -92,6 +92,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     ----------
     backbone_ : featx.Backbone
         The loaded backbone (its ONNX Runtime session is created lazily and dropped on pickling).
+    layer_ : str
+        The layer the rows come from (``"final"`` unless ``layer`` names another).
     n_features_out_ : int
         Embedding dimension (of ``layer``).
     n_features_in_ : int
