@@ -24,6 +24,7 @@ from .embedding import Embedded, Prepared, embed, run_batches
 from .errors import InputError, ParameterError
 from .files import sha256_file
 from .inputs import InputChain
+from .layers import check_layer
 from .modelfiles import ModelFile
 from .preprocess import TextTokenizer
 from .progress import progress_bar
@@ -110,12 +111,20 @@ class Backbone(ItemPreparation):
         return int(self.spec.dim)
 
     @property
+    def layers(self) -> dict[str, int]:
+        """The intermediate layers this export carries beside its final output, ``{name: dim}``
+        (``featx export NAME --layers ...``; see :mod:`featx.layers`)."""
+        return dict(self.spec.layers)
+
+    @property
     def fingerprint(self) -> dict:
-        """What the features depend on: the model file's bytes and the preprocessing."""
+        """What the features depend on: the model file's bytes and the preprocessing (and the layers it carries)."""
         fp = {"name": self.spec.name, "onnx_sha256": self.sha256, "preprocess": self.spec.preprocess.to_dict(),
               "dim": self.dim}
         if self.spec.modality == "text":
             fp["tokenizer_sha256"] = sha256_file(self.tokenizer_path)
+        if self.spec.layers:  # a plain export's fingerprint is unchanged
+            fp["layers"] = dict(self.spec.layers)
         return fp
 
     @property
@@ -129,9 +138,14 @@ class Backbone(ItemPreparation):
         """Model feeds -> float32 (n, d)."""
         return self.session.run(feeds)
 
+    def run_layers(self, feeds) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Model feeds -> the final features and ``{layer: (n, d_layer)}`` of every intermediate layer, one pass."""
+        outputs = list(self.session.run_all(feeds).values())  # features, then the layers in spec order
+        return outputs[0], dict(zip(self.spec.layers, outputs[1:]))
+
     # -- convenience -----------------------------------------------------------
     def embed(self, inputs, batch_size: int = DEFAULT_BATCH_SIZE, ids: Sequence | None = None,
-              progress: bool | None = None) -> np.ndarray:
+              progress: bool | None = None, layer: str | None = None) -> np.ndarray:
         """Embed items, in input order, as a float32 (n, d) array.
 
         Parameters
@@ -145,6 +159,8 @@ class Backbone(ItemPreparation):
         progress : bool, optional
             A progress bar on stderr. Default: when stderr is a terminal, for calls longer than
             :data:`EMBED_BAR_DELAY_S`; True: always (see :mod:`featx.progress`).
+        layer : str, optional
+            An intermediate layer the export carries (:attr:`layers`) instead of the final output.
 
         Raises
         ------
@@ -155,22 +171,24 @@ class Backbone(ItemPreparation):
         """
         check_int(batch_size, "batch_size", "Backbone.embed", low=1)
         check_bool(progress, "progress", "Backbone.embed", optional=True)
+        layer = check_layer(layer, self.layers, f"backbone {self.name!r}")
         if isinstance(inputs, str):
             raise InputError("embed() takes a sequence of items; wrap a single item in a list: embed([item])")
         if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.dtype != np.uint8:
-            return self._embed_tensor(inputs, batch_size, progress)
+            return self._embed_tensor(inputs, batch_size, progress).select(layer).rows
         items = list(inputs)
         names = None if ids is None else [str(i) for i in ids]
         if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} inputs but {len(names)} ids")
         with self._bar(len(items), progress) as bar:
-            return embed(self, items, names, batch_size=batch_size, on_error="raise", on_batch=bar.update).rows
+            return embed(self, items, names, batch_size=batch_size, on_error="raise",
+                         on_batch=bar.update).select(layer).rows
 
     def _bar(self, total: int, progress: bool | None):
         return progress_bar(total, f"featx {self.name}", progress=progress,
                             delay=EMBED_BAR_DELAY_S if progress is None else 0.0)
 
-    def _embed_tensor(self, x: np.ndarray, batch_size: int, progress: bool | None = None) -> np.ndarray:
+    def _embed_tensor(self, x: np.ndarray, batch_size: int, progress: bool | None = None) -> Embedded:
         if x.dtype != np.float32:
             raise InputError(
                 f"a pre-made image batch must be float32 NCHW (n, 3, {self.spec.preprocess.size}, "
@@ -189,7 +207,7 @@ class Backbone(ItemPreparation):
             for part in run_batches(self, batches):
                 parts.append(part)
                 bar.update(part.size)
-        return Embedded.concat(parts, self.dim).rows
+        return Embedded.concat(parts, self.dim, self.layers)
 
 
 def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False) -> Backbone:

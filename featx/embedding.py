@@ -46,11 +46,12 @@ import concurrent.futures as cf
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError, NonFiniteOutputError, UnreadableItemError
+from .layers import FINAL
 
 ON_ERROR = ("raise", "skip")
 #: The reason recorded for an item whose features hold NaN or inf.
@@ -101,6 +102,7 @@ class Embedded:
     failures: list[Failure]
     size: int  # items asked for (k + len(failures))
     truncated: int = 0
+    layers: dict = field(default_factory=dict)  # intermediate layer -> its rows (k, d_layer), as ``rows``
 
     @property
     def ok(self) -> np.ndarray:
@@ -117,19 +119,34 @@ class Embedded:
         out[self.positions] = self.rows
         return out
 
+    def select(self, layer: str | None) -> "Embedded":
+        """The same items with the rows of an intermediate ``layer`` (None or ``"final"``: these rows)."""
+        if layer is None or layer == FINAL:
+            return self
+        return dataclasses.replace(self, rows=self.layers[layer], layers={})
+
     @classmethod
-    def concat(cls, parts: Sequence["Embedded"], dim: int) -> "Embedded":
-        """Batches one after another: positions and failures become positions in the whole input."""
+    def concat(cls, parts: Sequence["Embedded"], dim: int, layers: Mapping[str, int] | None = None) -> "Embedded":
+        """Batches one after another: positions and failures become positions in the whole input.
+
+        ``layers`` (``{name: dim}``) are the intermediate layers every part carries.
+        """
         offsets = np.cumsum([0] + [p.size for p in parts])
-        rows = [p.rows for p in parts if len(p.rows)]
         return cls(
-            rows=np.concatenate(rows) if rows else np.empty((0, dim), np.float32),
+            rows=_stack([p.rows for p in parts], dim),
             positions=np.concatenate([p.positions + o for p, o in zip(parts, offsets)] + [np.empty(0, np.int64)]),
             failures=[dataclasses.replace(f, position=f.position + int(o)) for p, o in zip(parts, offsets)
                       for f in p.failures],
             size=int(offsets[-1]),
             truncated=sum(p.truncated for p in parts),
+            layers={name: _stack([p.layers[name] for p in parts if name in p.layers], d)
+                    for name, d in (layers or {}).items()},
         )
+
+
+def _stack(arrays: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    arrays = [a for a in arrays if len(a)]
+    return np.concatenate(arrays) if arrays else np.empty((0, dim), np.float32)
 
 
 def reason_of(error: BaseException) -> str:
@@ -174,15 +191,22 @@ def run_batch(backbone, prepared: Prepared) -> Embedded:
     if prepared.feeds is None:
         return Embedded(np.empty((0, backbone.dim), np.float32), np.empty(0, np.int64), list(prepared.failures),
                         size, prepared.truncated)
-    features = backbone.run(prepared.feeds)
+    layers = {}
+    if getattr(backbone, "layers", None):  # an export with intermediate layers: every output, one pass
+        features, layers = backbone.run_layers(prepared.feeds)
+    else:
+        features = backbone.run(prepared.feeds)
     positions = np.asarray(prepared.positions, np.int64)
     finite = np.isfinite(features).all(axis=1)
+    for rows in layers.values():  # a NaN in any layer fails the item: its layers stay aligned
+        finite &= np.isfinite(rows).all(axis=1)
     failures = list(prepared.failures)
     if not finite.all():
         failures += [Failure(int(p), prepared.ids[p], NON_FINITE) for p in positions[~finite]]
         failures.sort(key=lambda f: f.position)
         features, positions = features[finite], positions[finite]
-    return Embedded(features, positions, failures, size, prepared.truncated)
+        layers = {name: rows[finite] for name, rows in layers.items()}
+    return Embedded(features, positions, failures, size, prepared.truncated, layers)
 
 
 def raise_failures(failures: Sequence[Failure]) -> None:
@@ -283,4 +307,4 @@ def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_s
         parts.append(part)
         if on_batch is not None:
             on_batch(part.size)
-    return Embedded.concat(parts, backbone.dim)
+    return Embedded.concat(parts, backbone.dim, getattr(backbone, "layers", None))

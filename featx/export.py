@@ -32,6 +32,7 @@ from .files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .hfexport import build_hf
 from .inputs import InputChain
+from .layers import FINAL, layered_module, output_name, parse_layers
 from .modelfiles import (
     copy_tokenizer,
     exported_dir,
@@ -212,7 +213,8 @@ def parity_feeds(spec: BackboneSpec, tokenizer_json=None) -> dict[str, np.ndarra
 
 
 # ---------------------------------------------------------------- export
-def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, fuse: bool = True) -> ExportResult:
+def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False, fuse: bool = True,
+           layers=None) -> ExportResult:
     """Export a registered backbone (or ``timm:``/``hf:`` recipe) to ONNX with its record.
 
     Parameters
@@ -227,6 +229,9 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     fuse : bool
         Text encoders: fuse attention into ONNX Runtime's kernels (faster; the file then runs
         on ONNX Runtime only). ``False`` keeps the portable op-by-op graph.
+    layers : str or sequence of str, optional
+        Intermediate layers whose pooled outputs the file also carries (``"block4,block10"``;
+        names in :mod:`featx.layers`), each checked against PyTorch like the final output.
 
     Returns
     -------
@@ -244,12 +249,44 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
         # Reuse only an intact export made with the same choices: a damaged or swapped .onnx file,
         # or one exported with another opset or fusion choice, is exported again.
         same_choices = (record["onnx"].get("opset") == opset
-                        and record.get("fusion", {}).get("requested", False) == (fuse and spec.modality == "text"))
+                        and record.get("fusion", {}).get("requested", False) == (fuse and spec.modality == "text")
+                        and tuple(record["spec"].get("layers", {})) == _layer_request(layers))
         if same_choices and record["onnx"].get("sha256") == sha256_file(onnx_path):
             return ExportResult(onnx_path, spec_path_for(onnx_path), record["parity"]["max_abs_diff"],
                                 record["onnx"]["sha256"])
     module, spec, tokenizer_json = build_torch_backbone(spec)
+    module = with_layers(module, spec, layers)
     return export_module(module, spec, out_dir, tokenizer_json=tokenizer_json, opset=opset, fuse=fuse)
+
+
+# ---------------------------------------------------------------- intermediate layers (featx.layers)
+def _layer_request(layers) -> tuple[str, ...]:
+    return parse_layers(layers) if layers else ()
+
+
+def with_layers(module, spec: BackboneSpec, layers):
+    """``module`` with the pooled outputs of ``layers`` beside its own (:func:`featx.layers.layered_module`);
+    ``module`` itself when no layer is asked for."""
+    names = _layer_request(layers)
+    if not names:
+        return module
+    return layered_module(module, spec.modality, names, normalize=spec.normalize)
+
+
+def _output_layers(module) -> tuple[str, ...]:
+    """The layers a module returns after its final output (:func:`with_layers`), in order."""
+    return (FINAL, *getattr(module, "layer_names", ()))
+
+
+def _as_arrays(outputs) -> list[np.ndarray]:
+    return [o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
+
+
+def _output_diffs(onnx_path, feeds, references: list[np.ndarray]) -> list[float]:
+    """Max abs difference of each ONNX Runtime output vs its PyTorch reference, in output order."""
+    session = Session(onnx_path, providers="cpu")
+    outputs = session.run_all({name: feeds[name] for name in session.input_names})  # an unused input is not exported
+    return [float(np.abs(got - ref).max()) for got, ref in zip(outputs.values(), references)]
 
 
 def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, opset: int = DEFAULT_OPSET,
@@ -282,10 +319,16 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
         dynamic = {n: {0: "batch", 1: "sequence"} for n in names} | {"features": {0: "batch"}}
     module = module.eval()
     args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    layers = _output_layers(module)
+    outputs = [output_name(layer) for layer in layers]
+    dynamic |= {out: {0: "batch"} for out in outputs}
     with torch.no_grad():
-        reference = module(*args).numpy()
-    if reference.ndim != 2:
-        raise ExportError(f"{spec.name}: the module returns shape {reference.shape}; it must return pooled (n, d)")
+        references = _as_arrays(module(*args))
+    reference = references[0]
+    bad = [(layer, r.shape) for layer, r in zip(layers, references) if r.ndim != 2]
+    if bad:
+        raise ExportError(f"{spec.name}: the module returns shape {bad[0][1]} for {bad[0][0]!r}; it must return "
+                          "pooled (n, d)")
     stem = spec.file_stem
     with staging_dir(out_dir, stem) as tmp:
         tmp_onnx = Path(tmp) / f"{stem}.onnx"
@@ -294,21 +337,25 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
             with warnings.catch_warnings(), (eager_attention(module) if shape else contextlib.nullcontext()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    module, args, str(tmp_onnx), input_names=names, output_names=["features"],
+                    module, args, str(tmp_onnx), input_names=names, output_names=outputs,
                     dynamic_axes=dynamic, opset_version=opset, dynamo=False,
                 )
             onnx.checker.check_model(onnx.load(str(tmp_onnx)))
         except Exception as e:
             raise ExportError(f"{spec.name}: torch.onnx.export (opset {opset}) failed: {e}") from e
-        diff = _parity(spec, tmp_onnx, feeds, reference, tolerance)
+        diff = _parity(spec, tmp_onnx, feeds, references, tolerance)
         fusion = {"requested": bool(fuse and spec.modality == "text"), "fused_ops": {}}
         if shape:
-            fusion |= _fuse(spec, tmp_onnx, Path(tmp) / "fused.onnx", shape, feeds, reference, tolerance)
+            fusion |= _fuse(spec, tmp_onnx, Path(tmp) / "fused.onnx", shape, feeds, references, tolerance)
             fused_diff = fusion.pop("max_abs_diff", None)
             if fusion["fused_ops"]:
                 os.replace(Path(tmp) / "fused.onnx", tmp_onnx)
                 fusion["unfused_max_abs_diff"], diff = diff, fused_diff
-        spec = spec.replace(dim=int(reference.shape[1]))
+        spec = spec.replace(dim=int(reference.shape[1]),
+                            layers={layer: int(r.shape[1]) for layer, r in zip(layers[1:], references[1:])})
+        per_layer = {}
+        if len(layers) > 1:  # each output's own difference, the final's included
+            per_layer = {"layers": dict(zip(layers, _output_diffs(tmp_onnx, feeds, references)))}
         record = model_record(
             spec, tmp_onnx, session=Session(tmp_onnx, providers="cpu"), opset=opset,
             tokenizer=None if tokenizer_json is None else copy_tokenizer(tokenizer_json, tmp, stem),
@@ -318,6 +365,7 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
                 "tolerance": tolerance,
                 "inputs": SAMPLE_PHOTOS if spec.modality == "image" else f"{len(PARITY_SENTENCES)} real sentences",
                 "provider": "CPUExecutionProvider",
+                **per_layer,
             },
             fusion=fusion,
         )
@@ -325,27 +373,29 @@ def export_module(module, spec: BackboneSpec, out_dir, *, tokenizer_json=None, o
     return ExportResult(onnx_path, spec_path_for(onnx_path), diff, record["onnx"]["sha256"])
 
 
-def _parity(spec, onnx_path, feeds, reference, tolerance) -> float:
-    """Max abs difference of ONNX Runtime vs the PyTorch ``reference``; raises over ``tolerance``."""
-    session = Session(onnx_path, providers="cpu")
-    run = session.run({name: feeds[name] for name in session.input_names})  # an unused input is not exported
-    diff = float(np.abs(run - reference).max())
+def _parity(spec, onnx_path, feeds, references, tolerance) -> float:
+    """Max abs difference of ONNX Runtime vs the PyTorch ``references`` over every output; raises over
+    ``tolerance``, naming the output."""
+    diffs = _output_diffs(onnx_path, feeds, references)
+    worst = int(np.argmax([d if np.isfinite(d) else np.inf for d in diffs]))
+    diff = diffs[worst]
     if not np.isfinite(diff) or diff > tolerance:
+        which = f" in output {worst} ({Session(onnx_path, providers='cpu').output_names[worst]})" if len(diffs) > 1 else ""
         raise ExportError(
-            f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs) on real inputs, "
+            f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs){which} on real inputs, "
             f"over the tolerance {tolerance:g}; the export is not trustworthy and was not saved"
         )
     return diff
 
 
-def _fuse(spec, src, dst, shape, feeds, reference, tolerance) -> dict:
+def _fuse(spec, src, dst, shape, feeds, references, tolerance) -> dict:
     """Fuse the encoder graph (see :mod:`featx.fuse`); keep the result only when it passes parity."""
     heads, hidden = shape
     record = {"tool": f"onnxruntime.transformers.optimizer (model_type={MODEL_TYPE!r}, num_heads={heads}, "
                       f"hidden_size={hidden}, opt_level=0)"}
     try:
         fused = fuse_encoder(src, dst, heads, hidden)
-        diff = _parity(spec, dst, feeds, reference, tolerance) if fused else None
+        diff = _parity(spec, dst, feeds, references, tolerance) if fused else None
     except Exception as e:  # the plain export stays valid: say why it was kept, and go on
         warnings.warn(f"{spec.name}: attention fusion skipped, the unfused graph is kept ({type(e).__name__}: "
                       f"{str(e)[:200]})", RuntimeWarning, stacklevel=3)

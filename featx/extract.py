@@ -280,7 +280,7 @@ class _Committer:
 
 
 def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
-    buffer = ShardBuffer(backbone.dim)
+    buffer = ShardBuffer(backbone.dim, backbone.layers)
     last_commit = time.monotonic()
     try:
         for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error,

@@ -59,6 +59,7 @@ import numpy as np
 from .errors import FeatxError, InputError, MissingDependencyError, ParameterError, SpecError
 from .export import build_torch_backbone
 from .inputs import InputChain, ItemBatches
+from .layers import module_blocks
 from .registry import BackboneSpec, TextPreprocess, get_spec
 from .validation import check_choice, check_float, check_int
 
@@ -135,32 +136,9 @@ def load_torch_backbone(backbone) -> TorchBackbone:
 
 
 def split_blocks(backbone: TorchBackbone):
-    """``(stem, blocks, unused)``: modules before the blocks, the blocks, and modules never run.
-
-    EfficientNet (``_blocks``): stem = conv_stem + bn0. BERT-like (``encoder.layer``):
-    stem = embeddings, unused = pooler (mean pooling does not use it). timm
-    (``blocks``/``stages``) and generic modules with a ``blocks`` attribute: stem = the
-    modules registered before it.
-    """
-    module = backbone.module
-    inner = getattr(module, "model", module)
-    if backbone.blocks is not None:
-        return [], list(backbone.blocks), []
-    if hasattr(inner, "_blocks"):
-        return [inner._conv_stem, inner._bn0], list(inner._blocks), [getattr(inner, "_fc", None)]
-    encoder = getattr(inner, "encoder", None)
-    if encoder is not None and hasattr(encoder, "layer"):
-        return [inner.embeddings], list(encoder.layer), [getattr(inner, "pooler", None)]
-    for name in ("blocks", "stages", "layers"):
-        seq = getattr(inner, name, None)
-        if seq is not None and hasattr(seq, "__len__"):
-            stem = []
-            for child_name, child in inner.named_children():
-                if child_name == name:
-                    break
-                stem.append(child)
-            return stem, list(seq), []
-    return None, None, []
+    """``(stem, blocks, unused)``: modules before the blocks, the blocks, and modules never run
+    (:func:`featx.layers.module_blocks`; ``backbone.blocks`` when given)."""
+    return module_blocks(backbone.module, backbone.blocks)
 
 
 def frozen_prefix(backbone: TorchBackbone, frozen_blocks: int | None):
@@ -329,7 +307,7 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
              epochs: float | None = None, min_steps: int = 1, max_steps: int | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, val=None, eval_every: int | None = None,
              frozen_blocks: int | None = None, classes=None, ids=None,
-             threads: int | None = DEFAULT_THREADS, log_every: int = 1) -> FineTuneResult:
+             threads: int | None = DEFAULT_THREADS, log_every: int = 1, init_head=None) -> FineTuneResult:
     """Fine-tune a backbone with a linear layer on labelled items.
 
     Parameters
@@ -365,6 +343,10 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         Item names for error messages.
     threads : int, optional
         torch intra-op threads during the call (default 2; None leaves torch's setting).
+    init_head : (weight, bias) or FineTuneResult, optional
+        Start the linear layer from these values instead of a random initialisation: a fitted linear
+        probe (the result of ``mode="head"``), for LP-FT (linear probe, then fine-tuning; Kumar et al.,
+        2022) with ``mode="full"``. Weight (n_classes, dim), bias (n_classes,), in ``classes`` order.
 
     Returns
     -------
@@ -422,6 +404,8 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
 
         dim = spec.dim or _probe_dim(module, data)
         model = _classifier_class()(module, int(dim), len(classes), frozen)
+        if init_head is not None:
+            _set_head(model.head, init_head, classes)
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         n = len(targets)
@@ -433,9 +417,11 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         )
         targets_t = torch.from_numpy(targets)
 
-        cached = None
-        if mode == "head":  # frozen eval-mode backbone: the same features every epoch
+        cached = val_cached = None
+        if mode == "head":  # frozen eval-mode backbone: the same features every epoch (validation items' too)
             cached = _features(model, data, np.arange(n), 64)
+            if val_data is not None:
+                val_cached = _features(model, val_data[0], np.arange(len(val_data[1])), 64)
         rng = np.random.default_rng(int(seed))
         stream = _batch_stream(rng, n, bs)
         history = []
@@ -458,7 +444,8 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
                          "seconds": time.perf_counter() - start}
             if val_data is not None and ((eval_every and step % eval_every == 0) or step == total_steps):
                 entry = entry or {"step": step, "loss": float(loss.item()), "seconds": time.perf_counter() - start}
-                entry["val_accuracy"] = _accuracy(model, *val_data)
+                entry["val_accuracy"] = _accuracy(model, *val_data) if val_cached is None else _head_accuracy(
+                    model, val_cached, val_data[1])
                 model.train()
             if entry is not None:
                 history.append(entry)
@@ -472,6 +459,27 @@ def finetune(backbone, X_items, y, *, mode: str = "full", image_size: int | None
         steps=total_steps, batch_size=bs, seed=int(seed), classes=classes, spec=spec,
         tokenizer_json=tb.tokenizer_json, val_accuracy=val_accuracy, frozen_blocks=k, n_blocks=n_blocks,
     )
+
+
+def head_weights(result: FineTuneResult) -> tuple[np.ndarray, np.ndarray]:
+    """The linear layer of a fine-tuned model: ``(weight (n_classes, dim), bias (n_classes,))``, float32."""
+    return result.model.head.weight.detach().numpy().copy(), result.model.head.bias.detach().numpy().copy()
+
+
+def _set_head(head, init, classes) -> None:
+    torch = require_torch()
+    if isinstance(init, FineTuneResult):
+        if tuple(init.classes) != tuple(classes):
+            raise ParameterError(f"init_head was fitted on the classes {list(init.classes)[:5]}, not "
+                                 f"{list(classes)[:5]}: pass classes= in the same order to both calls")
+        init = head_weights(init)
+    weight, bias = (np.asarray(a, np.float32) for a in init)
+    if weight.shape != tuple(head.weight.shape) or bias.shape != tuple(head.bias.shape):
+        raise ParameterError(f"The 'init_head' parameter of finetune must be (weight {tuple(head.weight.shape)}, "
+                             f"bias {tuple(head.bias.shape)}). Got shapes {weight.shape} and {bias.shape} instead.")
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
 
 
 def _same_modules(original, clone, modules):
@@ -529,6 +537,13 @@ def _logits(model, data, batch_size=64) -> np.ndarray:
 
 def _accuracy(model, data, targets) -> float:
     return float((_logits(model, data).argmax(1) == targets).mean())
+
+
+def _head_accuracy(model, features, targets) -> float:
+    """Accuracy of the linear layer on precomputed features (``mode="head"``: the backbone never changes)."""
+    torch = require_torch()
+    with torch.no_grad():
+        return float((model.head(features).argmax(1).numpy() == targets).mean())
 
 
 def predict_proba(result: FineTuneResult, X_items, *, batch_size: int = 64,

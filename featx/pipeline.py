@@ -252,12 +252,13 @@ def _datasets(config: PipelineConfig):
 
 
 def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None,
-                  progress: bool | None = None):
+                  progress: bool | None = None, layer: str | None = None):
     """Embed a dataset in memory (no cache): ``(X, y, ids)`` like :func:`featx.load_features`.
 
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)
     and ``warn(message)`` is called for each. ``progress``: a bar over the items (None: when stderr
-    is a terminal; see :mod:`featx.progress`).
+    is a terminal; see :mod:`featx.progress`). ``layer``: an intermediate layer the export carries
+    instead of the final features (see :mod:`featx.layers`).
 
     Examples
     --------
@@ -274,7 +275,7 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     ids, labels = dataset.ids(), dataset.labels()
     with progress_bar(len(ids), f"featx {backbone.name}", progress=progress) as bar:
         result = embed(backbone, [item.ref for item in dataset.items], ids, batch_size=batch_size,
-                       on_error=on_error, on_batch=bar.update)
+                       on_error=on_error, on_batch=bar.update).select(layer)
     for failure in result.failures:
         if warn is not None:
             warn(f"skipped {failure.id}: {failure.reason}")

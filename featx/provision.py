@@ -49,7 +49,7 @@ class ExportedModel:
 def export_backbone(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = False,
                     quantize: str | None = None, precision: str = "fp32", calibration=None,
                     calibration_size: int | None = None, calibration_method: str = "minmax",
-                    fuse: bool = True) -> ExportedModel:
+                    fuse: bool = True, layers=None) -> ExportedModel:
     """Export a backbone to ONNX (reusing an intact export), then make its int8 or fp16 variant if asked.
 
     Parameters
@@ -60,7 +60,7 @@ def export_backbone(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bo
     out_dir : path, optional
         Defaults to ``$FEATX_HOME/models``; the variant goes beside the fp32 model, or here when
         ``name`` is a file.
-    opset, force, fuse :
+    opset, force, fuse, layers :
         See :func:`featx.export.export`.
     quantize : {None, "int8"}
         Also make an int8 variant (``NAME-int8.onnx``): static QDQ calibrated on ``calibration``
@@ -94,7 +94,9 @@ def export_backbone(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bo
         raise ParameterError(f"{name} is already an ONNX file: give --quantize int8 or --precision fp16 "
                              "(quantize='int8' or precision='fp16') to make a variant of it, or a backbone name "
                              "to export")
-    base = None if is_file else export(name, out_dir, opset=opset, force=force, fuse=fuse)
+    if is_file and layers:
+        raise ParameterError(f"{name} is already an ONNX file: layers are added when exporting a backbone by name")
+    base = None if is_file else export(name, out_dir, opset=opset, force=force, fuse=fuse, layers=layers)
     if mode is None:
         return ExportedModel.of(base)
     variant = make_variant(Path(name) if is_file else base.onnx_path, mode, calibration=calibration,

@@ -158,8 +158,12 @@ class BackboneSpec:
     normalize: bool = False
     license: str = "unknown"
     description: str = ""
+    #: Pooled intermediate layers the export carries beside the final output: ``{name: dim}`` in depth
+    #: order (see :mod:`featx.layers`); empty for a plain export.
+    layers: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "layers", {str(k): int(v) for k, v in dict(self.layers or {}).items()})
         if self.modality not in MODALITIES:
             raise SpecError(f"backbone {self.name!r}: modality must be one of {MODALITIES}, got {self.modality!r}")
         want = ImagePreprocess if self.modality == "image" else TextPreprocess
@@ -182,7 +186,7 @@ class BackboneSpec:
             "description": self.description,
             "source": dict(self.source),
             "preprocess": self.preprocess.to_dict(),
-        }
+        } | ({"layers": dict(self.layers)} if self.layers else {})  # a plain spec's record is unchanged
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BackboneSpec":
@@ -198,6 +202,7 @@ class BackboneSpec:
                 normalize=bool(d.get("normalize", False)),
                 license=d.get("license", "unknown"),
                 description=d.get("description", ""),
+                layers=d.get("layers") or {},
             )
         except KeyError as e:
             raise SpecError(f"backbone spec is missing the key {e.args[0]!r}") from None

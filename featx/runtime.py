@@ -267,14 +267,15 @@ class Session:
         n = int(next(iter(feeds.values())).shape[0]) if feeds else 0
         return DeviceBatch(values, n, f"{kind}:{device_id}")
 
-    def _run_bound(self, batch: DeviceBatch) -> np.ndarray:
+    def _run_bound(self, batch: DeviceBatch, n_outputs: int = 1) -> list[np.ndarray]:
         session = self.session
         binding = session.io_binding()  # one per call: concurrent runs never share a binding
         for name, value in batch.values.items():
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output(session.get_outputs()[0].name, "cpu")
+        for out in session.get_outputs()[:n_outputs]:
+            binding.bind_output(out.name, "cpu")
         session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return binding.copy_outputs_to_cpu()
 
     def validate(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Check names, dtype, rank and static dimensions against the model; say expected vs got."""
@@ -313,20 +314,34 @@ class Session:
 
     def run(self, feeds: Mapping[str, np.ndarray] | DeviceBatch, validate: bool = True) -> np.ndarray:
         """Run one batch (arrays by input name, or a :class:`DeviceBatch`); returns the first output as float32 (n, d)."""
+        return self._outputs(feeds, validate, 1)[0]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def run_all(self, feeds: Mapping[str, np.ndarray] | DeviceBatch, validate: bool = True) -> dict[str, np.ndarray]:
+        """Run one batch; every output by name (a model exported with intermediate layers has several),
+        each float32 (n, d)."""
+        return dict(zip(self.output_names, self._outputs(feeds, validate, None)))
+
+    def _outputs(self, feeds, validate: bool, n_outputs: int | None) -> list[np.ndarray]:
+        n = len(self.session.get_outputs()) if n_outputs is None else n_outputs
         if isinstance(feeds, DeviceBatch):
-            out = self._run_bound(feeds)
+            outs = self._run_bound(feeds, n)
         elif self.uses_io_binding:
-            out = self._run_bound(self.to_device(feeds, validate=validate))
+            outs = self._run_bound(self.to_device(feeds, validate=validate), n)
         else:
             if validate:
                 self.validate(feeds)
-            out = self.session.run(None, dict(feeds))[0]
-        if out.ndim != 2:
-            raise ModelInputError(
-                f"model {os.path.basename(self.path)} returned shape {out.shape}; featx needs pooled (n, d) "
-                "features: export the backbone cut at its pooled bottleneck"
-            )
-        return out.astype(np.float32, copy=False)
+            outs = self.session.run(self.output_names[:n], dict(feeds))
+        for out in outs:
+            if out.ndim != 2:
+                raise ModelInputError(
+                    f"model {os.path.basename(self.path)} returned shape {out.shape}; featx needs pooled (n, d) "
+                    "features: export the backbone cut at its pooled bottleneck"
+                )
+        return [out.astype(np.float32, copy=False) for out in outs]
 
 
 def _shape_str(shape: Sequence) -> str:

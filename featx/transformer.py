@@ -39,7 +39,8 @@ from .embedding import embed
 from .errors import CacheDatasetError, CacheError, CacheLockedError, InputError, ItemFailedError
 from .extract import extract
 from .sources import Item, file_stamp, make_dataset
-from .validation import check_bool, check_choice, check_int, check_path, invalid
+from .layers import FINAL, check_layer
+from .validation import check_bool, check_choice, check_int, check_path, check_str, invalid
 
 __all__ = ["EmbeddingTransformer"]
 
@@ -82,13 +83,19 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     jpeg_draft : bool, default=False
         Image backbones: decode JPEGs at a reduced scale (faster on photos, slightly different
         features; see :class:`featx.registry.ImagePreprocess`).
+    layer : str, optional
+        An intermediate layer the backbone's export carries (``featx export NAME --layers ...``,
+        see :mod:`featx.layers`): its pooled features instead of the final ones (None or ``"final"``).
+        A parameter like any other: ``GridSearchCV`` can choose it.
 
     Attributes
     ----------
     backbone_ : featx.Backbone
         The loaded backbone (its ONNX Runtime session is created lazily and dropped on pickling).
+    layer_ : str
+        The layer the rows come from (``"final"`` unless ``layer`` names another).
     n_features_out_ : int
-        Embedding dimension.
+        Embedding dimension (of ``layer``).
     n_features_in_ : int
         1, only when fitted on a one-column DataFrame (with ``feature_names_in_``).
 
@@ -116,7 +123,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, model="efficientnet-lite0", cache=None, batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None,
-                 on_error="raise", jpeg_draft=False):
+                 on_error="raise", jpeg_draft=False, layer=None):
         self.model = model
         self.cache = cache
         self.batch_size = batch_size
@@ -124,6 +131,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.threads = threads
         self.on_error = on_error
         self.jpeg_draft = jpeg_draft
+        self.layer = layer
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
@@ -139,6 +147,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         check_int(self.threads, "threads", owner, low=1, optional=True)
         check_choice(self.on_error, "on_error", owner, ON_ERROR)
         check_bool(self.jpeg_draft, "jpeg_draft", owner)
+        check_str(self.layer, "layer", owner, optional=True)
 
     # ------------------------------------------------------------------ estimator API
     def fit(self, X=None, y=None):
@@ -157,7 +166,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self._validate_params()
         self.backbone_ = load_backbone(self.model, providers=self.providers, threads=self.threads,
                                        jpeg_draft=bool(self.jpeg_draft))
-        self.n_features_out_ = int(self.backbone_.dim)
+        self.layer_ = check_layer(self.layer, self.backbone_.layers, f"backbone {self.backbone_.name!r}")
+        self.n_features_out_ = int(self.backbone_.dim if self.layer_ == FINAL else self.backbone_.layers[self.layer_])
         for attr in ("n_features_in_", "feature_names_in_"):
             self.__dict__.pop(attr, None)
         if X is not None:
@@ -194,7 +204,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             raise InputError(f"X has column {list(columns)} but {type(self).__name__} was fitted on {list(expected)}")
         dim = self.n_features_out_
         if isinstance(items, np.ndarray):  # a model-ready float batch
-            return self.backbone_.embed(items, batch_size=int(self.batch_size))
+            return self.backbone_.embed(items, batch_size=int(self.batch_size), layer=self.layer_)
         if not items:
             return np.empty((0, dim), np.float32)
         if self.cache is not None:
@@ -209,7 +219,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         ndarray of str (object)
         """
         check_is_fitted(self, "backbone_")
-        prefix = self.backbone_.spec.file_stem
+        prefix = self.backbone_.spec.file_stem + ("" if self.layer_ == FINAL else f"_{self.layer_}")
         return np.asarray([f"{prefix}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def __sklearn_tags__(self):
@@ -266,7 +276,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ without a cache
     def _transform_direct(self, items: list) -> np.ndarray:
         result = embed(self.backbone_, items, batch_size=int(self.batch_size),
-                       on_error="raise" if self.on_error == "raise" else "skip")
+                       on_error="raise" if self.on_error == "raise" else "skip").select(self.layer_)
         self._warn_failed([(f.id, f.reason) for f in result.failures])
         return result.dense(np.nan)
 
@@ -329,8 +339,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                 raise CacheDatasetError(f"{e}. EmbeddingTransformer(cache=...) needs a cache directory of its own, "
                                         "not one made by `featx extract`") from None
         # Read by id from the committed shards (not the listing, which a concurrent transform may rewrite).
-        state = CacheStore(self.cache).scan(bb.name, keep_embeddings=True)
-        out = np.empty((len(items), bb.dim), np.float32)
+        state = CacheStore(self.cache).scan(bb.name, keep_embeddings=True, layer=self.layer_)
+        out = np.empty((len(items), self.n_features_out_), np.float32)
         failed = []
         for i, (key, stamp) in enumerate(keys):
             hit = state.rows.get(key)

@@ -85,10 +85,11 @@ def embed_batches(backbone: Backbone, chunks: Iterable[list[Item]], on_error: st
 class ShardBuffer:
     """Embedded rows and failures of items, by item, until :meth:`take` makes them a :class:`ShardData`."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, layers=None):
         self.dim = dim
+        self.layers = dict(layers or {})  # intermediate layer -> dim: each kept as its own feature set
         self.items: list[Item] = []
-        self.parts: list[np.ndarray] = []
+        self.parts: list[Embedded] = []
         self.failures: list[tuple[Item, Failure]] = []
         self.truncated = 0
 
@@ -98,17 +99,18 @@ class ShardBuffer:
     def add(self, chunk: list[Item], embedded: Embedded) -> None:
         self.items += [chunk[p] for p in embedded.positions]
         if len(embedded.positions):
-            self.parts.append(embedded.rows)
+            self.parts.append(embedded)
         self.failures += [(chunk[f.position], f) for f in embedded.failures]
         self.truncated += embedded.truncated
 
     def take(self) -> ShardData:
-        emb = np.concatenate(self.parts) if self.parts else np.empty((0, self.dim), np.float32)
+        rows = Embedded.concat(self.parts, self.dim, self.layers)
         data = ShardData(
-            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=emb,
+            ids=[i.id for i in self.items], stamps=[i.stamp or "" for i in self.items], embeddings=rows.rows,
             failed_ids=[i.id for i, _ in self.failures], failed_stamps=[i.stamp or "" for i, _ in self.failures],
             failed_reasons=[utf8_text(f.reason) for _, f in self.failures],  # may quote a path that is not UTF-8
             failed_kinds=[FAILED_RETRY if f.retry else FAILED_CONTENT for _, f in self.failures],
+            layers=rows.layers,
         )
         self.items, self.parts, self.failures = [], [], []
         return data
@@ -122,7 +124,7 @@ def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = 
     """
     check_int(batch_size, "batch_size", "embed_items", low=1)
     check_choice(on_error, "on_error", "embed_items", ON_ERROR)
-    buffer = ShardBuffer(backbone.dim)
+    buffer = ShardBuffer(backbone.dim, backbone.layers)
     for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error, prep_workers):
         buffer.add(chunk, embedded)
     return buffer.take()
@@ -277,7 +279,7 @@ def compute_shard(job: ShardJob, task: ShardTask, worker: str | None = None) -> 
         backbone = job.backbone(worker)
     except (CacheMismatchError, WorkerError) as e:
         return ShardResult(task.key, ShardData([], [], np.empty((0, 0), np.float32)), worker, error=e)
-    buffer = ShardBuffer(backbone.dim)
+    buffer = ShardBuffer(backbone.dim, backbone.layers)
     bad_item = None
     try:
         for chunk, embedded in embed_batches(backbone, batches(task.items, job.batch_size), job.on_error,

@@ -36,7 +36,8 @@ from featx.errors import ParameterError
 
 BASELINES = {"majority class", "raw pixels + logreg"}
 FROZEN = {"frozen: logreg", "frozen: svm", "frozen: knn", "frozen: best by CV"}
-FINETUNED = {"fine-tune: head only", "fine-tune: partial", "fine-tune: full", "from scratch"}
+LAYERS = {"frozen: logreg @ block1", "frozen: logreg @ block2", "frozen: best layer by CV"}
+FINETUNED = {"fine-tune: head only", "fine-tune: partial", "fine-tune: full", "from scratch", "LP-FT"}
 ROW_KEYS = {"strategy", "family", "size", "seed", "n_train", "accuracy", "balanced_accuracy", "macro_f1",
             "extract_s", "fit_s", "finetune_s", "total_s", "peak_rss_mb", "trainable_params",
             "predict_ms_per_item", "params", "confusion_matrix"}
@@ -52,9 +53,9 @@ def tiny_run(tmp_path_factory, tiny_cnn_backbone):
     out = tmp_path_factory.mktemp("bench-out")
     config = BenchConfig(
         dataset="builtin:digits", backbone=tiny_cnn_backbone(), sizes=(1, 3), seeds=(0, 1), test_size=TEST_SIZE,
-        cv=2, finetune_sizes=(3,), finetune_seeds=(0,), lr_select_per_class=3, min_steps=2, max_steps=2,
-        lrs={"head": (3e-2, 1e-2), "partial": (1e-2,), "full": (1e-2,), "scratch": (1e-2,)},
-        threads=1, cache=str(out / "cache"),
+        cv=2, finetune_sizes=(3,), finetune_seeds=(0,), lr_select_per_class=3, epochs=2, min_steps=2, max_steps=2,
+        lrs={"head": (3e-2, 1e-2), "partial": (1e-2,), "full": (1e-2,), "scratch": (1e-2,), "lp-ft": (1e-3,)},
+        threads=1, cache=str(out / "cache"), layers=("block1", "block2"),
     )
     lines = []
     result = run_benchmark(config, out, command="featx bench (test)", progress=lines.append)
@@ -67,9 +68,9 @@ def test_every_row_is_present_and_no_row_failed(tiny_run):
     got = {}
     for row in result.rows:
         got.setdefault((row.size, row.seed), set()).add(row.strategy)
-    assert got == {("1", 0): BASELINES | FROZEN, ("1", 1): BASELINES | FROZEN,
-                   ("3", 0): BASELINES | FROZEN | FINETUNED, ("3", 1): BASELINES | FROZEN}
-    assert len(result.rows) == 6 * 4 + 4
+    every = BASELINES | FROZEN | LAYERS
+    assert got == {("1", 0): every, ("1", 1): every, ("3", 0): every | FINETUNED, ("3", 1): every}
+    assert len(result.rows) == 9 * 4 + 5
     assert {r.n_train for r in result.rows if r.size == "1"} == {10}
     assert {r.n_train for r in result.rows if r.size == "3"} == {30}
 
@@ -79,7 +80,8 @@ def test_each_kind_of_row_is_its_own_type(tiny_run):
     kinds = {r.strategy: type(r) for r in result.rows}
     assert kinds == {"majority class": Row, "raw pixels + logreg": BaselineRow, "frozen: logreg": HeadRow,
                      "frozen: svm": HeadRow, "frozen: knn": HeadRow, "frozen: best by CV": SelectedRow,
-                     **{s: FinetuneRow for s in FINETUNED}}
+                     "frozen: logreg @ block1": HeadRow, "frozen: logreg @ block2": HeadRow,
+                     "frozen: best layer by CV": SelectedRow, **{s: FinetuneRow for s in FINETUNED}}
     for row in result.rows:  # each reads back as itself from its JSON
         assert row_from_dict(json.loads(json.dumps(row.to_dict()))) == row
     with pytest.raises(ParameterError, match="match no kind of row"):
@@ -128,7 +130,11 @@ def test_finetuned_rows_count_what_they_train(tiny_run):
     assert rows["fine-tune: partial"].trainable_params == backbone - stem - 2 * block + head
     assert rows["fine-tune: full"].trainable_params == backbone + head
     assert rows["from scratch"].trainable_params == backbone + head
+    assert rows["LP-FT"].trainable_params == backbone + head
     assert all(r.finetune_s > 0 and r.extract_s == 0 and r.params["steps"] == 2 for r in rows.values())
+    for r in rows.values():  # the budget each row used: epochs chosen on validation, the cap, whether it hit it
+        assert r.params["epochs_chosen"] == result.lr_selection.modes[r.params["mode"]].chosen_epochs
+        assert r.params["max_steps"] == 2 and r.params["hit_cap"] is False and r.params["steps_wanted"] == 2
     assert all(r.total_params == backbone + head and r.seconds_per_step > 0 for r in rows.values())
     assert result.finetune.partial_frozen == "stem + first 2 of 4 blocks"
 
@@ -143,6 +149,16 @@ def test_learning_rate_chosen_on_validation(tiny_run):
     assert accs[f"{head.chosen:g}"] == max(accs.values())
     row = next(r for r in result.rows if r.strategy == "fine-tune: head only")
     assert row.params["lr"] == head.chosen
+    # epochs: validation accuracy after each of the 2 allowed epochs; the best one, the earliest on ties
+    assert sel.max_epochs == 2 and sel.steps_per_epoch == 1
+    for mode, choice in sel.modes.items():
+        curve = choice.curves[f"{choice.chosen:g}"]
+        assert len(curve) == 2 and choice.chosen_epochs == 1 + curve.index(max(curve)), mode
+        assert choice.val_accuracy[f"{choice.chosen:g}"] == max(curve)
+    lp_ft = next(r for r in result.rows if r.strategy == "LP-FT")
+    assert lp_ft.params["probe_lr"] == head.chosen and lp_ft.params["lr"] == sel.modes["lp-ft"].chosen
+    only_head = next(r for r in result.rows if r.strategy == "fine-tune: head only")
+    assert lp_ft.finetune_s > only_head.finetune_s  # the probe phase, then the full fine-tuning
 
 
 def test_frozen_rows_use_the_cache_and_selection(tiny_run):
@@ -157,10 +173,32 @@ def test_frozen_rows_use_the_cache_and_selection(tiny_run):
     best = [r for r in result.rows if r.strategy == "frozen: best by CV" and r.size == "3"]
     for r in best:
         heads = [h for h in result.rows if h.family == "frozen" and h.size == "3" and h.seed == r.seed
-                 and h.strategy != "frozen: best by CV"]
+                 and h.strategy in FROZEN - {"frozen: best by CV"}]
         assert r.cv_score == max(h.cv_score for h in heads)
         assert r.fit_s == pytest.approx(sum(h.fit_s for h in heads))
         assert r.params["head"] == next(h for h in heads if h.cv_score == r.cv_score).strategy.split(": ")[1]
+
+
+def test_layer_rows_and_the_layer_chosen_by_cv(tiny_run):
+    result, _, _ = tiny_run
+    assert result.layers == {"block1": 8, "block2": 8, "final": 8}
+    for (size, seed) in {(r.size, r.seed) for r in result.rows}:
+        rows = {r.strategy: r for r in result.rows if r.size == size and r.seed == seed}
+        candidates = [rows["frozen: logreg"], rows["frozen: logreg @ block1"], rows["frozen: logreg @ block2"]]
+        assert [r.params.get("layer", "final") for r in candidates] == ["final", "block1", "block2"]
+        best = rows["frozen: best layer by CV"]
+        assert best.fit_s == pytest.approx(sum(r.fit_s for r in candidates))
+        if size == "1":  # no CV possible: the final layer, with the few-shot default
+            assert best.cv_score is None and best.params["layer"] == "final"
+            assert candidates[0].params == {"power": "none", "scale": "l2", "C": 10.0}
+        else:
+            top = max(r.cv_score for r in candidates)
+            chosen = next(r for r in candidates if r.cv_score == top)  # ties: the first (final) layer
+            assert best.cv_score == top and best.params["layer"] == chosen.params.get("layer", "final")
+            assert best.accuracy == chosen.accuracy
+    # each layer row's features are that layer's: the cache holds them side by side
+    layer_rows = [r for r in result.rows if r.strategy == "frozen: logreg @ block1"]
+    assert {r.trainable_params for r in layer_rows} == {8 * 10 + 10}
 
 
 def test_conclusion_is_computed_from_the_summary(tiny_run):
@@ -188,12 +226,20 @@ def test_report_and_plots_are_written(tiny_run):
         assert f"| {strategy} |" in md
     for line in result.conclusion:
         assert f"- {line}" in md
-    for name in ("digits-learning-curves.png", "digits-accuracy-vs-cost.png", "digits-confusion.png"):
+    for name in ("digits-learning-curves.png", "digits-accuracy-vs-cost.png", "digits-accuracy-vs-depth.png",
+                 "digits-confusion.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md
     assert result.plots == {"learning_curves": "digits-learning-curves.png",
                             "accuracy_vs_cost": "digits-accuracy-vs-cost.png",
+                            "accuracy_vs_depth": "digits-accuracy-vs-depth.png",
                             "confusion_matrix": "digits-confusion.png"}
+    for section in ("### Accuracy per layer", "### Selection noise", "### Fine-tuning budget per row",
+                    "### Learning rate and epochs"):
+        assert section in md
+    assert "| 3 | LP-FT | " in md and "| 0 of 1 |" in md  # the budget of each row: no row hit its cap
+    assert "No fine-tuned row hit its step cap" in " ".join(result.conclusion)
+    assert str(REPO) not in md and str(Path.home()) not in md  # no absolute path of this machine
     assert md == render_markdown(read_result(out / "digits.json"))  # the JSON alone renders the report
     assert any("fine-tune: full" in line for line in lines)  # progress was reported
 
@@ -206,8 +252,10 @@ def test_committed_reports_read_back_and_render_unchanged(path):
     assert result.to_json() == path.read_text()
     assert render_markdown(result) == path.with_suffix(".md").read_text()
     assert [e.to_dict() for e in summarize(result.rows)] == [e.to_dict() for e in result.summary]
-    lines, headline = conclude(result.summary, cores=result.machine.usable_cores, failures=len(result.errors))
+    lines, headline = conclude(result.summary, cores=result.machine.usable_cores, failures=len(result.errors),
+                               rows=result.rows, selection=result.lr_selection)
     assert (lines, headline) == (result.conclusion, result.headline)
+    assert "/work/" not in path.read_text() and "/home/" not in path.read_text()  # paths relative to $FEATX_HOME
 
 
 def test_the_committed_reports_are_found():
@@ -255,6 +303,51 @@ def test_conclude_calls_a_tie_within_noise():
     assert lines[0] == ("At 5 samples/class the best is frozen: best by CV (80.0%), 1.0 points ahead of the best of "
                         "fine-tuning, fine-tune: full (79.0%).")
     assert conclude([], cores=2) == (["No row produced a result."], None)
+
+
+def test_conclude_on_few_shot_layers_lp_ft_setfit_and_caps():
+    from featx.bench.result import LrChoice, LrSelection
+
+    summary = [
+        _entry("frozen: logreg", "frozen", "1", 0.53, 0.05, 0.1),
+        _entry("frozen: logreg @ block14", "frozen", "1", 0.54, 0.04, 0.1),
+        _entry("frozen: best layer by CV", "frozen", "1", 0.53, 0.05, 0.1),
+        _entry("fine-tune: head only", "finetune", "1", 0.50, 0.055, 2.0),
+        _entry("fine-tune: full", "finetune", "1", 0.38, 0.03, 6.0),
+        _entry("LP-FT", "finetune", "1", 0.52, 0.03, 8.0),
+        _entry("SetFit", "finetune", "1", 0.60, 0.01, 9.0),
+        _entry("frozen: logreg", "frozen", "100", 0.80, 0.01, 10.0),
+        _entry("frozen: logreg @ block14", "frozen", "100", 0.75, 0.01, 3.0),
+        _entry("frozen: best layer by CV", "frozen", "100", 0.80, 0.01, 13.0),
+    ]
+    budget = dict(epochs_chosen=10, max_steps=150, steps_wanted=313)
+    rows = [FinetuneRow(strategy="fine-tune: full", family="finetune", size="100", seed=seed, n_train=1000,
+                        accuracy=0.8, balanced_accuracy=0.8, macro_f1=0.8, total_params=1, loss_first=1.0,
+                        loss_last=0.5, seconds_per_step=0.6,
+                        params={**budget, "steps": 150 if seed < 2 else 313, "hit_cap": seed < 2})
+            for seed in range(3)]
+    selection = LrSelection(seed=0, per_class=50, train_items=400, val_items=100, steps=130, rule="r", max_epochs=10,
+                            modes={"full": LrChoice(grid=[1e-3], val_accuracy={"0.001": 0.8}, chosen=1e-3,
+                                                    seconds=1.0, chosen_epochs=10),
+                                   "head": LrChoice(grid=[1e-2], val_accuracy={"0.01": 0.8}, chosen=1e-2,
+                                                    seconds=1.0, chosen_epochs=4)})
+    lines, _ = conclude(summary, cores=2, rows=rows, selection=selection)
+    assert ("At 1 samples/class the frozen logistic regression (53.0% ± 5.0%) against fine-tune: head only, the "
+            "same model class (50.0% ± 5.5%): above it.") in lines
+    assert "LP-FT vs fine-tune: full: +14.0 points at 1 samples/class." in lines
+    assert "SetFit vs frozen: logreg: +7.0 points at 1 samples/class." in lines  # against the probe
+    assert ("Layers (a logistic regression on each layer's pooled features): the final layer is best at 100 "
+            "samples/class; an earlier layer at 1 (block14 54.0% ± 4.0% vs the final layer 53.0% ± 5.0%, within one "
+            "std).") in lines
+    assert ("Choosing the layer by CV (frozen: best layer by CV) against the final layer's logistic regression: "
+            "+0.0 points at 1; +0.0 points at 100 samples/class.") in lines
+    assert ("Hit the step cap (so trained fewer epochs than chosen on the validation split, or for SetFit fewer pairs "
+            "than its recipe): fine-tune: full at 100 samples/class (2 of 3 seeds: 150 steps; it wanted 313).") in lines
+    assert ("fine-tune: full chose the cap of 10 epochs (validation accuracy was highest at the last epoch allowed): "
+            "more epochs might have helped them.") in lines
+    # without the new rows (a report of an earlier version), none of these sentences
+    old, _ = conclude([e for e in summary if e.strategy in ("frozen: logreg", "fine-tune: full")], cores=2)
+    assert not [line for line in old if "Layers" in line or "cap" in line or "LP-FT" in line]
 
 
 def test_summarize_means_and_stds():
@@ -382,12 +475,15 @@ def test_cli_lite0_end_to_end_at_32px(tmp_path, lite0_onnx):
     argv = ["bench", "--dataset", "digits", "--image-size", "32", "--sizes", "2", "--seeds", "1",
             "--finetune-sizes", "2", "--min-steps", "1", "--max-steps", "1", "--lr-select-per-class", "2",
             "--test-size", "20", "--cv", "2", "--threads", "1", "--out", str(out), "--cache", str(tmp_path / "cache"),
-            "--quiet"]
+            "--layers", "block4", "--epochs", "1", "--quiet"]
     assert main(argv) == 0
     doc = json.loads((out / "digits.json").read_text())
     assert doc["errors"] == []
-    assert {r["strategy"] for r in doc["rows"]} == BASELINES | FROZEN | FINETUNED
-    assert doc["backbone"] == "efficientnet-lite0-32px" and doc["parity"]["max_abs_diff"] < 1e-4
+    assert {r["strategy"] for r in doc["rows"]} == (BASELINES | FROZEN | FINETUNED
+                                                    | {"frozen: logreg @ block4", "frozen: best layer by CV"})
+    # the frozen rows' own export: the same weights with block4's pooled output, parity-checked per output
+    assert doc["backbone"] == "efficientnet-lite0-32px-layers" and doc["parity"]["max_abs_diff"] < 1e-4
+    assert doc["layers"] == {"block4": 40, "final": 1280}
     rows = {r["strategy"]: r for r in doc["rows"]}
     assert rows["fine-tune: head only"]["trainable_params"] == 1280 * 10 + 10
     assert math.isfinite(rows["fine-tune: full"]["accuracy"])
@@ -427,3 +523,73 @@ def test_cli_onnx_file_needs_modes_none(tmp_path, tiny_image_onnx, capsys):
             "--test-size", "20", "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 1  # a featx error: the configuration cannot run (2 is for usage errors)
     assert "is an ONNX file" in capsys.readouterr().err and not (tmp_path / "digits.json").exists()
+
+
+# ------------------------------------------------------------------ texts: LP-FT and SetFit
+@pytest.fixture(scope="module")
+def tiny_text_run(tmp_path_factory, minilm_tokenizer_json):
+    """The text table on builtin:fine-foods with a tiny random BERT (2 layers, 16-d): LP-FT and SetFit at 2/class.
+
+    SetFit loads the same tiny encoder from a sentence-transformers folder written offline here."""
+    transformers = pytest.importorskip("transformers")
+    st = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("setfit")
+    import shutil
+
+    from featx.export import _wrappers
+    from featx.finetune import TorchBackbone
+    from featx.registry import BackboneSpec, TextPreprocess
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64)
+    bert = transformers.BertModel(config).eval()
+    hf = root / "hf"
+    bert.save_pretrained(hf)
+    source = minilm_tokenizer_json.parent
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(source / name, hf / name)
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers before 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    encoder = st.SentenceTransformer(modules=[Transformer(str(hf), max_seq_length=32), Pooling(16, "mean"),
+                                              Normalize()])
+    encoder.save(str(root / "st"))
+    _, MeanPooledText = _wrappers()
+    spec = BackboneSpec(name="tiny-bert", modality="text", source={"kind": "python"}, dim=16, normalize=True,
+                        preprocess=TextPreprocess(max_length=32))
+    backbone = TorchBackbone(MeanPooledText(bert, normalize=True).eval(), spec, tokenizer_json=minilm_tokenizer_json)
+    out = tmp_path_factory.mktemp("bench-text")
+    config = BenchConfig(
+        dataset="builtin:fine-foods", backbone=backbone, sizes=(2,), seeds=(0,), test_size=20, cv=2, heads=("logreg",),
+        finetune_modes=("head", "lp-ft", "setfit"), lr_select_per_class=3, epochs=2, min_steps=2, max_steps=2,
+        lrs={"head": (1e-2,), "lp-ft": (1e-3,)}, threads=1, cache=str(out / "cache"), layers=("layer1",),
+        setfit_model=str(root / "st"), setfit_max_steps=1,
+    )
+    return run_benchmark(config, out, command="featx bench (text test)", progress=lambda line: None), out
+
+
+def test_text_table_has_lp_ft_and_setfit_rows(tiny_text_run):
+    result, out = tiny_text_run
+    assert result.errors == []
+    rows = {r.strategy: r for r in result.rows}
+    assert set(rows) == {"majority class", "TF-IDF + logreg", "frozen: logreg", "frozen: logreg @ layer1",
+                         "frozen: best layer by CV", "fine-tune: head only", "LP-FT", "SetFit"}
+    setfit = rows["SetFit"]
+    assert isinstance(setfit, FinetuneRow) and setfit.family == "finetune" and setfit.n_train == 4
+    # its default recipe, cut at the cap of 1 step: the row says so, with the pairs its recipe would train on
+    assert setfit.params["steps"] == 1 and setfit.params["max_steps"] == 1
+    assert setfit.params["pairs"] >= 4 and setfit.params["hit_cap"] is (setfit.params["steps_wanted"] > 1)
+    assert setfit.finetune_s > 0 and setfit.predict_ms_per_item > 0 and 0 <= setfit.accuracy <= 1
+    assert setfit.trainable_params == setfit.total_params > 16 * 30522  # the whole encoder and the head
+    assert "setfit" not in result.lr_selection.modes  # its own recipe: no rate chosen for it
+    assert rows["LP-FT"].params["probe_lr"] == 1e-2
+    md = (out / "fine-foods.md").read_text()
+    assert "| 2 | SetFit |" in md and "SetFit: its default recipe" in md
+    assert any(line.startswith("SetFit vs frozen: best") or line.startswith("SetFit vs frozen: logreg")
+               for line in result.conclusion)
+    assert any("hit the step cap" in line.lower() or "no fine-tuned row hit" in line.lower()
+               for line in result.conclusion)

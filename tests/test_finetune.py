@@ -142,6 +142,28 @@ def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_back
     assert list(got) == [result.classes[k] for k in expected]
 
 
+def test_lp_ft_starts_the_full_fine_tuning_from_the_fitted_probe(digits, tiny_cnn_backbone):
+    """init_head: the linear layer starts from a fitted probe (LP-FT), checked against the classes and shapes."""
+    from featx.errors import ParameterError
+    from featx.finetune import head_weights
+
+    X, y, X_test, y_test = digits
+    tb = tiny_cnn_backbone()
+    probe = finetune(tb, X, y, mode="head", lr=3e-2, steps=30, seed=0, threads=THREADS)
+    weight, bias = head_weights(probe)
+    # a step of size ~0 keeps the head where it started: the probe's predictions
+    same = finetune(tb, X, y, mode="full", lr=1e-12, steps=1, seed=1, threads=THREADS, init_head=probe)
+    assert np.allclose(head_weights(same)[0], weight, atol=1e-6) and np.allclose(head_weights(same)[1], bias, atol=1e-6)
+    assert list(predict(same, X_test, threads=THREADS)) == list(predict(probe, X_test, threads=THREADS))
+    lp_ft = finetune(tb, X, y, mode="full", lr=1e-3, steps=3, seed=1, threads=THREADS, init_head=(weight, bias))
+    assert lp_ft.trainable_params == count_parameters(lp_ft.model)
+    with pytest.raises(ParameterError, match=r"The 'init_head' parameter of finetune must be \(weight \(10, 8\)"):
+        finetune(tb, X, y, mode="full", lr=1e-3, steps=1, threads=THREADS, init_head=(weight[:, :4], bias))
+    with pytest.raises(ParameterError, match="init_head was fitted on the classes"):
+        finetune(tb, X, y, mode="full", lr=1e-3, steps=1, threads=THREADS, init_head=probe,
+                 classes=list(reversed(probe.classes)))
+
+
 def test_text_module_through_the_generic_path(minilm_tokenizer_json):
     texts = ["great cookies, would buy again", "stale and broken", "love this tea", "awful taste",
              "wonderful coffee", "terrible packaging", "best snack ever", "never again"]

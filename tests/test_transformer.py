@@ -109,7 +109,7 @@ def test_sklearn_data_checks_through_an_array_adapter(tiny_image_onnx):
 def test_init_only_stores_and_unfitted_transform_raises(tiny_image_onnx):
     et = EmbeddingTransformer(model="no-such-backbone", batch_size=0)  # nothing validated or loaded yet
     assert et.get_params() == {"model": "no-such-backbone", "cache": None, "batch_size": 0, "providers": None,
-                               "threads": None, "on_error": "raise", "jpeg_draft": False}
+                               "threads": None, "on_error": "raise", "jpeg_draft": False, "layer": None}
     assert not [k for k in vars(et) if k.endswith("_")]
     with pytest.raises(NotFittedError):
         EmbeddingTransformer(str(tiny_image_onnx)).transform([np.zeros((8, 8), np.uint8)])

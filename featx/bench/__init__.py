@@ -6,12 +6,15 @@ the same seeds:
 - simple baselines: the majority class; logistic regression on raw pixels (images) or
   TF-IDF word 1-2-grams (texts), C chosen by cross-validation on the training subset;
 - frozen-feature heads (:mod:`featx.heads`: logistic regression, SVM, kNN, each with its
-  model selection on the training subset only) on features from the featx cache
-  (:func:`featx.extract`, :func:`featx.load_features`), and "frozen: best by CV", the
-  head whose cross-validation score is highest (chosen without looking at the test set);
-- fine-tuned baselines (:mod:`featx.finetune`): head-only, partial, full, and the same
-  architecture from scratch, with the learning rate chosen on a validation split carved
-  from a training subset (never the test set).
+  model selection on the training subset only; with one item per class, the few-shot default)
+  on features from the featx cache (:func:`featx.extract`, :func:`featx.load_features`), and
+  "frozen: best by CV", the head whose cross-validation score is highest (chosen without
+  looking at the test set);
+- the layer rows: the logistic regression on each intermediate layer the export carries
+  (:mod:`featx.layers`), and "frozen: best layer by CV";
+- fine-tuned baselines (:mod:`featx.finetune`): head-only, partial, full, LP-FT, and the same
+  architecture from scratch, with the learning rate and the epochs chosen on a validation split
+  carved from a training subset (never the test set); for texts SetFit, its default recipe.
 
 Training sets are nested per seed: for each seed, each class is shuffled once and a
 subset of ``n`` per class takes the first ``n`` of each class, so larger subsets contain
@@ -31,8 +34,9 @@ The package, one module per concern, along the data flow::
       -> table.py      Context (what runners read), Table (rows and failures they write)
          runners, one per family, each adding typed rows to the table:
            baselines.py   majority class; raw pixels / TF-IDF + logreg
-           frozen.py      features via the featx cache; heads; "frozen: best by CV"
-           finetuned.py   learning-rate choice; head only, partial, full, from scratch
+           frozen.py      features via the featx cache (every layer); heads; "frozen: best by CV"; layer rows
+           finetuned.py   learning rate and epochs chosen; head only, partial, full, from scratch, LP-FT
+           peers.py       SetFit (texts): its default recipe on the same encoder
          meter.py        wall time and peak memory of each row
       -> rows.py       Row types, Failure, Summary over seeds (summarize)
       -> conclusion.py sentences computed from the summary

@@ -28,7 +28,17 @@ DEFAULT_LRS = {
     "partial": (1e-3, 3e-4),
     "full": (1e-3, 3e-4),
     "scratch": (3e-3, 1e-3),
+    "lp-ft": (3e-4, 1e-4),  # the fine-tuning phase of LP-FT: smaller steps from a fitted probe (Kumar et al. 2022)
 }
+#: Strategies of the fine-tuned rows: featx.finetune's modes, LP-FT (head only, then full from that head)
+#: and SetFit (texts: contrastive fine-tuning of the same encoder + logistic regression, its default recipe).
+LP_FT, SETFIT = "lp-ft", "setfit"
+BENCH_MODES = (*MODES, LP_FT, SETFIT)
+#: Intermediate layers of the frozen rows (``featx export --layers``), by default backbone: stage ends of
+#: EfficientNet-Lite0 (24, 40, 80, 112, 192 channels; the final features are its 1280-d head) and every
+#: transformer layer of MiniLM but the last (whose pooled output is the final features).
+DEFAULT_LAYERS = {"efficientnet-lite0": ("block2", "block4", "block7", "block10", "block14"),
+                  "all-minilm-l6-v2": ("layer1", "layer2", "layer3", "layer4", "layer5")}
 
 
 @dataclass(frozen=True)
@@ -52,21 +62,24 @@ class BenchConfig:
     heads: tuple[str, ...] = HEADS
     cv: int = 5
     baselines: bool = True
-    finetune_modes: tuple[str, ...] = ("head", "partial", "full", "scratch")
+    finetune_modes: tuple[str, ...] = ("head", "partial", "full", "scratch", LP_FT)
     finetune_sizes: tuple | None = None  # None: every size
     finetune_seeds: tuple[int, ...] | None = None  # None: every seed
     lrs: dict = field(default_factory=dict)  # mode -> tuple of learning rates
     lr_select_per_class: int = 50
     val_fraction: float = 0.2
-    epochs: float = 10.0
+    epochs: float = 10.0  # most epochs of a fine-tuned row: the validation split chooses how many (early stopping)
     min_steps: int = 20
-    max_steps: int = 100
+    max_steps: int = 100  # the cost cap of one fine-tuned row; a row that needs more is cut and says so
     batch_size: int | None = None  # default: 32 images, 16 texts
     frozen_blocks: int | None = None
     threads: int = 2
     extract_batch_size: int = DEFAULT_BATCH_SIZE
     cache: str | None = None
     quick: bool = False
+    layers: tuple[str, ...] | None = None  # intermediate layers of the frozen rows; None: DEFAULT_LAYERS, () none
+    setfit_model: str | None = None  # a sentence-transformers folder; default: the backbone's package folder
+    setfit_max_steps: int | None = None  # the cap of SetFit's contrastive steps (its recipe: one epoch of pairs)
 
     def to_dict(self) -> dict:
         """The configuration as recorded in a report (the backbone by its label)."""
@@ -103,24 +116,29 @@ def backbone_label(backbone) -> str | None:
     return None if backbone is None else str(backbone)
 
 
-# Budgets (2 cores, measured; see benchmarks/README.md): a full run of both tables in about an hour,
-# --quick in under 10 minutes. The costly parts are the fine-tuned rows and the SVM grid at large sizes.
+# Budgets (2 cores, measured; see benchmarks/README.md): a full run of both tables in under 3 hours,
+# --quick in under 15 minutes. The costly parts are the fine-tuned rows (their epochs are chosen on the
+# validation split, up to `epochs`, and capped at `max_steps` per row), SetFit, and the SVM grid at large sizes.
 _PRESETS = {
-    # Lite0 at 112 px: ~0.6 s per full fine-tuning step of 32 images, ~0.33 s partial; 100 steps at most.
+    # Lite0 at 112 px: ~0.6 s per full fine-tuning step of 32 images, ~0.33 s partial; 150 steps at most
+    # (~4.8 epochs of 1000 images).
     ("image", False): dict(sizes=(1, 5, 10, 50, 100, 200), seeds=(0, 1, 2), test_size=1000, image_size=112,
                            finetune_sizes=(1, 10, 100), lr_select_per_class=50, epochs=10.0, min_steps=20,
-                           max_steps=100),
+                           max_steps=150),
     ("image", True): dict(sizes=(1, 10, 50), seeds=(0, 1), finetune_seeds=(0,), test_size=200, image_size=112,
-                          finetune_sizes=(10,), lr_select_per_class=10, epochs=10.0, min_steps=10, max_steps=20,
+                          finetune_sizes=(10,), lr_select_per_class=10, epochs=4.0, min_steps=10, max_steps=20,
                           cv=3),
-    # MiniLM at 128 tokens: ~1.3 s per full fine-tuning step of 16 texts, ~20 ms per predicted text; 40 steps
-    # at most, and a 500-review test subset (every fine-tuned model predicts it).
+    # MiniLM at 128 tokens: ~1.3 s per full fine-tuning step of 16 texts, ~20 ms per predicted text; 60 steps
+    # at most (~4.8 epochs of 200 reviews), SetFit 60 steps of 16 pairs, and a 500-review test subset
+    # (every fine-tuned model predicts it).
     ("text", False): dict(sizes=(1, 5, 10, 50, 100, 500, "all"), seeds=(0, 1, 2), test_size=500, max_length=128,
                           finetune_sizes=(1, 10, 100), lr_select_per_class=50, epochs=10.0, min_steps=20,
-                          max_steps=40),
+                          max_steps=60, finetune_modes=("head", "partial", "full", "scratch", LP_FT, SETFIT),
+                          setfit_max_steps=60),
     ("text", True): dict(sizes=(1, 10, 50), seeds=(0, 1), finetune_seeds=(0,), test_size=300, max_length=128,
-                         finetune_sizes=(10,), lr_select_per_class=10, epochs=10.0, min_steps=10, max_steps=15,
-                         cv=3),
+                         finetune_sizes=(10,), lr_select_per_class=10, epochs=4.0, min_steps=10, max_steps=15,
+                         cv=3, finetune_modes=("head", "partial", "full", "scratch", LP_FT, SETFIT),
+                         setfit_max_steps=10),
 }
 
 
@@ -194,14 +212,14 @@ def check_config(config: BenchConfig) -> None:
     """Refuse a configuration that cannot run, naming the parameter."""
     if not config.seeds:
         raise ParameterError("The 'seeds' parameter of the benchmark must list at least one seed.")
-    unknown = [m for m in config.finetune_modes if m not in MODES]
+    unknown = [m for m in config.finetune_modes if m not in BENCH_MODES]
     if unknown:
-        raise ParameterError(f"unknown fine-tuning modes {unknown}; known: {list(MODES)}")
+        raise ParameterError(f"unknown fine-tuning modes {unknown}; known: {list(BENCH_MODES)}")
     unknown = [h for h in config.heads if h not in HEADS]
     if unknown:
         raise ParameterError(f"unknown heads {unknown}; known: {list(HEADS)}")
     for mode in config.finetune_modes:
-        if not config.lrs.get(mode):
+        if mode != SETFIT and not config.lrs.get(mode):  # SetFit runs its own default recipe
             raise ParameterError(f"no learning rates given for fine-tuning mode {mode!r}")
     if config.test_size is not None and config.test_size < 1:
         raise ParameterError(f"The 'test_size' parameter must be an int in [1, inf) or None. Got {config.test_size!r}.")

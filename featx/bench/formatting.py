@@ -10,7 +10,11 @@ Examples
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
+
+from ..registry import featx_home
 
 
 def format_number(value, digits: int = 3) -> str:
@@ -47,3 +51,15 @@ def percent_mean_std(mean, std, n_seeds: int) -> str:
 def span(sizes: Sequence) -> str:
     """``["1", "5"]`` -> ``"1, 5"``."""
     return ", ".join(str(s) for s in sizes)
+
+
+def display_path(path) -> str:
+    """How a report names a file: under ``$FEATX_HOME`` as ``$FEATX_HOME/...``, under the working folder (the
+    repository) relative to it, else by its name alone: never an absolute path of the machine it ran on."""
+    path = Path(os.path.abspath(path))
+    for root, label in ((featx_home(), "$FEATX_HOME/"), (Path.cwd(), "")):
+        try:
+            return label + path.relative_to(Path(os.path.abspath(root))).as_posix()
+        except ValueError:
+            continue
+    return path.name

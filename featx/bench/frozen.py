@@ -1,9 +1,12 @@
 """The frozen-feature rows: features from the featx cache, then featx's heads with their selection.
 
     extract_features  training items any frozen row uses + the test set -> featx.extract -> cache
-                      -> Features (X by item id) and Extraction (the per-item rate a row's cost uses)
+                      -> Features (X by item id, one matrix per layer) and Extraction (the per-item rate
+                      a row's cost uses)
     run_heads         per subset: one HeadRow per head (featx.heads.select_head), then
                       "frozen: best by CV", the head with the best CV score (a SelectedRow)
+    run_layers        per subset: "frozen: logreg @ <layer>" per intermediate layer (the export carries
+                      them: featx.layers), then "frozen: best layer by CV" (the final layer included)
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,15 +24,16 @@ from ..backbone import Backbone
 from ..cache import load_features
 from ..errors import FeatxError
 from ..extract import extract
-from ..heads import select_head
+from ..heads import best_layer, select_head
+from ..layers import FINAL
 from ..registry import featx_home
 from ..sources import make_dataset
 from .config import slug
-from .formatting import format_number
+from .formatting import display_path, format_number
 from .meter import Meter
 from .models import BenchBackbone
 from .result import Extraction
-from .rows import BEST_BY_CV, HeadRow, SelectedRow, head_strategy, jsonable, scores
+from .rows import BEST_BY_CV, BEST_LAYER, LAYER_HEAD, HeadRow, SelectedRow, head_strategy, jsonable, scores
 from .splits import Subset
 from .table import Context, Table
 
@@ -39,13 +43,15 @@ MIN_TIMED_ITEMS = 64
 
 @dataclass
 class Features:
-    """Cached features of every item a table uses, looked up by item id."""
+    """Cached features of every item a table uses, looked up by item id; one matrix per layer."""
 
-    X: np.ndarray
-    rows: dict[str, int]  # item id -> row of X
+    X: np.ndarray  # the final features
+    rows: dict[str, int]  # item id -> row of X (and of every layer's matrix)
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # intermediate layer -> its matrix
 
-    def of(self, items: Sequence) -> np.ndarray:
-        return self.X[[self.rows[i.id] for i in items]]
+    def of(self, items: Sequence, layer: str | None = None) -> np.ndarray:
+        X = self.X if layer in (None, FINAL) else self.layers[layer]
+        return X[[self.rows[i.id] for i in items]]
 
 
 def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) -> tuple[Features, Extraction]:
@@ -59,6 +65,7 @@ def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) 
     report = extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,
                      threads=config.threads, progress=ctx.say.bars)
     X, _, ids = load_features(cache, model=bb.name, strict=True)
+    layers = {layer: load_features(cache, model=bb.name, strict=True, layer=layer)[0] for layer in bb.layers}
     lookup = {str(i): k for k, i in enumerate(ids)}
     missing = [i.id for i in items if i.id not in lookup]
     if missing:
@@ -75,10 +82,10 @@ def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) 
         per_item = (time.perf_counter() - t) / len(sample)
         how = f"the cache was warm; Backbone.embed timed on {len(sample)} items (decode + preprocess + ONNX Runtime)"
     ctx.say(f"extraction: {report.embedded} embedded, {report.cached} cached, {per_item * 1000:.2f} ms/item")
-    extraction = Extraction(cache=str(cache), items=len(pool), embedded=report.embedded, cached=report.cached,
+    extraction = Extraction(cache=display_path(cache), items=len(pool), embedded=report.embedded, cached=report.cached,
                             seconds=report.seconds, per_item_s=per_item, per_item_method=how,
                             batch_size=config.extract_batch_size, threads=config.threads)
-    return Features(X, lookup), extraction
+    return Features(X, lookup, layers), extraction
 
 
 def warm_up_workers(threads: int) -> None:
@@ -91,9 +98,10 @@ def warm_up_workers(threads: int) -> None:
         select_head("logreg", X, y, cv=2, n_jobs=threads, progress=False)
 
 
-def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extraction: Extraction) -> HeadRow:
-    """One head with featx.heads model selection on the subset's cached features."""
-    X, X_test = features.of(subset.items), features.of(ctx.splits.test.items)
+def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extraction: Extraction,
+             layer: str = FINAL) -> HeadRow:
+    """One head with featx.heads model selection on the subset's cached features (of ``layer``)."""
+    X, X_test = features.of(subset.items, layer), features.of(ctx.splits.test.items, layer)
     with Meter() as m, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # fewer folds / no CV: recorded in notes
         # no bar: its chunked search would change the fit time this row measures
@@ -105,31 +113,36 @@ def head_row(ctx: Context, subset: Subset, kind: str, features: Features, extrac
     head_latency = (time.perf_counter() - t) / len(X_test)
     cv_score = None if not sel.n_splits or math.isnan(sel.cv_mean) else float(sel.cv_mean)
     per_item = extraction.per_item_s
-    return HeadRow.scored(subset, head_strategy(kind), "frozen", scores(ctx.test_labels, pred, ctx.splits.classes),
+    params = jsonable(sel.best_params) | ({} if layer == FINAL else {"layer": layer})
+    return HeadRow.scored(subset, head_strategy(kind, layer), "frozen", scores(ctx.test_labels, pred, ctx.splits.classes),
                           extract_s=per_item * subset.n_train, fit_s=m.seconds, peak_rss_mb=m.peak_mb,
                           trainable_params=estimator_params(est),
                           predict_ms_per_item=(per_item + head_latency) * 1000,
-                          params=jsonable(sel.best_params), cv_score=cv_score,
+                          params=params, cv_score=cv_score,
                           cv_std=None if cv_score is None else float(sel.cv_std), cv_folds=sel.n_splits or None,
                           notes=list(sel.notes))
 
 
-def best_by_cv(subset: Subset, head_rows: Sequence[HeadRow]) -> SelectedRow:
-    """The head a user would pick without the test set: highest CV score (ties: the first head);
-    its fit time counts every head."""
-    scored = [r for r in head_rows if r.cv_score is not None]
-    best = max(scored, key=lambda r: r.cv_score) if scored else head_rows[0]
-    return SelectedRow.scored(subset, BEST_BY_CV, "frozen", best.scores, extract_s=best.extract_s,
+def best_by_cv(subset: Subset, head_rows: Sequence[HeadRow], strategy: str = BEST_BY_CV,
+               what: str = "head") -> SelectedRow:
+    """The row a user would pick without the test set: highest CV score (ties, and no CV: the first row,
+    :func:`featx.heads.best_layer`'s rule); its fit time counts every row it was chosen from.
+
+    ``what`` is the choice: ``"head"`` (the frozen heads on the final features) or ``"layer"``."""
+    chosen = best_layer({k: r.cv_score for k, r in enumerate(head_rows)})
+    best = head_rows[chosen]
+    scored = any(r.cv_score is not None for r in head_rows)
+    name = best.params.get("layer", FINAL) if what == "layer" else best.strategy.split(": ", 1)[1].split(" @ ")[0]
+    return SelectedRow.scored(subset, strategy, "frozen", best.scores, extract_s=best.extract_s,
                               fit_s=sum(r.fit_s for r in head_rows),
                               peak_rss_mb=max((r.peak_rss_mb or 0) for r in head_rows),
                               trainable_params=best.trainable_params, predict_ms_per_item=best.predict_ms_per_item,
                               cv_score=best.cv_score, cv_std=best.cv_std, cv_folds=best.cv_folds,
-                              params={"head": best.strategy.split(": ", 1)[1],
-                                      "chosen_by": "highest CV score" if scored else "no CV possible: the first head",
-                                      **best.params})
+                              params={what: name, "chosen_by": "highest CV score" if scored
+                                      else f"no CV possible: the first {what}", **best.params})
 
 
-def run_heads(ctx: Context, subset: Subset, table: Table, features: Features, extraction: Extraction) -> None:
+def run_heads(ctx: Context, subset: Subset, table: Table, features: Features, extraction: Extraction) -> list[HeadRow]:
     """The frozen-head rows of one subset, and "frozen: best by CV" when there are several heads."""
     head_rows = []
     for kind in ctx.config.heads:
@@ -140,6 +153,22 @@ def run_heads(ctx: Context, subset: Subset, table: Table, features: Features, ex
             table.report(row, f"cv {format_number(row.cv_score)} fit {row.fit_s:.1f}s")
     if len(head_rows) > 1:
         table.add(best_by_cv(subset, head_rows))
+    return head_rows
+
+
+def run_layers(ctx: Context, subset: Subset, table: Table, features: Features, extraction: Extraction,
+               final: HeadRow | None = None) -> None:
+    """The layer rows of one subset: "frozen: logreg @ <layer>" per intermediate layer, then "frozen: best
+    layer by CV", of those and ``final`` ("frozen: logreg" on the final features), the best CV score."""
+    rows = [final] if final is not None else []
+    for layer in features.layers:
+        row = table.attempt(subset, head_strategy(LAYER_HEAD, layer),
+                            lambda layer=layer: head_row(ctx, subset, LAYER_HEAD, features, extraction, layer))
+        if row:
+            rows.append(row)
+            table.report(row, f"cv {format_number(row.cv_score)} fit {row.fit_s:.1f}s")
+    if len(rows) > 1:
+        table.add(best_by_cv(subset, rows, BEST_LAYER, "layer"))
 
 
 def estimator_params(est) -> int | None:

@@ -16,14 +16,16 @@ import numpy as np
 
 from ..backbone import Backbone
 from ..errors import ParameterError
-from ..export import export_module
+from ..export import export, export_module
 from ..files import write_atomically
 from ..finetune import (TorchBackbone, load_torch_backbone, override_preprocess, require_torch, torch_batch,
                         torch_threads, training_inputs)
+from ..layers import layered_module
 from ..modelfiles import read_spec_file, spec_path_for, write_spec
 from ..provision import resolve_onnx
-from ..registry import featx_home
-from .config import DEFAULT_BACKBONES, BenchConfig
+from ..registry import BackboneSpec, featx_home
+from .config import DEFAULT_BACKBONES, DEFAULT_LAYERS, BenchConfig
+from .formatting import display_path
 from .result import Parity
 
 
@@ -35,6 +37,18 @@ class BenchBackbone:
     torch_backbone: Any = None  # featx.finetune.TorchBackbone (loaded lazily)
     parity: Parity | None = None
     source: str = ""
+
+    @property
+    def layers(self) -> dict[str, int]:
+        """The intermediate layers the ONNX model carries for the frozen rows, ``{name: dim}`` in depth order."""
+        return dict(self.spec.layers)
+
+
+def frozen_layers(config: BenchConfig, backbone) -> tuple[str, ...]:
+    """The intermediate layers of the frozen rows: ``config.layers``, else the default backbone's."""
+    if config.layers is not None:
+        return tuple(config.layers)
+    return DEFAULT_LAYERS.get(backbone, ()) if isinstance(backbone, str) else ()
 
 
 def bench_models_dir() -> Path:
@@ -52,12 +66,16 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
     """
     models_dir = Path(models_dir) if models_dir else bench_models_dir()
     backbone = config.backbone or DEFAULT_BACKBONES[modality]
+    layers = frozen_layers(config, backbone)
     if isinstance(backbone, TorchBackbone):
         spec = override_preprocess(backbone.spec, image_size=config.image_size, max_length=config.max_length)
         tb = dataclasses.replace(backbone, spec=spec)
-        result = export_module(tb.module, spec, models_dir / "generic", tokenizer_json=tb.tokenizer_json)
-        spec = spec.replace(dim=int(read_spec_file(result.spec_path)["spec"]["dim"]))
-        tb.spec = spec
+        module = layered_module(tb.module, spec.modality, layers, normalize=spec.normalize,
+                                blocks=tb.blocks) if layers else tb.module
+        result = export_module(module, spec, models_dir / "generic", tokenizer_json=tb.tokenizer_json)
+        exported = read_spec_file(result.spec_path)["spec"]
+        tb.spec = spec.replace(dim=int(exported["dim"]))
+        spec = tb.spec.replace(layers=exported.get("layers", {}))
         return BenchBackbone(spec.name, result.onnx_path, spec, tb,
                              Parity(max_abs_diff=result.max_abs_diff, inputs="featx export parity inputs"),
                              "torch module exported by the benchmark")
@@ -70,8 +88,16 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
     if base.modality != modality:
         raise ParameterError(f"backbone {base.name!r} is a {base.modality} model; the dataset holds {modality}s")
     spec = override_preprocess(base.spec, image_size=config.image_size, max_length=config.max_length)
-    if spec == base.spec:
-        onnx_path, source = original, f"{original}"
+    if layers and not base.spec.layers:  # the frozen rows' own export: the same weights, with its layers' outputs
+        tag = "" if spec == base.spec else (
+            f"-{spec.preprocess.size}px" if modality == "image" else f"-len{spec.preprocess.max_length}")
+        spec = spec.replace(name=f"{base.spec.name}{tag}-layers")
+        onnx_path = export(spec, models_dir, layers=layers).onnx_path
+        spec = read_spec(onnx_path)
+        source = f"{display_path(original)} exported again with the pooled outputs of {', '.join(layers)}" + (
+            f", preprocessing overridden to {spec.preprocess.to_dict()}" if tag else "")
+    elif spec == base.spec:
+        onnx_path, source = original, display_path(original)
     else:
         tag = f"{spec.preprocess.size}px" if modality == "image" else f"len{spec.preprocess.max_length}"
         spec = spec.replace(name=f"{base.spec.name}-{tag}")
@@ -82,12 +108,17 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
         if not (record and record["onnx"]["sha256"] == base.sha256 and record["spec"] == spec.to_dict()):
             write_atomically(onnx_path, lambda tmp: shutil.copyfile(original, tmp))
             write_spec(onnx_path, spec, tokenizer_json=getattr(base, "tokenizer_path", None))
-        source = f"{original}, preprocessing overridden to {spec.preprocess.to_dict()}"
+        source = f"{display_path(original)}, preprocessing overridden to {spec.preprocess.to_dict()}"
     bb = BenchBackbone(spec.name, onnx_path, spec, None, None, source)
-    if need_torch:
+    if need_torch:  # the fine-tuned rows: the same module and preprocessing, its final output only
         tb = load_torch_backbone(backbone)
-        bb.torch_backbone = dataclasses.replace(tb, spec=spec)
+        bb.torch_backbone = dataclasses.replace(tb, spec=spec.replace(layers={}))
     return bb
+
+
+def read_spec(onnx_path):
+    """The spec recorded beside an exported model."""
+    return BackboneSpec.from_dict(read_spec_file(spec_path_for(onnx_path))["spec"])
 
 
 def check_parity(bb: BenchBackbone, items: Sequence, threads: int) -> Parity:

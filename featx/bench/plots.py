@@ -14,11 +14,13 @@ import numpy as np
 from ..extras import require
 from ..files import write_atomically
 from .result import BenchResult, BestProbe
-from .rows import BEST_BY_CV, MAJORITY, Row, Summary, strategy_order
+from .rows import BEST_BY_CV, BEST_LAYER, LAYER_HEAD, MAJORITY, Row, Summary, head_strategy, strategy_order
 from .splits import size_key
 
-PALETTE = {"baseline": ["#7f7f7f", "#bcbd22"], "frozen": ["#1f77b4", "#17becf", "#2ca02c", "#08306b"],
-           "finetune": ["#ff7f0e", "#d62728", "#9467bd", "#8c564b"]}
+PALETTE = {"baseline": ["#7f7f7f", "#bcbd22"],
+           "frozen": ["#1f77b4", "#17becf", "#2ca02c", "#08306b", "#6baed6", "#9ecae1", "#4292c6", "#2171b5",
+                      "#084594", "#c6dbef", "#74c476"],
+           "finetune": ["#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#000000"]}
 MARKERS = {"baseline": "s", "frozen": "o", "finetune": "^"}
 
 
@@ -41,6 +43,8 @@ def make_plots(result: BenchResult, out: Path, stem: str) -> dict[str, str]:
     styles = _styles(strategy_order(r.strategy for r in result.rows), families)
     plots = {"learning_curves": _save(learning_curves(result, styles), out / f"{stem}-learning-curves.png"),
              "accuracy_vs_cost": _save(accuracy_vs_cost(result, styles), out / f"{stem}-accuracy-vs-cost.png")}
+    if result.layers:
+        plots["accuracy_vs_depth"] = _save(accuracy_vs_depth(result), out / f"{stem}-accuracy-vs-depth.png")
     if result.best_probe is not None:
         plots["confusion_matrix"] = _save(confusion_matrix(result, result.best_probe), out / f"{stem}-confusion.png")
     plt.close("all")
@@ -57,7 +61,7 @@ def learning_curves(result: BenchResult, styles: dict):
         return e.n_train / n_classes if e.size == "all" else float(e.size)
 
     fig, ax = plt.subplots(figsize=(10, 5))
-    for s in styles:
+    for s in _not_layers(styles):
         pts = sorted((e for e in result.summary if e.strategy == s and e.accuracy is not None), key=xpos)
         if not pts:
             continue
@@ -80,7 +84,7 @@ def accuracy_vs_cost(result: BenchResult, styles: dict):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5))
-    for s in styles:
+    for s in _not_layers(styles):
         pts = [e for e in result.summary if e.strategy == s and s != MAJORITY
                and e.accuracy is not None and e.total_s is not None]
         if not pts:
@@ -99,6 +103,31 @@ def accuracy_vs_cost(result: BenchResult, styles: dict):
     ax.set_title(f"{result.dataset}: accuracy vs cost")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def accuracy_vs_depth(result: BenchResult):
+    """Test accuracy of a logistic regression on each layer's pooled features, in depth order (the final layer
+    last), one line per training size, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    names = list(result.layers)
+    by = {(e.strategy, e.size): e for e in result.summary}
+    fig, ax = plt.subplots(figsize=(9, 5))
+    sizes = list(dict.fromkeys(e.size for e in result.summary))
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(1, len(sizes))))
+    for color, size in zip(colors, sizes):
+        pts = [(k, e) for k, n in enumerate(names) if (e := by.get((head_strategy(LAYER_HEAD, n), size)))]
+        if len(pts) < 2:
+            continue
+        ax.errorbar([k for k, _ in pts], [e.accuracy.mean for _, e in pts], yerr=[e.accuracy.std or 0 for _, e in pts],
+                    label=f"{size}/class", color=color, marker="o", capsize=3)
+    ax.set_xticks(range(len(names)), [f"{n}\n{result.layers[n]}-d" for n in names], fontsize=8)
+    ax.set_xlabel("layer (depth order; 'final' = the backbone's own pooled output)")
+    ax.set_ylabel(f"test accuracy (n = {result.splits.test_items})")
+    ax.set_title(f"{result.dataset}: accuracy vs depth (logreg per layer, mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="training size", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -124,6 +153,11 @@ def confusion_matrix(result: BenchResult, best: BestProbe):
     return fig
 
 
+def _not_layers(styles: dict) -> list[str]:
+    """The strategies but the per-layer rows (those have the accuracy-vs-depth plot)."""
+    return [s for s in styles if " @ " not in s]
+
+
 def _styles(strategies: Sequence[str], families: dict[str, str]) -> dict:
     """Colour, marker and line per strategy: one palette per family, in strategy order."""
     used = {k: 0 for k in PALETTE}
@@ -134,7 +168,7 @@ def _styles(strategies: Sequence[str], families: dict[str, str]) -> dict:
         used[fam] += 1
         out[s] = {"color": color, "marker": MARKERS[fam],
                   "linestyle": "--" if fam == "baseline" else ":" if s == "from scratch" else "-",
-                  "linewidth": 2.5 if s == BEST_BY_CV else 1.5}
+                  "linewidth": 2.5 if s in (BEST_BY_CV, BEST_LAYER) else 1.0 if " @ " in s else 1.5}
     return out
 
 

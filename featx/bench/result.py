@@ -81,13 +81,17 @@ class Parity:
 
 @dataclass(kw_only=True)
 class LrChoice:
-    """The learning rates tried for one fine-tuning mode, their validation accuracy and the one chosen."""
+    """The learning rates tried for one fine-tuning mode, their validation accuracy and the one chosen,
+    with the epochs (early stopping on the validation accuracy measured after each epoch)."""
 
     grid: list[float]
-    val_accuracy: dict[str, float | None]  # "%g" of the rate -> accuracy, None when it diverged
+    val_accuracy: dict[str, float | None]  # "%g" of the rate -> (best) accuracy, None when it diverged
     chosen: float | None
     seconds: float
     error: str | None = field(default=None, metadata=OMIT_IF_NONE)
+    curves: dict[str, list | None] | None = field(default=None, metadata=OMIT_IF_NONE)  # accuracy after each epoch
+    epochs: dict[str, int | None] | None = field(default=None, metadata=OMIT_IF_NONE)  # best epoch per rate
+    chosen_epochs: int | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(kw_only=True)
@@ -101,6 +105,8 @@ class LrSelection:
     steps: int
     rule: str
     modes: dict[str, LrChoice]
+    max_epochs: int | None = field(default=None, metadata=OMIT_IF_NONE)
+    steps_per_epoch: int | None = field(default=None, metadata=OMIT_IF_NONE)
 
     def to_dict(self) -> dict:
         return {**to_record(self), "modes": {m: to_record(c) for m, c in self.modes.items()}}
@@ -159,6 +165,8 @@ class BenchResult:
     best_probe: BestProbe | None = None
     plots: dict[str, str] | None = None  # set when the report is written
     load_average_end: list[float] | None = None  # recorded inside "machine"
+    layers: dict[str, int] | None = None  # intermediate layers of the frozen rows, {name: dim}, in depth order
+    few_shot: dict | None = None  # what the heads are fitted with when no CV is possible (FEW_SHOT_PARAMS)
 
     def to_dict(self) -> dict:
         machine = self.machine.to_dict()
@@ -181,6 +189,10 @@ class BenchResult:
             doc["best_probe"] = to_record(self.best_probe)
         if self.plots is not None:
             doc["plots"] = dict(self.plots)
+        if self.layers:
+            doc["layers"] = dict(self.layers)
+        if self.few_shot:
+            doc["few_shot"] = dict(self.few_shot)
         return doc
 
     def to_json(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -30,18 +31,22 @@ MAJORITY = "majority class"
 #: The simple baseline's logistic regression, by modality.
 BASELINE_LOGREG = {"image": "raw pixels + logreg", "text": "TF-IDF + logreg"}
 BEST_BY_CV = "frozen: best by CV"
+#: The layer rows: this head on each intermediate layer ("frozen: logreg @ block4"), and the layer chosen by CV.
+LAYER_HEAD = "logreg"
+BEST_LAYER = "frozen: best layer by CV"
 FT_MODE_LABELS = {"head": "fine-tune: head only", "partial": "fine-tune: partial", "full": "fine-tune: full",
-                  "scratch": "from scratch"}
-#: Order of the strategies in tables and plots (others follow, sorted by name).
+                  "scratch": "from scratch", "lp-ft": "LP-FT", "setfit": "SetFit"}
+#: Order of the strategies in tables and plots (others follow in natural order: block2 before block10).
 STRATEGY_ORDER = (MAJORITY, *BASELINE_LOGREG.values(), "frozen: logreg", "frozen: svm", "frozen: knn", BEST_BY_CV,
-                  *FT_MODE_LABELS.values())
+                  BEST_LAYER, *FT_MODE_LABELS.values())
 #: Fields of a record that are left out of its JSON when None.
 OMIT_IF_NONE = {"omit_if_none": True}
 
 
-def head_strategy(kind: str) -> str:
-    """The strategy name of a frozen head: ``"logreg"`` -> ``"frozen: logreg"``."""
-    return f"frozen: {kind}"
+def head_strategy(kind: str, layer: str = "final") -> str:
+    """The strategy name of a frozen head: ``"logreg"`` -> ``"frozen: logreg"``; on an intermediate layer
+    ``"frozen: logreg @ block4"``."""
+    return f"frozen: {kind}" if layer == "final" else f"frozen: {kind} @ {layer}"
 
 
 def to_record(obj) -> dict:
@@ -257,7 +262,25 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
 
 
 def strategy_order(strategies) -> list[str]:
-    """The strategies present, in :data:`STRATEGY_ORDER`, then the others sorted by name."""
+    """The strategies present, in :data:`STRATEGY_ORDER`; the layer rows ("frozen: logreg @ block4") by depth
+    before :data:`BEST_LAYER`; any others last, in natural order (digits as numbers).
+
+    Examples
+    --------
+    >>> strategy_order(["frozen: logreg @ block10", "LP-FT", "frozen: logreg @ block2", "frozen: logreg"])
+    ['frozen: logreg', 'frozen: logreg @ block2', 'frozen: logreg @ block10', 'LP-FT']
+    """
     present = set(strategies)
-    seen = [s for s in STRATEGY_ORDER if s in present]
-    return seen + sorted(present - set(seen))
+    layers = sorted((s for s in present if " @ " in s), key=natural_key)
+    order = []
+    for name in STRATEGY_ORDER:
+        if name == BEST_LAYER:
+            order += layers
+        if name in present:
+            order.append(name)
+    return order + sorted(present - set(order), key=natural_key)
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders the numbers inside names by value: ``block2`` before ``block10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

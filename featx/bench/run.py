@@ -1,7 +1,9 @@
 """One benchmark table, end to end: :func:`run_benchmark`.
 
-    phase 1, every size and seed:  baselines (raw pixels decoded once)  |  frozen heads (features extracted once)
-    phase 2, fine-tuning sizes and seeds:  parity check, learning rates chosen, one row per mode
+    phase 1, every size and seed:  baselines (raw pixels decoded once)  |  frozen heads (features extracted once,
+                                   every layer the export carries)  |  a logreg per layer, the layer chosen by CV
+    phase 2, fine-tuning sizes and seeds:  parity check, learning rates and epochs chosen, one row per mode
+                                           (LP-FT after its probe; SetFit with its own recipe)
     then: summary over seeds -> conclusion -> BenchResult -> JSON, plots, Markdown
 """
 
@@ -12,19 +14,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..heads import FEW_SHOT_PARAMS
+from ..layers import FINAL
 from ..machine import machine_facts, rounded_load_average
 from .baselines import raw_pixels_of, run_baselines
 from .conclusion import conclude
 from .config import BenchConfig, check_config, slug
-from .finetuned import finetune_setup, partial_frozen, run_finetune, select_learning_rates
-from .frozen import extract_features, run_heads, warm_up_workers
+from .config import SETFIT
+from .finetuned import finetune_setup, partial_frozen, run_finetune, select_learning_rates, selection_modes
+from .frozen import extract_features, run_heads, run_layers, warm_up_workers
 from .meter import memory_method
 from .models import check_parity, prepare_backbone
 from .plots import best_probe
 from .progress import Progress
 from .report import busy_note, write_outputs
 from .result import BenchResult, SplitRecord
-from .rows import FT_MODE_LABELS, Failure, summarize
+from .peers import run_setfit
+from .rows import FT_MODE_LABELS, LAYER_HEAD, Failure, head_strategy, summarize
 from .splits import class_counts, load_splits, resolve_sizes, size_label, train_positions, training_subset
 from .table import Context, Table
 
@@ -107,10 +113,13 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
     # ---- phase 1: simple baselines and frozen-feature heads, every size and seed
     # every training item any row of phase 1 uses, across seeds and sizes
     used = sorted({p for seed in config.seeds for s in sizes for p in train_positions(splits, seed, s)})
-    per_subset = (2 if config.baselines else 0) + len(config.heads)  # rows attempted per subset
+    # rows attempted per subset
+    per_subset = (2 if config.baselines else 0) + len(config.heads) + (len(bb.layers) if config.heads else 0)
     say.expect(sum(per_subset * (1 if size == "all" else len(config.seeds)) for size in sizes))
     if config.heads:
         features, result.extraction = extract_features(ctx, used, bb)
+        result.layers = {**bb.layers, FINAL: bb.spec.dim} if bb.layers else None
+        result.few_shot = {kind: FEW_SHOT_PARAMS[kind] for kind in config.heads}
         warm_up_workers(config.threads)
     raw = raw_pixels_of(ctx, used) if config.baselines and modality == "image" else None
     for size in sizes:
@@ -121,7 +130,9 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
             if config.baselines:
                 run_baselines(ctx, subset, table, raw)
             if config.heads:
-                run_heads(ctx, subset, table, features, result.extraction)
+                heads = run_heads(ctx, subset, table, features, result.extraction)
+                final = next((r for r in heads if r.strategy == head_strategy(LAYER_HEAD)), None)
+                run_layers(ctx, subset, table, features, result.extraction, final)
 
     # ---- phase 2: fine-tuning (same backbone, same preprocessing: checked), learning rates chosen first
     if modes:
@@ -131,26 +142,32 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
             f"{bb.parity.max_abs_diff:.2e}")
         if "partial" in modes:
             result.finetune.partial_frozen = partial_frozen(bb, config.frozen_blocks)
-        result.lr_selection = select_learning_rates(ctx, bb, result.finetune, ft_seeds[0])
-        for mode, choice in result.lr_selection.modes.items():
+        choices = {}
+        if selection_modes(modes):
+            result.lr_selection = select_learning_rates(ctx, bb, result.finetune, ft_seeds[0])
+            choices = result.lr_selection.modes
+        for mode, choice in choices.items():
             if choice.error:
                 table.errors.append(Failure(size="-", seed=ft_seeds[0], strategy=FT_MODE_LABELS[mode],
                                             error=choice.error))
-        chosen = [mode for mode in modes if result.lr_selection.modes[mode].chosen is not None]
-        say.expect(len(ft_sizes) * len(ft_seeds) * len(chosen))
+        runs = [mode for mode in modes if mode == SETFIT or choices[mode].chosen is not None]
+        say.expect(len(ft_sizes) * len(ft_seeds) * len(runs))
         for size in ft_sizes:
             for seed in ft_seeds:
                 subset = training_subset(splits, seed, size)
-                for mode in modes:
-                    choice = result.lr_selection.modes[mode]
-                    if choice.chosen is not None:
-                        run_finetune(ctx, subset, table, bb, mode=mode, lr=choice.chosen, batch_size=batch_size)
+                for mode in runs:
+                    if mode == SETFIT:
+                        run_setfit(ctx, subset, table, bb)
+                    else:
+                        run_finetune(ctx, subset, table, bb, mode=mode, choice=choices[mode], batch_size=batch_size,
+                                     probe=choices.get("head"))
     result.parity = bb.parity
 
     result.rows, result.errors = table.rows, table.errors
     result.summary = summarize(result.rows)
     result.conclusion, result.headline = conclude(result.summary, cores=machine.usable_cores,
-                                                  failures=len(result.errors))
+                                                  failures=len(result.errors), rows=result.rows,
+                                                  selection=result.lr_selection)
     result.best_probe = best_probe(result.rows)
     result.finished = _now()
     result.load_average_end = rounded_load_average()

@@ -32,7 +32,8 @@ def info(cache) -> dict:
         retried = sum(1 for i, (s, _, kind) in state.failed.items() if current.get(i) == s and kind != FAILED_CONTENT)
         size = sum(p.stat().st_size for p in state.shards)
         out["models"][name] = {
-            "dim": record["fingerprint"]["dim"], "dtype": record["dtype"],
+            "dim": record["fingerprint"]["dim"], "layers": dict(record["fingerprint"].get("layers", {})),
+            "dtype": record["dtype"],
             "fingerprint_id": record["fingerprint_id"], "onnx_sha256": record["fingerprint"]["onnx_sha256"],
             "preprocess": record["fingerprint"]["preprocess"], "embedded": done, "failed": len(failed),
             "failed_to_retry": retried,
@@ -96,6 +97,12 @@ def verify(cache) -> VerifyReport:
                 report.problems.append(f"{path}: checksum mismatch (damaged content)")
             if data.embeddings.size and not np.isfinite(data.embeddings).all():
                 report.problems.append(f"{path}: holds NaN/inf embeddings")
+            expected = record["fingerprint"].get("layers", {})
+            if sorted(data.layers) != sorted(expected):
+                report.problems.append(f"{path}: holds layers {sorted(data.layers)}, model.json says {sorted(expected)}")
+            for layer, rows in data.layers.items():
+                if rows.size and not np.isfinite(rows).all():
+                    report.problems.append(f"{path}: holds NaN/inf features of layer {layer}")
             if data.embeddings.ndim != 2 or (data.embeddings.size and data.embeddings.shape[1] != record["fingerprint"]["dim"]):
                 report.problems.append(f"{path}: embeddings of shape {data.embeddings.shape}, "
                                        f"expected dim {record['fingerprint']['dim']}")

@@ -23,7 +23,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from ..errors import CacheCorruptError, CacheError, ParameterError
+from ..errors import CacheCorruptError, CacheError, ParameterError, SpecError
+from ..layers import FINAL, check_layer
 from ..validation import check_bool, check_int, check_path, check_str
 from .store import CacheStore
 
@@ -44,10 +45,17 @@ class FeatureReader:
         Backbone name; may be omitted when the cache holds a single backbone.
     strict : bool
         Raise instead of warning when items are not extracted yet or changed on disk.
+    layer : str, optional
+        An intermediate layer the backbone's export carries (``featx export NAME --layers ...``):
+        its own feature set, read instead of the final features (None or ``"final"``).
 
     Attributes
     ----------
     model : str
+    layer : str
+        ``"final"`` or the intermediate layer read.
+    layers : dict
+        The intermediate layers the cache holds for this backbone, ``{name: dim}``.
     n_rows, dim : int
     dtype : numpy.dtype
         Storage type on disk (float32 or float16); every read returns float32.
@@ -62,7 +70,7 @@ class FeatureReader:
     Raises
     ------
     CacheError
-        Not a cache, no such backbone, no listing (or, with ``strict``, incomplete).
+        Not a cache, no such backbone or layer, no listing (or, with ``strict``, incomplete).
     CacheCorruptError
         A committed shard is damaged.
 
@@ -75,11 +83,19 @@ class FeatureReader:
     ((450, 8), (2, 8))
     """
 
-    def __init__(self, cache, model: str | None = None, *, strict: bool = False):
-        _check_args(cache, model, strict, "FeatureReader")
+    def __init__(self, cache, model: str | None = None, *, strict: bool = False, layer: str | None = None):
+        _check_args(cache, model, strict, "FeatureReader", layer)
         store = CacheStore(cache)
         store.check_readable()
         name = store.resolve_model(model)
+        record = store.read_model(name) or {}
+        fingerprint = record.get("fingerprint", {})
+        self.layers = dict(fingerprint.get("layers", {}))
+        try:
+            self.layer = check_layer(layer, self.layers, f"cache {store.root} ({name})")
+        except SpecError as e:
+            raise CacheError(str(e)) from None
+        self._dataset = "embeddings" if self.layer == FINAL else f"layers/{self.layer}"
         listing = store.read_listing()
         if listing is None:
             raise CacheError(f"cache {store.root} has no dataset listing; run `featx extract` first")
@@ -88,7 +104,6 @@ class FeatureReader:
             paths = ", ".join(str(p) for p, _ in state.damaged[:3])
             raise CacheCorruptError(f"cache {store.root}: damaged shard(s) {paths}; run `featx verify {store.root}` "
                                     "and `featx extract` again to recompute them")
-        record = store.read_model(name) or {}
         positions, shard_of, row_of = [], [], []
         failed: dict[str, str] = {}
         missing = stale = 0
@@ -118,7 +133,7 @@ class FeatureReader:
         idx = np.asarray(positions, dtype=np.int64)
         self.root = store.root
         self.model = name
-        self.dim = int(record.get("fingerprint", {}).get("dim", 0))
+        self.dim = int(fingerprint.get("dim", 0) if self.layer == FINAL else self.layers[self.layer])
         self.dtype = np.dtype(record.get("dtype", "float32"))
         self.ids = listing.ids[idx] if len(idx) else np.empty(0, dtype=object)
         self.labels = None if listing.labels is None else (
@@ -152,7 +167,7 @@ class FeatureReader:
             path = self._paths[int(shards[group[0]])]
             try:
                 with h5py.File(path, "r") as f:
-                    ds = f["embeddings"]
+                    ds = f[self._dataset]
                     _read_runs(ds, rows[group], group, out)
             except (OSError, KeyError) as e:
                 raise CacheCorruptError(f"cache {self.root}: cannot read {path} ({e}); run `featx verify "
@@ -227,17 +242,19 @@ def _read_runs(ds, rows: np.ndarray, targets: np.ndarray, out: np.ndarray) -> No
         out[run_targets] = block[run_rows - lo]
 
 
-def _check_args(cache, model, strict, owner: str) -> None:
+def _check_args(cache, model, strict, owner: str, layer=None) -> None:
     check_path(cache, "cache", owner)
     check_str(model, "model", owner, optional=True)
     check_bool(strict, "strict", owner)
+    check_str(layer, "layer", owner, optional=True)
 
 
 def _check_chunk(rows) -> None:
     check_int(rows, "chunk", "iter_features", low=1)
 
 
-def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK, strict: bool = False):
+def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK, strict: bool = False,
+                  layer: str | None = None):
     """Cached embeddings in dataset order, ``chunk`` rows at a time: ``(X, y, ids)`` per chunk.
 
     Memory holds one chunk (float32, ``chunk x dim``) plus the ids and labels; a float16
@@ -245,7 +262,7 @@ def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK
 
     Parameters
     ----------
-    cache, model, strict :
+    cache, model, strict, layer :
         As in :class:`FeatureReader`.
     chunk : int
         Rows per chunk (default 8192); the last chunk may be shorter.
@@ -263,15 +280,16 @@ def iter_features(cache, model: str | None = None, *, chunk: int = DEFAULT_CHUNK
     >>> [len(X) for X, y, ids in iter_features("digits.cache", chunk=200)]
     [200, 200, 50]
     """
-    _check_args(cache, model, strict, "iter_features")
+    _check_args(cache, model, strict, "iter_features", layer)
     _check_chunk(chunk)
-    reader = FeatureReader(cache, model, strict=strict)
+    reader = FeatureReader(cache, model, strict=strict, layer=layer)
     for where, X in reader.chunks(chunk):
         yield X, None if reader.labels is None else reader.labels[where], reader.ids[where]
 
 
-def load_features(cache, model: str | None = None, *, strict: bool = False):
-    """Cached embeddings in the dataset's order (parameters as in :class:`FeatureReader`).
+def load_features(cache, model: str | None = None, *, strict: bool = False, layer: str | None = None):
+    """Cached embeddings in the dataset's order (parameters as in :class:`FeatureReader`): the final
+    features, or those of an intermediate ``layer`` the export carries (each layer is its own feature set).
 
     Returns
     -------
@@ -292,6 +310,6 @@ def load_features(cache, model: str | None = None, *, strict: bool = False):
     >>> X.shape, X.dtype, y[:3].tolist(), ids[:2].tolist()
     ((450, 8), dtype('float32'), ['1', '4', '8'], ['digits/0021', 'digits/0024'])
     """
-    _check_args(cache, model, strict, "load_features")
-    reader = FeatureReader(cache, model, strict=strict)
+    _check_args(cache, model, strict, "load_features", layer)
+    reader = FeatureReader(cache, model, strict=strict, layer=layer)
     return reader.read_all(), reader.labels, reader.ids

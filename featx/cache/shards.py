@@ -1,11 +1,12 @@
 """Immutable shard files: one committed unit of extraction work.
 
-A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``)
-and the items that failed (``failed/ids``, ``failed/stamps``, ``failed/reasons``, ``failed/kinds``:
-``"content"`` when the item's bytes are bad, kept while its stamp is unchanged, ``"retry"`` when it
-could not be read, tried again by the next extraction), with a checksum over all of it in its
-attributes. It is written to a temporary name, fsynced and
-renamed into place: it either exists whole or not at all.
+A shard holds the embeddings of the items it covers (``ids``, ``stamps``, ``embeddings``),
+for a backbone exported with intermediate layers each layer's rows as a feature set of its own
+(``layers/<name>``, aligned with ``ids``), and the items that failed (``failed/ids``,
+``failed/stamps``, ``failed/reasons``, ``failed/kinds``: ``"content"`` when the item's bytes are
+bad, kept while its stamp is unchanged, ``"retry"`` when it could not be read, tried again by the
+next extraction), with a checksum over all of it in its attributes. It is written to a temporary
+name, fsynced and renamed into place: it either exists whole or not at all.
 """
 
 from __future__ import annotations
@@ -38,17 +39,20 @@ class ShardData:
     failed_stamps: list[str] = field(default_factory=list)
     failed_reasons: list[str] = field(default_factory=list)
     failed_kinds: list[str] | None = None  # FAILED_CONTENT / FAILED_RETRY per failure; None: all retried
+    layers: dict = field(default_factory=dict)  # intermediate layer -> (len(ids), d_layer)
 
     def __len__(self) -> int:
         return len(self.ids) + len(self.failed_ids)
 
     def checksum(self) -> str:
         parts = [self.ids, self.stamps, self.failed_ids, self.failed_stamps, self.failed_reasons]
-        return checksum(parts + ([] if self.failed_kinds is None else [self.failed_kinds]), self.embeddings)
+        parts += [] if self.failed_kinds is None else [self.failed_kinds]
+        # no layers for a plain backbone: its checksums are as they were
+        return checksum(parts, self.embeddings, {name: self.layers[name] for name in sorted(self.layers)})
 
 
-def checksum(parts, array: np.ndarray | None = None) -> str:
-    """sha256 (hex) of an array's bytes and lists of strings (each list joined, in order).
+def checksum(parts, array: np.ndarray | None = None, named_arrays: dict | None = None) -> str:
+    """sha256 (hex) of an array's bytes, lists of strings (each list joined, in order) and named arrays.
 
     Examples
     --------
@@ -61,6 +65,9 @@ def checksum(parts, array: np.ndarray | None = None) -> str:
     for part in parts:
         h.update("\x1f".join(part).encode())
         h.update(b"\x1e")
+    for name, values in (named_arrays or {}).items():
+        h.update(f"layer {name}".encode())
+        h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()
 
 
@@ -72,13 +79,15 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
                 durable: bool = True) -> Path:
     """Write ``data`` to ``final`` atomically (temporary file, fsync, rename, fsync of the folder)."""
     emb = np.asarray(data.embeddings, dtype=dtype)
+    layers = {name: np.asarray(rows, dtype=dtype) for name, rows in data.layers.items()}
     stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons,
-                       data.failed_kinds)
+                       data.failed_kinds, layers)
 
     def fill(f) -> None:
-        n, dim = emb.shape
-        chunks = (min(n, chunk_rows(dim, emb.itemsize)), dim) if n else None
-        f.create_dataset("embeddings", data=emb, chunks=chunks)
+        for name, rows in (("embeddings", emb), *((f"layers/{k}", v) for k, v in layers.items())):
+            n, dim = rows.shape
+            chunks = (min(n, chunk_rows(dim, rows.itemsize)), dim) if n else None
+            f.create_dataset(name, data=rows, chunks=chunks)
         _strings_dataset(f, "ids", stored.ids)
         _strings_dataset(f, "stamps", stored.stamps)
         _strings_dataset(f, "failed/ids", stored.failed_ids)
@@ -100,10 +109,11 @@ def _strings_dataset(f, name: str, values) -> None:
 
 
 def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]:
-    """Read a shard: ``(data, attrs)``. With ``embeddings=False`` the array is left empty (cheap scan)."""
+    """Read a shard: ``(data, attrs)``. With ``embeddings=False`` the arrays are left empty (cheap scan)."""
     with h5py.File(path, "r") as f:
         attrs = dict(f.attrs)
         emb = f["embeddings"][()] if embeddings else np.empty((0, 0), np.float32)
+        names = list(f["layers"]) if "layers" in f else []
         data = ShardData(
             ids=_strings(f["ids"]),
             stamps=_strings(f["stamps"]),
@@ -112,9 +122,11 @@ def read_shard(path: Path, *, embeddings: bool = True) -> tuple[ShardData, dict]
             failed_stamps=_strings(f["failed/stamps"]),
             failed_reasons=_strings(f["failed/reasons"]),
             failed_kinds=_strings(f["failed/kinds"]) if "failed/kinds" in f else None,
+            layers={name: f["layers"][name][()] for name in names} if embeddings else {},
         )
-        if len(data.ids) != f["embeddings"].shape[0] or len(data.stamps) != len(data.ids):
-            raise ValueError(f"{len(data.ids)} ids but {f['embeddings'].shape[0]} embedding rows")
+        rows = [f["embeddings"].shape[0], *(f["layers"][name].shape[0] for name in names)]
+        if any(n != len(data.ids) for n in rows) or len(data.stamps) != len(data.ids):
+            raise ValueError(f"{len(data.ids)} ids but {rows} rows of embeddings and layers")
     return data, attrs
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import CacheAccessError, CacheCorruptError, CacheError, CacheMismatchError
 from ..files import write_text_atomically
+from ..layers import FINAL
 from ..validation import check_path
 from ..version import __version__
 from . import layout
@@ -283,11 +284,13 @@ class CacheStore:
             return []
         return sorted(p for p in sdir.iterdir() if SHARD_RE.match(p.name))
 
-    def scan(self, name: str, *, verify: bool = True, keep_embeddings: bool = False) -> ModelState:
+    def scan(self, name: str, *, verify: bool = True, keep_embeddings: bool = False,
+             layer: str | None = None) -> ModelState:
         """Read what is committed for ``name``; damaged shards are listed, not fatal.
 
         ``verify`` checks each shard's checksum (reads its embeddings); ``keep_embeddings``
-        keeps them in ``state.arrays`` (implies ``verify``).
+        keeps them in ``state.arrays`` (implies ``verify``): the final features, or the rows of
+        the intermediate ``layer``.
         """
         verify = verify or keep_embeddings
         state = ModelState()
@@ -305,7 +308,7 @@ class CacheStore:
             k = len(state.shards)
             state.shards.append(path)
             if keep_embeddings:
-                state.arrays.append(data.embeddings)
+                state.arrays.append(data.embeddings if layer in (None, FINAL) else data.layers[layer])
             for row, (item_id, stamp) in enumerate(zip(data.ids, data.stamps)):
                 state.rows[item_id] = (k, row, stamp)
                 state.failed.pop(item_id, None)
@@ -373,6 +376,15 @@ class CacheStore:
             start += n
         g.create_virtual_dataset("embeddings", emb, fillvalue=np.nan)
         g.create_virtual_dataset("ids", ids)
+        for layer, layer_dim in record["fingerprint"].get("layers", {}).items():  # same rows, one per layer
+            rows = h5py.VirtualLayout(shape=(total, int(layer_dim)), dtype=dtype)
+            start = 0
+            for path, n in zip(state.shards, sizes):
+                if n:
+                    rows[start:start + n] = h5py.VirtualSource(os.path.relpath(path, where), f"layers/{layer}",
+                                                               shape=(n, int(layer_dim)), dtype=dtype)
+                start += n
+            g.create_virtual_dataset(f"layers/{layer}", rows, fillvalue=np.nan)
         if listing is not None:
             offsets = np.cumsum([0] + sizes)
             rows = np.full(len(listing.ids), -1, np.int64)
@@ -426,6 +438,12 @@ def _describe_change(key: str, old: dict, new: dict) -> str:
         return f"preprocessing ({'; '.join(diffs)})"
     if key == "tokenizer_sha256":
         return "tokenizer"
+    if key == "layers":
+        return f"intermediate layers ({_names(old.get(key))} -> {_names(new.get(key))})"
     if key.startswith("storage dtype"):
         return key
     return f"{key} ({old.get(key)} -> {new.get(key)})"
+
+
+def _names(layers) -> str:
+    return ", ".join(layers or {}) or "none"

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $FEATX_HOME/models)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset of the export (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-export even if an export exists")
+    p.add_argument("--layers", default=None, metavar="L1,L2",
+                   help="also output the pooled features of these intermediate layers (Lite0: block0..block15; "
+                        "MiniLM: layer0..layer6), each parity-checked; the cache keeps each as its own feature set")
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="text encoders: keep the portable op-by-op graph instead of ONNX Runtime's fused "
                         "attention kernels (faster, but ONNX Runtime only)")
@@ -91,14 +94,18 @@ def cmd_export(args) -> int:
     made = export_backbone(target, args.out, opset=args.opset, force=args.force, quantize=args.quantize,
                            precision=args.precision, calibration=args.calibration,
                            calibration_size=args.calibration_size, calibration_method=args.calibration_method,
-                           fuse=args.fuse)
+                           fuse=args.fuse, layers=args.layers)
     result = made.export
     if result is not None:
         say(f"exported {args.name} -> {result.onnx_path}")
         say(f"spec      {result.spec_path}")
         say(f"sha256    {result.sha256}")
         say(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
-        fused = read_spec_file(result.spec_path).get("fusion", {}).get("fused_ops")
+        record = read_spec_file(result.spec_path)
+        for layer, diff in record["parity"].get("layers", {}).items():
+            dim = record["spec"].get("layers", {}).get(layer, record["spec"]["dim"])
+            say(f"layer     {layer} (dim {dim}): max |onnxruntime - torch| = {diff:.2e}")
+        fused = record.get("fusion", {}).get("fused_ops")
         if fused:
             say("fused     " + ", ".join(f"{op} x{n}" for op, n in fused.items()) + " (ONNX Runtime kernels)")
     variant = made.variant

@@ -15,7 +15,7 @@ from .flags import folds, positive_int
 #: Options, in the order they are recorded in the report's command line.
 _OPTIONS = ("dataset", "test", "backbone", "sizes", "seeds", "test_size", "image_size", "max_length", "heads",
             "modes", "finetune_sizes", "finetune_seeds", "lr_select_per_class", "epochs", "min_steps", "max_steps",
-            "batch_size", "cv", "threads", "cache", "out")
+            "batch_size", "cv", "threads", "cache", "layers", "setfit_model", "setfit_max_steps", "out")
 
 
 def register(sub) -> None:
@@ -25,7 +25,8 @@ def register(sub) -> None:
         description=(
             "Runs, on the same training subsets, seeds and test set: majority class; logistic regression on raw "
             "pixels / TF-IDF; frozen-feature heads (logreg, SVM, kNN with model selection); fine-tuning (head "
-            "only, partial, full, from scratch). Writes OUT/<dataset>.json and OUT/<dataset>.md with plots "
+            "only, partial, full, from scratch, LP-FT; SetFit for texts), a logreg on each intermediate layer. "
+            "Writes OUT/<dataset>.json and OUT/<dataset>.md with plots "
             "(--quick: OUT/<dataset>.quick.*). Defaults: Fashion-MNIST and fine-foods, the stated presets. "
             "Progress: lines above a bar of the rows when stderr is a terminal; with -v, the lines wherever "
             "stderr goes (a log)."
@@ -51,11 +52,13 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=positive_int, default=None, help="token limit for texts (default 128)")
     p.add_argument("--heads", default=None, help="frozen heads, comma-separated (default logreg,svm,knn; 'none')")
     p.add_argument("--modes", default=None,
-                   help="fine-tuning modes, comma-separated: head,partial,full,scratch (default all; 'none')")
+                   help="fine-tuning modes, comma-separated: head,partial,full,scratch,lp-ft,setfit (default: all, "
+                        "setfit for texts only; 'none')")
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and logistic-regression baselines")
     p.add_argument("--lr-select-per-class", type=positive_int, default=None,
                    help="subset size for the learning-rate choice")
-    p.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs before clipping to the step range")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="most fine-tuning epochs: the validation split chooses how many (early stopping)")
     p.add_argument("--min-steps", type=positive_int, default=None,
                    help="fewest fine-tuning steps per row (default: preset)")
     p.add_argument("--max-steps", type=positive_int, default=None,
@@ -65,6 +68,13 @@ def register(sub) -> None:
     p.add_argument("--cv", type=folds, default=None, help="cross-validation folds for heads and baselines (default 5)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch / ONNX Runtime threads (default 2)")
     p.add_argument("--cache", default=None, help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>)")
+    p.add_argument("--layers", default=None, metavar="L1,L2",
+                   help="intermediate layers of the frozen rows, a logreg on each and the layer chosen by CV "
+                        "(default: Lite0 block2,block4,block7,block10,block14; MiniLM layer1..layer5; 'none')")
+    p.add_argument("--setfit-model", default=None, metavar="FOLDER",
+                   help="sentence-transformers folder for the SetFit rows (default: the backbone package's folder)")
+    p.add_argument("--setfit-max-steps", type=positive_int, default=None, metavar="N",
+                   help="cap on SetFit's contrastive steps (default: preset; its recipe: one epoch of pairs)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -125,6 +135,7 @@ def cmd_bench(args) -> int:
         heads=_list(args.heads), finetune_modes=_list(args.modes),
         lr_select_per_class=args.lr_select_per_class, epochs=args.epochs, min_steps=args.min_steps,
         max_steps=args.max_steps, batch_size=args.batch_size, cv=args.cv, threads=args.threads, cache=args.cache,
+        layers=_list(args.layers), setfit_model=args.setfit_model, setfit_max_steps=args.setfit_max_steps,
     )
     if args.no_baselines:
         overrides["baselines"] = False

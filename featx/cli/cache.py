@@ -122,6 +122,9 @@ def cmd_info(args) -> int:
         lines.append(f"model    {name}: {m['embedded']} embedded, {m['failed']} failed, {m['missing']} missing; "
                      f"dim {m['dim']} {m['dtype']}; {m['shards']} shards, {m['bytes'] / 2**20:.1f} MiB; "
                      f"fingerprint {m['fingerprint_id']}")
+        if m["layers"]:
+            lines.append("         layers   " + ", ".join(f"{k} (dim {d})" for k, d in m["layers"].items())
+                         + ": each its own feature set (--layer NAME)")
         lines += [f"         failed {item_id}: {reason}" for item_id, reason in m["failures"].items()]
     args.console.result("\n".join(lines))
     return 0

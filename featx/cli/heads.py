@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="backbone of the features (name or .onnx path); optional when the cache holds one")
     p.add_argument("--head", default="all", choices=("logreg", "svm", "knn", "all"), help="head kind (default: all)")
+    p.add_argument("--layer", default=None, metavar="NAME|all",
+                   help="features of an intermediate layer the export carries (`featx export NAME --layers ...`), "
+                        "or 'all': each head on every layer, the layer chosen by CV (default: the final features)")
     p.add_argument("--cv", type=folds, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--out", type=Path, default=Path("heads"), help="folder for the saved heads (default ./heads)")
     p.add_argument("--jobs", type=jobs, default=-1, help="parallel fits (default -1: all cores)")
@@ -122,7 +125,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args) -> int:
-    from ..heads import SELECT_ROWS, resolve_heads, select_head
+    from ..heads import SELECT_ROWS, resolve_heads, select_layer
     from ..pipeline import format_table
 
     console = args.console
@@ -130,7 +133,11 @@ def _train(args) -> int:
     store = CacheStore(args.cache)
     record = store.read_model(name) or {}
     listing = store.read_listing()
-    reader = _reader_with_rows(args.cache, name, "train on")  # rows are read as the plan needs them
+    # rows are read as the plan needs them, never all at once
+    reader = _reader_with_rows(args.cache, name, "train on", layer=None if args.layer == "all" else args.layer)
+    readers = {reader.layer: reader}
+    if args.layer == "all":  # the layer is chosen by CV like any hyper-parameter; "final" first wins ties
+        readers |= {layer: FeatureReader(args.cache, model=name, layer=layer) for layer in reader.layers}
     y = reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "
@@ -138,27 +145,34 @@ def _train(args) -> int:
     labelled = labelled_mask(y)
     unlabelled = int((~labelled).sum())
     if unlabelled:  # a missing label is never a class: those items are left out, and counted
-        reader = reader.take(np.flatnonzero(labelled))
+        readers = {key: each.take(np.flatnonzero(labelled)) for key, each in readers.items()}
+        reader = readers[reader.layer]
         y = reader.labels
     train_name = listing.name if listing else str(args.cache)
     n_classes = len(set(y.tolist()))
+    layers = ", ".join(f"{k} ({v.dim})" for k, v in readers.items())
     console.result(f"{name} features of {train_name}: {reader.n_rows} x {reader.dim} ({reader.dtype} on disk), "
                    f"{n_classes} classes" + (f" ({unlabelled} unlabelled items left out)" if unlabelled else "")
-                   + f"; selecting {args.head} by {args.cv}-fold CV")
+                   + f"; selecting {args.head} by {args.cv}-fold CV"
+                   + (f" on layers {layers}" if len(readers) > 1 else f", layer {reader.layer}"))
     t0 = time.perf_counter()
     rows = []
     for kind in resolve_heads(args.head):
         interrupts.check()  # between heads: a Ctrl-C swallowed by a callback stops here
-        r = select_head(kind, reader, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed, progress=console.progress,
-                        strategy=args.strategy, memory_budget=args.memory_budget, chunk=args.chunk,
-                        select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)
+        chosen = select_layer(kind, readers, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed,
+                              progress=console.progress, strategy=args.strategy, memory_budget=args.memory_budget,
+                              chunk=args.chunk, select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)
+        r, used = chosen.result, readers[chosen.layer]
         console.result(r.plan.describe())
-        summary = r.summary()
+        if len(readers) > 1:
+            console.result(f"{kind}: layer {chosen.layer} by CV ("
+                           + ", ".join(f"{k} {_score(v)}" for k, v in chosen.scores.items()) + ")")
+        summary = chosen.summary()
         meta = {"kind": r.kind, "backbone": name, "model": loader, "fingerprint_id": record.get("fingerprint_id"),
-                "dim": int(reader.dim), "modality": listing.modality if listing else None,
+                "dim": int(used.dim), "modality": listing.modality if listing else None,
                 "train": train_name, "n_train": int(reader.n_rows), **summary}
         path = save_head(r.best_estimator, args.out / f"{r.kind}.skops", metadata=meta)
-        rows.append({"head": r.kind, "cv_mean": summary["cv_mean"], "cv_std": summary["cv_std"],
+        rows.append({"head": r.kind, "layer": chosen.layer, "cv_mean": summary["cv_mean"], "cv_std": summary["cv_std"],
                      "n_splits": r.n_splits, "fit_seconds": r.fit_seconds, "best_params": r.best_params,
                      "strategy": r.plan.strategy, "n_select": r.plan.n_select, "streamed": r.plan.streamed,
                      "plan": r.plan.describe(), "file": str(path), "notes": list(r.notes)})
@@ -178,9 +192,9 @@ def _train(args) -> int:
     return 0
 
 
-def _reader_with_rows(cache: Path, name: str, doing: str) -> FeatureReader:
-    """A reader of the cache's features, or a :class:`CacheError` saying why it has none."""
-    reader = FeatureReader(cache, model=name)
+def _reader_with_rows(cache: Path, name: str, doing: str, layer: str | None = None) -> FeatureReader:
+    """A reader of the cache's features (of ``layer``), or a :class:`CacheError` saying why it has none."""
+    reader = FeatureReader(cache, model=name, layer=layer)
     if not reader.n_rows:
         missing = reader.missing
         raise CacheError(f"cache {cache} holds no features of {name!r} to {doing}: {len(missing['failed'])} item(s) "
@@ -191,6 +205,11 @@ def _reader_with_rows(cache: Path, name: str, doing: str) -> FeatureReader:
 
 def _score(value) -> str:
     return "no CV score" if value is None else f"CV accuracy {value:.4f}"
+
+
+def _head_layer(meta: dict) -> str | None:
+    """The layer a saved head was trained on (``featx train --layer``); None: the final features."""
+    return meta.get("layer")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -221,7 +240,7 @@ def cmd_evaluate(args) -> int:
                         f"{', '.join(store.model_names()) or 'none'}; run `featx extract TEST --model "
                         f"{meta.get('model', name)} --cache {args.cache}` first")
     _check_fingerprint(meta, (store.read_model(name) or {}).get("fingerprint_id"), f"cache {args.cache}")
-    reader = _reader_with_rows(args.cache, name, "evaluate")
+    reader = _reader_with_rows(args.cache, name, "evaluate", layer=_head_layer(meta))
     X, y = reader.read_all(), reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; evaluation needs labels "
@@ -317,12 +336,12 @@ def _predict_with_head(args) -> _Predicted:
                          progress=console.progress)
         extraction = extract_document(report)
         console.note(report.summary())
-        X, labels, ids = load_features(args.cache, model=backbone.name)
+        X, labels, ids = load_features(args.cache, model=backbone.name, layer=_head_layer(meta))
     else:
         from ..pipeline import embed_dataset
 
         X, labels, ids = embed_dataset(backbone, dataset, batch_size=args.batch_size, on_error=args.on_error,
-                                       warn=console.note, progress=console.progress)
+                                       warn=console.note, progress=console.progress, layer=_head_layer(meta))
     _check_dim(estimator, X, args.head)
     pred = estimator.predict(X) if len(X) else np.empty(0, dtype=object)
     proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") and len(X) else None

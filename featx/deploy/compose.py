@@ -57,7 +57,7 @@ def fuse_graphs(backbone, head):
     if len(backbone.graph.output) != 1:
         names = [o.name for o in backbone.graph.output]
         raise DeployError(f"the backbone's ONNX file has outputs {names}; featx deploys backbones with one "
-                          "(n, d) features output, as `featx export` writes them")
+                          "(n, d) features output, as `featx export` writes them without --layers")
     for entry in backbone.opset_import:  # the head's ML ops (SVM, ...) are unchanged from version 3 on
         if entry.domain == "ai.onnx.ml" and entry.version >= ML_OPSET:
             for own in head.opset_import:

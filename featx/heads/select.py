@@ -198,7 +198,7 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     cv : int
         Folds of the stratified, shuffled, seeded k-fold. When the smallest class has fewer
         items, the folds are reduced to that count (with a warning); with a single item in some
-        class the head is fitted with its default parameters and no CV (with a warning).
+        class the head is fitted with :data:`~featx.heads.FEW_SHOT_PARAMS` and no CV (with a warning).
     n_jobs : int or None
         Parallel fits (``-1``: all cores; ``None`` or ``1``: this process). BLAS is limited to
         one thread per fit, which is much faster than oversubscribing on a busy machine.
@@ -271,13 +271,14 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     if smallest < 2:
         lonely = np.unique(ys)[counts < 2][:5].tolist()
         msg = (f"{kind}: class(es) {lonely} have a single item, so no cross-validation is possible; "
-               "fitted the default head without model selection (no CV score)")
+               "fitted the few-shot default (unit-length rows, a fixed C: featx.heads.FEW_SHOT_PARAMS) without "
+               "model selection (no CV score)")
         warnings.warn(msg, UserWarning, stacklevel=2)
         notes.append(msg)
-        params = default_params(kind)
+        params = default_params(kind)  # unit-length rows and a fixed C: sound for a few items
         if kind == "knn":
-            params["n_neighbors"] = min(int(params["n_neighbors"]), smallest)  # 1 neighbour: 1 item per class
-        if approximate and kind == "svm":
+            params["n_neighbors"] = min(int(params["n_neighbors"]), smallest)
+        if approximate and kind == "svm" and params.get("kernel") == "rbf":
             params["gamma"] = fit.gamma(params["power"], params["scale"])
         with threadpool_limits(limits=1, user_api="blas"):
             estimator = fit.refit(params)
