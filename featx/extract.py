@@ -1,8 +1,8 @@
 """Orchestration: dataset -> skip what is cached -> batches -> ONNX Runtime -> committed shards.
 
-Decoding and preprocessing run in a thread pool, a few batches ahead of inference
-(bounded, so memory stays flat on huge datasets); ONNX Runtime releases the GIL, so both
-overlap. Texts are sorted by length so that each batch is padded only to its own longest
+Decoding and preprocessing run in decoding threads (``decode_workers``), a few batches ahead
+of inference (bounded in batches and in decoded pixels, so memory stays flat on huge datasets
+and huge images; see :mod:`featx.embedding`); ONNX Runtime releases the GIL, so both overlap. Texts are sorted by length so that each batch is padded only to its own longest
 text; rows are stored by id, so the order of work never changes the result.
 
 The unit of work is a shard of items. :func:`embed_items` turns items into a
@@ -27,7 +27,7 @@ import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
-from .embedding import ON_ERROR, Embedded, prepare_batches, run_batches
+from .embedding import ON_ERROR, Embedded, default_decode_workers, prepare_batches, run_batches
 from .errors import CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
 from .sources import Dataset, Item, open_dataset
@@ -114,7 +114,7 @@ def _item_failed(failures) -> None:
 
 def embed_batches(backbone: Backbone, chunks: Iterable[list[Item]], on_error: str,
                   workers: int = 0) -> Iterator[tuple[list[Item], Embedded]]:
-    """``(chunk, embedded)`` per batch of items, in order; ``workers`` threads prepare batches ahead."""
+    """``(chunk, embedded)`` per batch of items, in order; ``workers`` threads decode ahead."""
     chunks = list(chunks)  # references to the items: small beside what the batches hold
     prepared = prepare_batches(backbone, (([i.ref for i in c], [i.id for i in c]) for c in chunks),
                                on_error=on_error, workers=workers)
@@ -183,9 +183,9 @@ class _ShardBuffer:
 
 
 # ------------------------------------------------------------------- the coordinator
-def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
+def extract(data, model, cache, *, batch_size: int | None = None, on_error: str = "raise",
             providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            prep_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
+            decode_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
             progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False) -> ExtractReport:
     """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
 
@@ -197,17 +197,21 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         A registered backbone name, an exported ``.onnx`` path, or a loaded :class:`Backbone`.
     cache : path
         The cache directory (created when missing).
-    batch_size : int
-        Items per ONNX Runtime call.
+    batch_size : int, optional
+        Items per ONNX Runtime call (default: 16 on the CPU, 128 on a GPU;
+        :attr:`featx.Backbone.default_batch_size`).
     on_error : {"raise", "skip"}
         ``"raise"`` stops at the first bad item, naming it (committed work is kept);
         ``"skip"`` records it with its reason and goes on.
     providers, threads :
-        ONNX Runtime providers and intra-op threads (see :class:`featx.runtime.Session`).
+        ONNX Runtime providers (``"cpu"``, ``"cuda"``, ``"cuda:1"``...) and intra-op threads
+        (see :class:`featx.runtime.Session`).
     shard_size : int
         Items per committed shard: at most this much work is lost when the process dies.
-    prep_workers : int, optional
-        Threads decoding and preprocessing ahead of inference (default: 2).
+    decode_workers : int, optional
+        Threads decoding and preprocessing ahead of inference (default: the cores ONNX Runtime
+        leaves free on the CPU, at least 1; every core on a GPU; see
+        :func:`featx.embedding.default_decode_workers`). The features do not depend on it.
     dtype : {"float32", "float16"}
         Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).
     executor : concurrent.futures.Executor, optional
@@ -237,7 +241,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     >>> X.shape, y[0], ids[0]
     ((450, 8), '1', 'digits/0021')
     """
-    _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable, jpeg_draft)
+    _check_params(batch_size, on_error, shard_size, dtype, decode_workers, threads, progress, durable, jpeg_draft)
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     if isinstance(model, Backbone):
@@ -247,6 +251,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         backbone = model
     else:
         backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
+    batch_size = batch_size or backbone.default_batch_size
     if dataset.modality != backbone.modality:
         raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "
                          f"{dataset.modality}s; pick a {dataset.modality} backbone")
@@ -274,7 +279,7 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         bar = progress_bar(len(todo), f"featx {backbone.name}", progress=progress)
         try:
             if executor is None:
-                _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report)
+                _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report)
             else:
                 _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, commit, bar)
         finally:
@@ -312,11 +317,12 @@ class _Committer:
         self.report.failed.update(zip(data.failed_ids, data.failed_reasons))
 
 
-def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
+def _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report):
     buffer = _ShardBuffer(backbone.dim)
     last_commit = time.monotonic()
+    workers = decode_workers or default_decode_workers(backbone.session)
     try:
-        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, prep_workers or 2):
+        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, workers):
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
             bar.update(embedded.size)
@@ -350,13 +356,13 @@ def _run_executor(executor, backbone, todo, batch_size, on_error, shard_size, co
             fut.cancel()
 
 
-def _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable,
+def _check_params(batch_size, on_error, shard_size, dtype, decode_workers, threads, progress, durable,
                   jpeg_draft) -> None:
-    check_int(batch_size, "batch_size", "extract", low=1)
+    check_int(batch_size, "batch_size", "extract", low=1, optional=True)
     check_choice(on_error, "on_error", "extract", ON_ERROR)
     check_int(shard_size, "shard_size", "extract", low=1)
     check_choice(dtype, "dtype", "extract", DTYPES)
-    check_int(prep_workers, "prep_workers", "extract", low=1, optional=True)
+    check_int(decode_workers, "decode_workers", "extract", low=1, optional=True)
     check_int(threads, "threads", "extract", low=1, optional=True)
     check_bool(progress, "progress", "extract", optional=True)
     check_bool(durable, "durable", "extract")

@@ -7,7 +7,7 @@ import dataclasses
 import multiprocessing as mp
 from pathlib import Path
 
-from ..backbone import DEFAULT_BATCH_SIZE
+from ..backbone import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
 from ..cache.inspect import info, verify
 from ..extract import extract
 from ..runtime import default_threads
@@ -20,12 +20,19 @@ def register(sub) -> None:
     p.add_argument("data", help="folder of images, CSV/JSONL/Parquet manifest, .txt file, or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                   help="items per ONNX Runtime call (default %(default)s; 64+ on GPUs)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"items per ONNX Runtime call (default {DEFAULT_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or record it and go on")
-    p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
+    where.add_argument("--device", default=None, metavar="DEVICE",
+                       help="where the model runs: cpu, cuda, or cuda:N for the GPU N (one session per GPU; "
+                            "default: CUDA when usable, else CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
+                   help="threads decoding and preprocessing items (default: the cores ONNX Runtime leaves free "
+                        "on the CPU, at least 1; every core on a GPU)")
     p.add_argument("--shard-size", type=positive_int, default=1024,
                    help="items per committed shard: at most this much work is lost if the run dies "
                         "(default %(default)s)")
@@ -64,7 +71,8 @@ def cmd_extract(args) -> int:
         executor = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
     try:
         report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
-                         providers=args.providers, threads=threads, shard_size=args.shard_size,
+                         providers=args.device or args.providers, threads=threads, shard_size=args.shard_size,
+                         decode_workers=args.decode_workers,
                          dtype=args.dtype, executor=executor,
                          progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft)
     finally:
