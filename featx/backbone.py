@@ -27,8 +27,8 @@ from .inputs import InputChain
 from .modelfiles import ModelFile
 from .preprocess import TextTokenizer
 from .progress import progress_bar
-from .provision import resolve_onnx
-from .runtime import Session
+from .provision import resolve_onnx, resolve_precision
+from .runtime import Session, requests_gpu
 from .validation import check_bool, check_int
 
 #: Items per ONNX Runtime call on the CPU. On 2 CPU cores batches of 8-16 are fastest (Lite0 at
@@ -214,7 +214,8 @@ class Backbone(ItemPreparation):
         return Embedded.concat(parts, self.dim).rows
 
 
-def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False) -> Backbone:
+def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False,
+                  precision: str = "fp32") -> Backbone:
     """Load a backbone by registry name (exported on first use) or by ``.onnx`` path.
 
     Parameters
@@ -229,5 +230,13 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None, j
     jpeg_draft : bool
         Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photos; features
         change slightly and are cached apart (see :class:`featx.registry.ImagePreprocess`).
+    precision : {"fp32", "fp16", "auto"}
+        ``"fp16"``: the backbone's fp16 variant, made on first use; ``"auto"``: fp16 on a GPU
+        where its measured parity allows, else fp32 (see :func:`featx.provision.resolve_precision`).
+        A variant is a model of its own name, cached apart.
     """
-    return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads, jpeg_draft=jpeg_draft)
+    if precision == "fp32":
+        path = resolve_onnx(name_or_path)
+    else:
+        path = resolve_precision(name_or_path, precision, gpu=requests_gpu(providers))
+    return Backbone(path, providers=providers, threads=threads, jpeg_draft=jpeg_draft)

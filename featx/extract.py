@@ -186,7 +186,8 @@ class _ShardBuffer:
 def extract(data, model, cache, *, batch_size: int | None = None, on_error: str = "raise",
             providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             decode_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
-            progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False) -> ExtractReport:
+            progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False,
+            precision: str = "fp32") -> ExtractReport:
     """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
 
     Parameters
@@ -224,6 +225,10 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
         Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photo-sized files;
         the features change slightly and are cached apart from full decoding's
         (see :class:`featx.registry.ImagePreprocess`). For a loaded ``model``, set it there.
+    precision : {"fp32", "fp16", "auto"}
+        ``"fp16"``: the backbone's fp16 variant (for GPUs); ``"auto"``: fp16 on a GPU where its
+        parity allows (see :func:`featx.load_backbone`). Cached apart from fp32 features.
+        For a loaded ``model``, load it so.
 
     Returns
     -------
@@ -245,12 +250,14 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     if isinstance(model, Backbone):
-        if jpeg_draft:
-            raise ParameterError("jpeg_draft=True with a loaded Backbone: load it with "
-                                 "featx.load_backbone(..., jpeg_draft=True) instead")
+        for name, value, default in (("jpeg_draft", jpeg_draft, False), ("precision", precision, "fp32")):
+            if value != default:
+                raise ParameterError(f"{name}={value!r} with a loaded Backbone: load it with "
+                                     f"featx.load_backbone(..., {name}={value!r}) instead")
         backbone = model
     else:
-        backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
+        backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft,
+                                 precision=precision)
     batch_size = batch_size or backbone.default_batch_size
     if dataset.modality != backbone.modality:
         raise CacheError(f"{backbone.name} is a {backbone.modality} backbone but {dataset.name} holds "

@@ -128,6 +128,17 @@ def resolve_providers(providers=None) -> list[str]:
     return names
 
 
+def requests_gpu(providers=None) -> bool:
+    """Whether a provider request runs a model on a GPU first (``None``: when CUDA is usable).
+
+    Examples
+    --------
+    >>> requests_gpu("cpu")
+    False
+    """
+    return resolve_providers(providers)[0] in _DEVICE_PROVIDERS
+
+
 def device_index(providers=None) -> int:
     """The GPU a provider request names (``"cuda:1"`` -> 1); 0 when it names none.
 
@@ -304,7 +315,7 @@ class Session:
         """
         if self._device is not None:
             return self._device[0]
-        return "cuda" if resolve_providers(self.providers)[0] in _DEVICE_PROVIDERS else "cpu"
+        return "cuda" if requests_gpu(self.providers) else "cpu"
 
     @property
     def uses_io_binding(self) -> bool:

@@ -30,6 +30,9 @@ def register(sub) -> None:
                        help="where the model runs: cpu, cuda, or cuda:N for the GPU N (one session per GPU; "
                             "default: CUDA when usable, else CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--precision", choices=("fp32", "fp16", "auto"), default="fp32",
+                   help="fp16: the backbone's fp16 variant (made on first use, parity-gated; for GPUs); auto: fp16 "
+                        "on a GPU where its parity allows, else fp32 (default %(default)s; variants are cached apart)")
     p.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
                    help="threads decoding and preprocessing items (default: the cores ONNX Runtime leaves free "
                         "on the CPU, at least 1; every core on a GPU)")
@@ -74,7 +77,8 @@ def cmd_extract(args) -> int:
                          providers=args.device or args.providers, threads=threads, shard_size=args.shard_size,
                          decode_workers=args.decode_workers,
                          dtype=args.dtype, executor=executor,
-                         progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft)
+                         progress=False if args.no_progress else args.console.progress, jpeg_draft=args.jpeg_draft,
+                         precision=args.precision)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
