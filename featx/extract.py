@@ -210,8 +210,8 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
     shard_size : int
         Items per committed shard: at most this much work is lost when the process dies.
     decode_workers : int, optional
-        Threads decoding and preprocessing ahead of inference (default: the cores ONNX Runtime
-        leaves free on the CPU, at least 1; every core on a GPU; see
+        Threads decoding and preprocessing ahead of inference (default: every core on a GPU; on
+        the CPU the cores ONNX Runtime leaves free, at least 1; see
         :func:`featx.embedding.default_decode_workers`). The features do not depend on it.
     dtype : {"float32", "float16"}
         Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).

@@ -84,8 +84,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         Image backbones: decode JPEGs at a reduced scale (faster on photos, slightly different
         features; see :class:`featx.registry.ImagePreprocess`).
     decode_workers : int, optional
-        Threads decoding and preprocessing items (default: the cores ONNX Runtime leaves free on
-        the CPU, at least 1; every core on a GPU). Features do not depend on it.
+        Threads decoding and preprocessing items (default: every core on a GPU; on the CPU the
+        cores ONNX Runtime leaves free, at least 1). Features do not depend on it.
 
     Attributes
     ----------

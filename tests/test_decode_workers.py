@@ -82,8 +82,10 @@ def test_the_first_bad_item_in_order_is_named_whatever_thread_fails_first(tiny_i
 def test_default_decode_workers_and_batch_size():
     cores = default_threads()
     assert default_decode_workers(Session("unused.onnx", providers="cpu", threads=1)) == max(1, cores - 1)
-    assert default_decode_workers(Session("unused.onnx", providers="cpu")) == max(1, cores - cores)
+    assert default_decode_workers(Session("unused.onnx", providers="cpu")) == max(1, cores // 4)
     assert Session("unused.onnx", providers="cpu").requested_device == "cpu"
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # asked for a GPU: every core decodes
+        assert default_decode_workers(Session("unused.onnx", providers="cuda:0", threads=2)) == cores
 
 
 def test_cpu_backbones_default_to_batches_of_16(tiny_image_onnx):

@@ -34,8 +34,8 @@ def register(sub) -> None:
                    help="fp16: the backbone's fp16 variant (made on first use, parity-gated; for GPUs); auto: fp16 "
                         "on a GPU where its parity allows, else fp32 (default %(default)s; variants are cached apart)")
     p.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
-                   help="threads decoding and preprocessing items (default: the cores ONNX Runtime leaves free "
-                        "on the CPU, at least 1; every core on a GPU)")
+                   help="threads decoding and preprocessing items (default: every core on a GPU; on the CPU "
+                        "the cores --threads leaves, or a quarter of them; at least 1)")
     p.add_argument("--shard-size", type=positive_int, default=1024,
                    help="items per committed shard: at most this much work is lost if the run dies "
                         "(default %(default)s)")
