@@ -28,14 +28,16 @@ from .layers import check_layer
 from .modelfiles import ModelFile
 from .preprocess import TextTokenizer
 from .progress import progress_bar
-from .provision import resolve_onnx
-from .runtime import Session
+from .provision import resolve_onnx, resolve_precision
+from .runtime import Session, requests_gpu
 from .validation import check_bool, check_int
 
-#: Items per ONNX Runtime call. On 2 CPU cores batches of 8-16 are fastest (Lite0 at 224 px:
-#: 114 img/s at 8, 112 at 16, 105 at 32; fused MiniLM on fine-food reviews: 53, 53, 49 texts/s);
-#: GPUs want more (``--batch-size 64`` and up).
+#: Items per ONNX Runtime call on the CPU. On 2 CPU cores batches of 8-16 are fastest (Lite0 at
+#: 224 px: 114 img/s at 8, 112 at 16, 105 at 32; fused MiniLM on fine-food reviews: 53, 53, 49 texts/s).
 DEFAULT_BATCH_SIZE = 16
+#: Items per call on a GPU (CUDA, TensorRT), where larger batches keep the device busy. Not
+#: measured yet: ``benchmarks/gpu.py`` measures 64 and 256 (see benchmarks/README.md).
+GPU_BATCH_SIZE = 128
 #: With ``progress=None``, :meth:`Backbone.embed` shows its bar only once a call has run this many
 #: seconds: short calls (a pipeline's transform of a few items) print nothing.
 EMBED_BAR_DELAY_S = 1.0
@@ -65,6 +67,14 @@ class ItemPreparation:
     def prepare(self, decoded: Sequence) -> dict[str, np.ndarray]:
         """Decoded items -> model feeds (a batch) (:meth:`InputChain.prepare`)."""
         return self.inputs.prepare(decoded, self.session.input_names)
+
+    def load(self, item, item_id=None, budget=None):
+        """One raw item -> its crop (images) or checked str (texts) (:meth:`InputChain.load`)."""
+        return self.inputs.load(item, item_id, budget)
+
+    def collate(self, loaded: Sequence, out=None) -> dict[str, np.ndarray]:
+        """Loaded items -> model feeds (a batch) (:meth:`InputChain.collate`)."""
+        return self.inputs.collate(loaded, self.session.input_names, out=out)
 
 
 class Backbone(ItemPreparation):
@@ -116,6 +126,10 @@ class Backbone(ItemPreparation):
         (``featx export NAME --layers ...``; see :mod:`featx.layers`)."""
         return dict(self.spec.layers)
 
+    def default_batch_size(self) -> int:
+        """:data:`GPU_BATCH_SIZE` when the session is asked to run on a GPU, else :data:`DEFAULT_BATCH_SIZE`."""
+        return GPU_BATCH_SIZE if self.session.requested_device == "cuda" else DEFAULT_BATCH_SIZE
+
     @property
     def fingerprint(self) -> dict:
         """What the features depend on: the model file's bytes and the preprocessing (and the layers it carries)."""
@@ -144,8 +158,9 @@ class Backbone(ItemPreparation):
         return outputs[0], dict(zip(self.spec.layers, outputs[1:]))
 
     # -- convenience -----------------------------------------------------------
-    def embed(self, inputs, batch_size: int = DEFAULT_BATCH_SIZE, ids: Sequence | None = None,
-              progress: bool | None = None, layer: str | None = None) -> np.ndarray:
+    def embed(self, inputs, batch_size: int | None = None, ids: Sequence | None = None,
+              progress: bool | None = None, layer: str | None = None,
+              decode_workers: int | None = None) -> np.ndarray:
         """Embed items, in input order, as a float32 (n, d) array.
 
         Parameters
@@ -153,7 +168,8 @@ class Backbone(ItemPreparation):
         inputs : sequence or numpy.ndarray
             Images: paths, bytes, PIL images, uint8 arrays, a uint8 batch (n, H, W[, C]),
             or a model-ready float32 NCHW batch. Texts: a list of strings.
-        batch_size : int
+        batch_size : int, optional
+            Items per ONNX Runtime call (default :attr:`default_batch_size`: 16 on the CPU, 128 on a GPU).
         ids : sequence, optional
             Names for the items in error messages (default: their position).
         progress : bool, optional
@@ -161,17 +177,22 @@ class Backbone(ItemPreparation):
             :data:`EMBED_BAR_DELAY_S`; True: always (see :mod:`featx.progress`).
         layer : str, optional
             An intermediate layer the export carries (:attr:`layers`) instead of the final output.
+        decode_workers : int, optional
+            Threads decoding and cropping items (default
+            :func:`featx.embedding.default_decode_workers`); the features do not depend on it.
 
         Raises
         ------
         ParameterError
-            ``batch_size`` is not an int >= 1, ``progress`` not a bool or None.
+            ``batch_size`` or ``decode_workers`` is not an int >= 1, ``progress`` not a bool or None.
         InputError, ModelInputError, NonFiniteOutputError
             A bad item (named), a batch the model refuses, NaN/inf features (the items named).
         """
-        check_int(batch_size, "batch_size", "Backbone.embed", low=1)
+        check_int(batch_size, "batch_size", "Backbone.embed", low=1, optional=True)
+        check_int(decode_workers, "decode_workers", "Backbone.embed", low=1, optional=True)
         check_bool(progress, "progress", "Backbone.embed", optional=True)
         layer = check_layer(layer, self.layers, f"backbone {self.name!r}")
+        batch_size = batch_size or self.default_batch_size
         if isinstance(inputs, str):
             raise InputError("embed() takes a sequence of items; wrap a single item in a list: embed([item])")
         if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.dtype != np.uint8:
@@ -181,8 +202,8 @@ class Backbone(ItemPreparation):
         if names is not None and len(names) != len(items):
             raise InputError(f"got {len(items)} inputs but {len(names)} ids")
         with self._bar(len(items), progress) as bar:
-            return embed(self, items, names, batch_size=batch_size, on_error="raise",
-                         on_batch=bar.update).select(layer).rows
+            return embed(self, items, names, batch_size=batch_size, on_error="raise", on_batch=bar.update,
+                         workers=decode_workers).select(layer).rows
 
     def _bar(self, total: int, progress: bool | None):
         return progress_bar(total, f"featx {self.name}", progress=progress,
@@ -210,7 +231,8 @@ class Backbone(ItemPreparation):
         return Embedded.concat(parts, self.dim, self.layers)
 
 
-def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False) -> Backbone:
+def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False,
+                  precision: str = "fp32") -> Backbone:
     """Load a backbone by registry name (exported on first use) or by ``.onnx`` path.
 
     Parameters
@@ -226,5 +248,13 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None, j
     jpeg_draft : bool
         Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photos; features
         change slightly and are cached apart (see :class:`featx.registry.ImagePreprocess`).
+    precision : {"fp32", "fp16", "auto"}
+        ``"fp16"``: the backbone's fp16 variant, made on first use; ``"auto"``: fp16 on a GPU
+        where its measured parity allows, else fp32 (see :func:`featx.provision.resolve_precision`).
+        A variant is a model of its own name, cached apart.
     """
-    return Backbone(resolve_onnx(name_or_path), providers=providers, threads=threads, jpeg_draft=jpeg_draft)
+    if precision == "fp32":
+        path = resolve_onnx(name_or_path)
+    else:
+        path = resolve_precision(name_or_path, precision, gpu=requests_gpu(providers))
+    return Backbone(path, providers=providers, threads=threads, jpeg_draft=jpeg_draft)

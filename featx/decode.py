@@ -4,6 +4,13 @@ The bad-input policy lives here. Every failure is an :class:`~featx.errors.Input
 that names the item and says what to do; nothing is replaced by a neighbour, and no
 process-wide Pillow setting (``MAX_IMAGE_PIXELS``, ``LOAD_TRUNCATED_IMAGES``) is changed.
 
+Memory: an image's size is read from its header and checked against ``max_pixels`` before any
+pixel is decoded (Pillow's own limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``, does not apply: a
+larger ``max_pixels`` really admits larger images). Threads decoding at once can share a
+:class:`PixelBudget`: an image waits until its pixels fit in it, so decoded pixels in flight stay
+bounded however many threads decode; ``reduce=`` turns the decoded image into what is kept (a
+resized crop) before its pixels are released, so no full-size array outlives the call.
+
 Examples
 --------
 >>> import numpy as np
@@ -16,10 +23,16 @@ Examples
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import math
+import struct
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,6 +43,15 @@ from .sources.refs import is_reference, read_bytes
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 #: 16384 x 16384; raise it per call with ``max_pixels=`` for genuinely huge photos.
 MAX_PIXELS = 16384 * 16384
+#: Pixels that threads sharing one :class:`PixelBudget` decode at once, by default: one image at
+#: :data:`MAX_PIXELS` (about 1 GiB as Pillow holds RGB, 4 bytes a pixel), or many smaller ones
+#: (sixteen 16 MP photos fit).
+MAX_PIXELS_IN_FLIGHT = MAX_PIXELS
+#: After decoding an image of at least this many pixels under a budget, freed memory is handed
+#: back to the system (glibc ``malloc_trim``): each decoding thread has its own malloc arena,
+#: which would otherwise keep its largest image's memory, so six threads that decoded six
+#: 3000 x 3000 PNGs one at a time still held six images' worth (348 MB against 70 MB).
+TRIM_PIXELS = 8_000_000
 #: Texts longer than this many characters are refused (the tokenizer truncates far earlier).
 MAX_TEXT_CHARS = 1_000_000
 #: Background for transparent pixels.
@@ -47,7 +69,86 @@ def describe(item, item_id=None) -> str:
     return f"<{type(item).__name__}>"
 
 
-def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_side: int | None = None) -> np.ndarray:
+class PixelBudget:
+    """Decoded pixels allowed at once across threads: :meth:`hold` waits until an image fits.
+
+    Waiters are served in arrival order. An image larger than the whole budget waits until
+    nothing else is held, then decodes alone.
+
+    Parameters
+    ----------
+    pixels : int
+        The budget, in pixels (:data:`MAX_PIXELS_IN_FLIGHT` by default).
+
+    Examples
+    --------
+    >>> budget = PixelBudget(1000)
+    >>> with budget.hold(800):
+    ...     budget.held
+    800
+    >>> budget.held
+    0
+    """
+
+    def __init__(self, pixels: int = MAX_PIXELS_IN_FLIGHT):
+        self.pixels = int(pixels)
+        self.held = 0
+        self.peak = 0  # the most pixels held at once (for tests and benchmarks)
+        self.waiting = 0  # threads waiting for their turn or for room
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @contextmanager
+    def hold(self, pixels: int):
+        """Hold ``pixels`` (at most the whole budget) for the duration of the ``with`` block."""
+        n = max(0, min(int(pixels), self.pixels))
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self.waiting += 1
+            self._cond.wait_for(lambda: ticket == self._serving and self.held + n <= self.pixels)
+            self.waiting -= 1
+            self._serving += 1
+            self.held += n
+            self.peak = max(self.peak, self.held)
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= n
+                self._cond.notify_all()
+
+
+@contextmanager
+def _held(budget: PixelBudget | None, pixels: int):
+    if budget is None:
+        yield
+        return
+    with budget.hold(pixels):
+        yield
+        if pixels >= TRIM_PIXELS:  # the body freed its pixels: return them before the next image starts
+            _trim()
+
+
+def _trim() -> None:
+    """Give freed heap memory of every malloc arena back to the system (glibc; elsewhere nothing)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_side: int | None = None,
+                 budget: PixelBudget | None = None, reduce: Callable | None = None):
     """Decode one image to an RGB ``uint8`` array of shape (H, W, 3).
 
     Parameters
@@ -64,6 +165,18 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
     jpeg_min_side : int, optional
         Let JPEG files decode at a reduced scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, inside
         libjpeg) whose shorter side stays at least this long. Faster, slightly different pixels.
+    budget : PixelBudget, optional
+        Shared with other threads: decoding waits until the image's pixels (from its header)
+        fit, and holds them until this call returns.
+    reduce : callable, optional
+        Applied to the decoded RGB image -- a ``PIL.Image.Image`` of mode RGB, or a uint8
+        (H, W, 3) array -- while its pixels are held; its result is returned instead of the
+        array (e.g. :func:`featx.preprocess.resize_and_crop`: then no full-size array is made).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3); or what ``reduce`` returns.
 
     Raises
     ------
@@ -82,14 +195,17 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
     if item is None:
         raise InputError(f"image {name} is missing (an empty cell, or a sample without an image); "
                          "give it an image or remove it")
+    finish = _as_array if reduce is None else reduce
     if isinstance(item, np.ndarray):
-        return _array_to_rgb(item, name)
+        with _held(budget, item.shape[0] * item.shape[1] if item.ndim >= 2 else 0):
+            return finish(_array_to_rgb(item, name))
     if isinstance(item, Image.Image):
-        return _pil_to_rgb(item, name)
+        with _held(budget, item.size[0] * item.size[1]):
+            return finish(_pil_to_rgb(item, name))
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise InputError(f"image {name} is empty (0 bytes)")
-        return _open_and_decode(io.BytesIO(item), name, max_pixels, jpeg_min_side)
+        return _open_and_decode(io.BytesIO(item), name, max_pixels, jpeg_min_side, budget, finish)
     if isinstance(item, (str, Path)):
         path = Path(item)
         if str(item) == "":
@@ -102,7 +218,7 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
             raise InputError(f"image {name} is an empty file (0 bytes): {path}")
         try:
             with open(path, "rb") as f:
-                return _open_and_decode(f, name, max_pixels, jpeg_min_side)
+                return _open_and_decode(f, name, max_pixels, jpeg_min_side, budget, finish)
         except PermissionError:
             raise UnreadableItemError(f"image {name} cannot be read (permission denied): {path}") from None
     raise InputError(
@@ -111,12 +227,16 @@ def decode_image(item, *, item_id=None, max_pixels: int = MAX_PIXELS, jpeg_min_s
     )
 
 
-def _open_and_decode(fp, name: str, max_pixels: int, jpeg_min_side: int | None = None) -> np.ndarray:
+def _open_and_decode(fp, name: str, max_pixels: int, jpeg_min_side: int | None, budget: PixelBudget | None,
+                     finish: Callable):
     with warnings.catch_warnings():
         # Pillow warns (and above 2x its global limit raises) on huge images; we check ourselves.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(fp)
+            try:
+                img = Image.open(fp)
+            except Image.DecompressionBombError:  # Pillow's limit, not ours: read the header without it
+                img = _open_past_pillow_limit(fp)
         except Image.DecompressionBombError:
             raise InputError(
                 f"image {name} declares too many pixels (decompression bomb?); refused before decoding"
@@ -137,15 +257,46 @@ def _open_and_decode(fp, name: str, max_pixels: int, jpeg_min_side: int | None =
             if jpeg_min_side and img.format == "JPEG" and min(w, h) >= 2 * jpeg_min_side:
                 scale = jpeg_min_side / min(w, h)
                 img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
-            try:
-                img.seek(0)  # first frame of animations
-                img.load()
-            except (OSError, SyntaxError, ValueError, EOFError) as e:
-                raise InputError(f"image {name} is damaged or truncated ({e}); re-encode or remove it") from None
-            return _pil_to_rgb(img, name)
+            with _held(budget, img.size[0] * img.size[1]):  # after draft: the pixels really decoded
+                try:
+                    img.seek(0)  # first frame of animations
+                    img.load()
+                except (OSError, SyntaxError, ValueError, EOFError) as e:
+                    raise InputError(f"image {name} is damaged or truncated ({e}); re-encode or remove it") from None
+                result = finish(_pil_to_rgb(img, name))
+                img.close()  # frees the decoded pixels now, while they are still counted in the budget
+                return result
 
 
-def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
+def _open_past_pillow_limit(fp) -> Image.Image:
+    """``Image.open`` without Pillow's pixel limit (a process-wide setting featx leaves alone).
+
+    The same plugin loop as ``Image.open``; the caller checks the size against its own limit
+    before anything is decoded. A plugin that checks the limit itself (GIF frames) still raises.
+    """
+    Image.init()
+    fp.seek(0)
+    prefix = fp.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        accepted = not accept or accept(prefix)
+        if not accepted or isinstance(accepted, str):
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def _as_array(rgb) -> np.ndarray:
+    """A decoded RGB image (PIL or array) -> uint8 (H, W, 3) array."""
+    return rgb if isinstance(rgb, np.ndarray) else np.asarray(rgb, dtype=np.uint8)
+
+
+def _pil_to_rgb(img: Image.Image, name: str):
+    """A Pillow image -> RGB: a ``PIL.Image.Image`` of mode RGB, or a uint8 array (16-bit and float modes)."""
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF must not lose the image
@@ -173,7 +324,7 @@ def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
         img = Image.alpha_composite(background, img)
     if img.mode != "RGB":
         img = img.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
-    return np.asarray(img, dtype=np.uint8)
+    return img
 
 
 def _grey_to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -208,7 +359,7 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     if out.ndim == 2:
         return _grey_to_rgb(out)
     if out.shape[2] == 4:
-        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(out), "RGBA"), name)
+        return _as_array(_pil_to_rgb(Image.fromarray(np.ascontiguousarray(out), "RGBA"), name))
     return np.ascontiguousarray(out)
 
 

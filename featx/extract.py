@@ -1,8 +1,8 @@
 """Orchestration: dataset -> skip what is cached -> batches -> ONNX Runtime -> committed shards.
 
-Decoding and preprocessing run in a thread pool, a few batches ahead of inference
-(bounded, so memory stays flat on huge datasets); ONNX Runtime releases the GIL, so both
-overlap. Texts are sorted by length so that each batch is padded only to its own longest
+Decoding and preprocessing run in decoding threads (``decode_workers``), a few batches ahead
+of inference (bounded in batches and in decoded pixels, so memory stays flat on huge datasets
+and huge images; see :mod:`featx.embedding`); ONNX Runtime releases the GIL, so both overlap. Texts are sorted by length so that each batch is padded only to its own longest
 text; rows are stored by id, so the order of work never changes the result.
 
 The unit of work is a shard of items (:mod:`featx.work`): in-process it is fed batch by
@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cluster, interrupts
-from .backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from .backbone import Backbone, load_backbone
 from .cache import CacheStore, ShardData, WriterLock
 from .decode import lone_surrogate
 from .dispatch import dispatch, window_for
-from .embedding import ON_ERROR
+from .embedding import ON_ERROR, default_decode_workers
 from .errors import CacheCorruptError, CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from .progress import progress_bar
 from .runtime import default_threads
 from .sources import Dataset, Item, check_modality, open_dataset
 from .validation import check_bool, check_choice, check_int
-from .work import (DEFAULT_PREP_WORKERS, ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
+from .work import (ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
                    embed_batches)
 
 log = logging.getLogger("featx")
@@ -114,11 +114,12 @@ _COUNT_CHUNK = 8192
 
 
 # ------------------------------------------------------------------- the coordinator
-def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
+def extract(data, model, cache, *, batch_size: int | None = None, on_error: str = "raise",
             providers=None, threads: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            prep_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
+            decode_workers: int | None = None, dtype: str = "float32", executor: cf.Executor | None = None,
             dask=None, gpus_per_worker: int = 0, max_in_flight: int | None = None,
-            progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False) -> ExtractReport:
+            progress: bool | None = None, durable: bool = True, jpeg_draft: bool = False,
+            precision: str = "fp32") -> ExtractReport:
     """Embed every item of a dataset into an HDF5 cache, resuming whatever is already committed.
 
     Parameters
@@ -130,18 +131,22 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         A registered backbone name, an exported ``.onnx`` path, or a loaded :class:`Backbone`.
     cache : path
         The cache directory (created when missing).
-    batch_size : int
-        Items per ONNX Runtime call.
+    batch_size : int, optional
+        Items per ONNX Runtime call (default: 16 on the CPU, 128 on a GPU;
+        :attr:`featx.Backbone.default_batch_size`).
     on_error : {"raise", "skip"}
         ``"raise"`` stops at the first bad item, naming it (committed work is kept);
         ``"skip"`` records it with its reason and goes on.
     providers, threads :
-        ONNX Runtime providers and intra-op threads (see :class:`featx.runtime.Session`); on a
+        ONNX Runtime providers (``"cpu"``, ``"cuda"``, ``"cuda:1"``...) and intra-op threads
+        (see :class:`featx.runtime.Session`); on a
         Dask cluster ``threads=None`` gives each worker its share of its machine's cores.
     shard_size : int
         Items per committed shard: at most this much work is lost when the process dies.
-    prep_workers : int, optional
-        Threads decoding and preprocessing ahead of inference (default: 2), in each worker too.
+    decode_workers : int, optional
+        Threads decoding and preprocessing ahead of inference (default: every core on a GPU; on
+        the CPU the cores ONNX Runtime leaves free, at least 1; see
+        :func:`featx.embedding.default_decode_workers`). The features do not depend on it. Workers decode with their own default.
     dtype : {"float32", "float16"}
         Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).
     executor : concurrent.futures.Executor, optional
@@ -163,6 +168,10 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
         Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photo-sized files;
         the features change slightly and are cached apart from full decoding's
         (see :class:`featx.registry.ImagePreprocess`). For a loaded ``model``, set it there.
+    precision : {"fp32", "fp16", "auto"}
+        ``"fp16"``: the backbone's fp16 variant (for GPUs); ``"auto"``: fp16 on a GPU where its
+        parity allows (see :func:`featx.load_backbone`). Cached apart from fp32 features.
+        For a loaded ``model``, load it so.
 
     Returns
     -------
@@ -190,17 +199,20 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
     >>> X.shape, y[0], ids[0]
     ((450, 8), '1', 'digits/0021')
     """
-    _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable, jpeg_draft)
+    _check_params(batch_size, on_error, shard_size, dtype, decode_workers, threads, progress, durable, jpeg_draft)
     _check_workers(executor, dask, gpus_per_worker, max_in_flight)
     t0 = time.perf_counter()
     dataset = data if isinstance(data, Dataset) else open_dataset(data)
     if isinstance(model, Backbone):
-        if jpeg_draft:
-            raise ParameterError("jpeg_draft=True with a loaded Backbone: load it with "
-                                 "featx.load_backbone(..., jpeg_draft=True) instead")
+        for name, value, default in (("jpeg_draft", jpeg_draft, False), ("precision", precision, "fp32")):
+            if value != default:
+                raise ParameterError(f"{name}={value!r} with a loaded Backbone: load it with "
+                                     f"featx.load_backbone(..., {name}={value!r}) instead")
         backbone = model
     else:
-        backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft)
+        backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft,
+                                 precision=precision)
+    batch_size = batch_size or backbone.default_batch_size
     check_modality(dataset, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     store = CacheStore(cache)
     store.create()
@@ -233,9 +245,9 @@ def extract(data, model, cache, *, batch_size: int = DEFAULT_BATCH_SIZE, on_erro
             if not todo:
                 pass  # nothing to compute: no session, no worker
             elif executor is None and dask is None:
-                _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report)
+                _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report)
             else:
-                job = ShardJob.of(backbone, batch_size=batch_size, on_error=on_error, prep_workers=prep_workers)
+                job = ShardJob.of(backbone, batch_size=batch_size, on_error=on_error, decode_workers=decode_workers)
                 tasks = (ShardTask.of(backbone.fingerprint_id, chunk) for chunk in batches(todo, shard_size))
                 _run_workers(job, tasks, executor, dask, gpus_per_worker, max_in_flight, _Landing(commit, bar))
         finally:
@@ -279,12 +291,12 @@ class _Committer:
         return True
 
 
-def _run_local(backbone, todo, batch_size, on_error, shard_size, prep_workers, commit, bar, report):
+def _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report):
     buffer = ShardBuffer(backbone.dim, backbone.layers)
     last_commit = time.monotonic()
+    workers = decode_workers or default_decode_workers(backbone.session)
     try:
-        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error,
-                                             prep_workers or DEFAULT_PREP_WORKERS):
+        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, workers):
             interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
             report.truncated += embedded.truncated
             buffer.add(chunk, embedded)
@@ -355,13 +367,13 @@ def _check_workers(executor, dask, gpus_per_worker, max_in_flight) -> None:
     check_int(max_in_flight, "max_in_flight", "extract", low=1, optional=True)
 
 
-def _check_params(batch_size, on_error, shard_size, dtype, prep_workers, threads, progress, durable,
+def _check_params(batch_size, on_error, shard_size, dtype, decode_workers, threads, progress, durable,
                   jpeg_draft) -> None:
-    check_int(batch_size, "batch_size", "extract", low=1)
+    check_int(batch_size, "batch_size", "extract", low=1, optional=True)
     check_choice(on_error, "on_error", "extract", ON_ERROR)
     check_int(shard_size, "shard_size", "extract", low=1)
     check_choice(dtype, "dtype", "extract", DTYPES)
-    check_int(prep_workers, "prep_workers", "extract", low=1, optional=True)
+    check_int(decode_workers, "decode_workers", "extract", low=1, optional=True)
     check_int(threads, "threads", "extract", low=1, optional=True)
     check_bool(progress, "progress", "extract", optional=True)
     check_bool(durable, "durable", "extract")

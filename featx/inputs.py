@@ -4,12 +4,18 @@
 
     raw item --decode--> RGB uint8 (H, W, 3) --crop--> uint8 (S, S, 3) --normalize--> float32 (n, 3, S, S)
     raw item --decode--> checked str ----------------------------------tokenize--> int64 ids, mask, types (n, L)
+             <------------------ load (per item) ---------------> <---------- collate (per batch) ---------->
 
 :class:`InputChain` is what :class:`featx.backbone.Backbone` runs before its ONNX session, what
 fine-tuning (:mod:`featx.finetune`) feeds its torch module and what int8 calibration
 (:mod:`featx.quantize`) feeds ONNX Runtime's calibrator, so the three see the same tensors for the
 same items, the spec's ``jpeg_draft`` included. :class:`ItemBatches` holds items decoded and
 cropped once, for the many passes of training.
+
+Extraction (:mod:`featx.embedding`) runs the chain as :meth:`InputChain.load` per item (decode
+and crop in one step, in decoding threads: the full-size pixels never outlive the item's
+decoding) and :meth:`InputChain.collate` per batch; ``collate(load(x) for x in items)`` equals
+``prepare(decode(x) for x in items)``.
 
 Examples
 --------
@@ -20,6 +26,9 @@ Examples
 >>> feeds = chain.prepare([chain.decode(np.zeros((20, 30), np.uint8), "black")])
 >>> {name: a.shape for name, a in feeds.items()}
 {'pixel_values': (1, 3, 8, 8)}
+>>> loaded = chain.load(np.zeros((20, 30), np.uint8), "black")      # the crop: uint8 (8, 8, 3)
+>>> bool((chain.collate([loaded])["pixel_values"] == feeds["pixel_values"]).all())
+True
 """
 
 from __future__ import annotations
@@ -28,9 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .decode import check_text, decode_image
+from .decode import PixelBudget, check_text, decode_image
 from .errors import SpecError
-from .preprocess import TextTokenizer, image_batch, normalize_batch, resize_and_crop
+from .preprocess import TextTokenizer, normalize_batch, resize_and_crop
 from .registry import BackboneSpec
 
 #: Input names of exported models, in the order torch modules take them.
@@ -79,7 +88,29 @@ class InputChain:
             return decode_image(item, item_id=item_id, jpeg_min_side=self.cfg.jpeg_min_side)
         return check_text(item, item_id=item_id)
 
-    def crop(self, rgb: np.ndarray) -> np.ndarray:
+    def load(self, item, item_id=None, budget: PixelBudget | None = None):
+        """One raw item -> what a batch is made of: the uint8 (size, size, 3) crop, or the checked str.
+
+        Images are decoded and cropped in one step (:func:`featx.decode.decode_image` with
+        ``reduce``), holding their decoded pixels in ``budget`` meanwhile.
+        """
+        if self.modality == "image":
+            return decode_image(item, item_id=item_id, jpeg_min_side=self.cfg.jpeg_min_side, budget=budget,
+                                reduce=self.crop)
+        return check_text(item, item_id=item_id)
+
+    def collate(self, loaded: Sequence, input_names: Sequence[str] | None = None, out: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        """Loaded items (:meth:`load`) -> model feeds (one batch), keyed by the model's ``input_names``.
+
+        ``out``: images, a float32 (n, 3, size, size) array to normalise into (a reused buffer).
+        """
+        names = self.input_names if input_names is None else input_names
+        if self.modality == "image":
+            return {names[0]: normalize_batch(loaded, self.cfg, out=out)}
+        return self.tokenizer.encode(loaded).feeds(names)
+
+    def crop(self, rgb) -> np.ndarray:
         """Images: one decoded image -> uint8 (size, size, 3), resized and centre-cropped."""
         return resize_and_crop(rgb, self.cfg)
 
@@ -89,10 +120,9 @@ class InputChain:
 
     def prepare(self, decoded: Sequence, input_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Decoded items -> model feeds (one batch), keyed by the model's ``input_names``."""
-        names = self.input_names if input_names is None else input_names
         if self.modality == "image":
-            return {names[0]: image_batch(decoded, self.cfg)}
-        return self.tokenizer.encode(decoded).feeds(names)
+            decoded = [self.crop(rgb) for rgb in decoded]
+        return self.collate(decoded, input_names)
 
 
 class ItemBatches:

@@ -18,6 +18,7 @@ A pipeline is a TOML file (see ``pipelines/``)::
     on_error = "raise"               # or "skip": bad items are recorded and left out
     # providers = "cpu"; threads = 2
     # jpeg_draft = true              # images: decode JPEGs at reduced scale (faster on photos)
+    # decode_workers = 4             # threads decoding items (default: per device, see featx.extract)
 
     [heads]
     kinds = ["logreg", "svm", "knn"] # or "all"
@@ -65,7 +66,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 _SECTIONS = {
     "dataset": {"train", "test", "test_size", "limit", "per_class", "test_limit", "seed"},
-    "backbone": {"model", "batch_size", "on_error", "providers", "threads", "jpeg_draft"},
+    "backbone": {"model", "batch_size", "on_error", "providers", "threads", "jpeg_draft", "decode_workers"},
     "heads": {"kinds", "cv", "n_jobs", "seed", "grids"},
     "output": {"dir", "cache"},
 }
@@ -89,6 +90,7 @@ class PipelineConfig:
     providers: Any = None
     threads: int | None = None
     jpeg_draft: bool = False
+    decode_workers: int | None = None
     heads: tuple[str, ...] = ("logreg", "svm", "knn")
     cv: int = 5
     n_jobs: int | None = -1
@@ -135,7 +137,7 @@ class PipelineConfig:
             test_size=ds.get("test_size"), limit=ds.get("limit"), per_class=ds.get("per_class"),
             test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size", DEFAULT_BATCH_SIZE),
             on_error=bb.get("on_error", "raise"), providers=bb.get("providers"), threads=bb.get("threads"),
-            jpeg_draft=bb.get("jpeg_draft", False), heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
+            jpeg_draft=bb.get("jpeg_draft", False), decode_workers=bb.get("decode_workers"), heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
             grids=dict(hd.get("grids", {})), out_dir=out.get("dir"), cache=out.get("cache"), source=source,
         )
         config.check()
@@ -144,7 +146,7 @@ class PipelineConfig:
     def check(self) -> None:
         where = self.source or "pipeline"
         owner = f"pipeline {self.source}" if self.source else "PipelineConfig"
-        for key in ("limit", "per_class", "test_limit", "threads"):
+        for key in ("limit", "per_class", "test_limit", "threads", "decode_workers"):
             check_int(getattr(self, key), key, owner, low=1, optional=True)
         for key, low in (("batch_size", 1), ("cv", 2), ("seed", 0)):
             check_int(getattr(self, key), key, owner, low=low)
@@ -252,13 +254,13 @@ def _datasets(config: PipelineConfig):
 
 
 def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None,
-                  progress: bool | None = None, layer: str | None = None):
+                  progress: bool | None = None, layer: str | None = None, decode_workers: int | None = None):
     """Embed a dataset in memory (no cache): ``(X, y, ids)`` like :func:`featx.load_features`.
 
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)
     and ``warn(message)`` is called for each. ``progress``: a bar over the items (None: when stderr
     is a terminal; see :mod:`featx.progress`). ``layer``: an intermediate layer the export carries
-    instead of the final features (see :mod:`featx.layers`).
+    instead of the final features (see :mod:`featx.layers`). ``decode_workers``: see :func:`featx.extract`.
 
     Examples
     --------
@@ -272,10 +274,11 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     check_int(batch_size, "batch_size", "embed_dataset", low=1)
     check_choice(on_error, "on_error", "embed_dataset", ON_ERROR)
     check_bool(progress, "progress", "embed_dataset", optional=True)
+    check_int(decode_workers, "decode_workers", "embed_dataset", low=1, optional=True)
     ids, labels = dataset.ids(), dataset.labels()
     with progress_bar(len(ids), f"featx {backbone.name}", progress=progress) as bar:
         result = embed(backbone, [item.ref for item in dataset.items], ids, batch_size=batch_size,
-                       on_error=on_error, on_batch=bar.update).select(layer)
+                       on_error=on_error, on_batch=bar.update, workers=decode_workers).select(layer)
     for failure in result.failures:
         if warn is not None:
             warn(f"skipped {failure.id}: {failure.reason}")
@@ -287,10 +290,10 @@ def _features(backbone, dataset, cache: Path | None, config: PipelineConfig, pro
     """(X, y, extract report or None) of a dataset, through the cache when there is one."""
     if cache is None:
         X, y, _ids = embed_dataset(backbone, dataset, batch_size=config.batch_size, on_error=config.on_error,
-                                   warn=say, progress=progress)
+                                   warn=say, progress=progress, decode_workers=config.decode_workers)
         return X, y, None
     report = extract(dataset, backbone, cache, batch_size=config.batch_size, on_error=config.on_error,
-                           progress=progress)
+                     progress=progress, decode_workers=config.decode_workers)
     for line in report.failure_lines():
         say(line)
     X, y, _ids = load_features(cache, model=backbone.name)

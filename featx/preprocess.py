@@ -50,9 +50,13 @@ def resized_size(w: int, h: int, cfg: ImagePreprocess) -> tuple[int, int]:
     return max(cfg.size, round(w * scale)), max(cfg.size, round(h * scale))
 
 
-def resize_and_crop(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> RGB uint8 (size, size, 3): shorter side to ``resize``, centre crop."""
-    img = Image.fromarray(rgb, "RGB")
+def resize_and_crop(rgb, cfg: ImagePreprocess) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> RGB uint8 (size, size, 3): shorter side to ``resize``, centre crop.
+
+    ``rgb`` may also be a ``PIL.Image.Image`` of mode RGB (what :func:`featx.decode.decode_image`
+    hands its ``reduce``): the same pixels out, without an array of the full-size image.
+    """
+    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
     resample = _RESAMPLE[cfg.interpolation]
     if cfg.resize is None:
         return np.asarray(img.resize((cfg.size, cfg.size), resample))
@@ -88,9 +92,16 @@ def preprocess_image(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
     return normalize_into(out, resize_and_crop(rgb, cfg), cfg)
 
 
-def normalize_batch(crops: Sequence[np.ndarray], cfg: ImagePreprocess) -> np.ndarray:
-    """Cropped RGB uint8 images (:func:`resize_and_crop`) -> one (n, 3, size, size) float32 batch."""
-    out = np.empty((len(crops), 3, cfg.size, cfg.size), np.float32)
+def normalize_batch(crops: Sequence[np.ndarray], cfg: ImagePreprocess, out: np.ndarray | None = None) -> np.ndarray:
+    """Cropped RGB uint8 images (:func:`resize_and_crop`) -> one (n, 3, size, size) float32 batch.
+
+    ``out``: the float32 (n, 3, size, size) array to write into (e.g. a reused, page-locked buffer).
+    """
+    shape = (len(crops), 3, cfg.size, cfg.size)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     for i, crop in enumerate(crops):
         normalize_into(out[i], crop, cfg)
     return out
@@ -116,6 +127,34 @@ class TokenBatch:
     def feeds(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The arrays the model asks for, by input name."""
         return {name: getattr(self, name) for name in names}
+
+
+#: Characters tokenized in one call at most. The tokenizer holds about 150 bytes per character of a
+#: call's texts (a long text's overflowing pieces included, although truncation keeps
+#: ``max_length`` tokens), so a batch of long texts is tokenized in groups of at most this many
+#: characters (~150 MB); a longer text is tokenized alone. The tokens are the same either way.
+TOKENIZE_CHARS = 1_000_000
+#: :meth:`TextTokenizer.count_tokens` reads at most this many characters per token of ``max_length``.
+COUNT_CHARS_PER_TOKEN = 8
+
+
+def char_groups(texts: Sequence[str], budget: int = TOKENIZE_CHARS) -> list[slice]:
+    """Consecutive slices of ``texts`` of at most ``budget`` characters each (a longer text alone).
+
+    Examples
+    --------
+    >>> char_groups(["ab", "cd", "efgh", "i"], budget=4)
+    [slice(0, 2, None), slice(2, 3, None), slice(3, 4, None)]
+    """
+    groups, start, size = [], 0, 0
+    for i, text in enumerate(texts):
+        if i > start and size + len(text) > budget:
+            groups.append(slice(start, i))
+            start, size = i, 0
+        size += len(text)
+    if start < len(texts):
+        groups.append(slice(start, len(texts)))
+    return groups
 
 
 class TextTokenizer:
@@ -152,24 +191,36 @@ class TextTokenizer:
     def __setstate__(self, state):
         self.__init__(state["path"], state["max_length"], state.get("padding", "longest"))
 
+    def _encode(self, texts: Sequence[str]):
+        """Encodings of ``texts``, tokenized :data:`TOKENIZE_CHARS` characters at a time."""
+        texts = list(texts)
+        for group in char_groups(texts):
+            yield from self._tok.encode_batch(texts[group])
+
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
-        """Token counts after truncation (for sorting texts by length)."""
-        return np.array([len(e.ids) for e in self._tok.encode_batch(list(texts))], dtype=np.int64)
+        """Token counts after truncation, for ordering texts by length.
+
+        Each text is counted on its first ``max_length * COUNT_CHARS_PER_TOKEN`` characters, so
+        a huge text costs no more than that (a count that would reach ``max_length`` on the
+        whole text reaches it on that prefix unless the text averages over 8 characters a token).
+        """
+        clip = self.max_length * COUNT_CHARS_PER_TOKEN
+        return np.array([len(e.ids) for e in self._encode([t[:clip] for t in texts])], dtype=np.int64)
 
     def encode(self, texts: Sequence[str]) -> TokenBatch:
-        encodings = self._tok.encode_batch(list(texts))
-        n = len(encodings)
-        length = max((len(e.ids) for e in encodings), default=1)
+        rows = [(e.ids, e.type_ids, bool(e.overflowing)) for e in self._encode(texts)]  # encodings freed per group
+        n = len(rows)
+        length = max((len(ids) for ids, _, _ in rows), default=1)
         if self.padding == "max_length":
             length = self.max_length
         ids = np.full((n, length), self.pad_id, np.int64)
         mask = np.zeros((n, length), np.int64)
         types = np.zeros((n, length), np.int64)
         truncated = 0
-        for i, e in enumerate(encodings):
-            k = len(e.ids)
-            ids[i, :k] = e.ids
+        for i, (row_ids, row_types, overflowed) in enumerate(rows):
+            k = len(row_ids)
+            ids[i, :k] = row_ids
             mask[i, :k] = 1
-            types[i, :k] = e.type_ids
-            truncated += bool(e.overflowing)
+            types[i, :k] = row_types
+            truncated += overflowed
         return TokenBatch(ids, mask, types, truncated)

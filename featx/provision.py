@@ -16,13 +16,24 @@ Examples
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ParameterError
+from .errors import ExportError, ParameterError
 from .export import DEFAULT_OPSET, ExportResult, export
-from .modelfiles import find_onnx, locate_onnx
+from .modelfiles import ModelFile, find_onnx, locate_onnx
 from .quantize import DEFAULT_CALIBRATION_SIZE, QuantizeResult, quantize as make_variant
+from .validation import check_choice
+
+log = logging.getLogger("featx")
+
+#: What :func:`resolve_precision` (``load_backbone(precision=...)``) takes.
+PRECISIONS = ("fp32", "fp16", "auto")
+#: ``precision="auto"`` takes the fp16 variant on a GPU when its cosine similarity to fp32 is at
+#: least this on every parity item (as recorded when the variant was made).
+AUTO_FP16_MIN_COSINE = 0.999
 
 
 @dataclass(frozen=True)
@@ -117,3 +128,52 @@ def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
     if not export_if_missing:
         return locate_onnx(name_or_path)
     return find_onnx(name_or_path) or export_backbone(str(name_or_path)).onnx_path
+
+
+def resolve_precision(name_or_path, precision: str = "fp32", *, gpu: bool = False) -> Path:
+    """The model file of a backbone at a precision: the fp32 export, or its fp16 variant (made on first use).
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        As :func:`resolve_onnx` takes it.
+    precision : {"fp32", "fp16", "auto"}
+        ``"fp16"``: the fp16 variant (``NAME-fp16``, parity-gated by :func:`featx.quantize.quantize`;
+        for GPUs: on a CPU it is slower than fp32). ``"auto"``: fp16 when ``gpu`` and the variant's
+        recorded parity reaches :data:`AUTO_FP16_MIN_COSINE` on every item, else fp32 (saying why).
+        The variant is a model of its own: its features are cached apart from fp32's.
+    gpu : bool
+        Whether the model will run on a GPU.
+
+    Raises
+    ------
+    ParameterError
+        An unknown precision, or ``"fp16"`` for a file that is another variant.
+    ExportError
+        ``"fp16"``: the variant could not be made or is too far from fp32.
+    """
+    check_choice(precision, "precision", "load_backbone", PRECISIONS)
+    base = resolve_onnx(name_or_path)
+    if precision == "fp32" or (precision == "auto" and not gpu):
+        return base
+    made_as = (ModelFile.read(base).record.get("quantization") or {}).get("precision")
+    if made_as == "fp16":
+        return base
+    if made_as is not None:
+        if precision == "fp16":
+            raise ParameterError(f"{base.name} is a {made_as} variant; precision='fp16' needs the fp32 export")
+        return base
+    try:
+        variant = export_backbone(str(base), precision="fp16").variant
+    except ExportError as e:
+        if precision == "fp16":
+            raise
+        warnings.warn(f"precision='auto': keeping fp32 for {base.name}: {e}", RuntimeWarning, stacklevel=3)
+        return base
+    if precision == "auto" and not (variant.cosine_min is not None and variant.cosine_min >= AUTO_FP16_MIN_COSINE):
+        warnings.warn(f"precision='auto': keeping fp32 for {base.name}: the fp16 variant's cosine to fp32 is "
+                      f"{variant.cosine_min} on its parity items, under {AUTO_FP16_MIN_COSINE}", RuntimeWarning,
+                      stacklevel=3)
+        return base
+    log.info("precision=%s: %s runs as %s", precision, base.name, variant.onnx_path.name)
+    return variant.onnx_path

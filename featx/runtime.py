@@ -13,7 +13,13 @@ copied to the device once as an ``OrtValue`` and bound, the output is bound to h
 so no tensor goes through ORT's per-call host staging. :meth:`Session.to_device` makes such a
 device-side batch ahead of time (e.g. in a prefetch thread, so the host-to-device copy of the
 next batch overlaps the current one); :meth:`Session.run` takes it like a dict of arrays.
+With ``reuse=True`` the batch goes through the session's :class:`~featx.staging.Staging`: host
+buffers (page-locked on CUDA; :meth:`Session.host_buffer` lends one to preprocessing to write
+into) and device buffers reused from batch to batch, given back when the batch has run.
 ``io_binding=True`` forces the bound path on the CPU too (same results as a plain run).
+
+One session per device: ``providers="cuda:1"`` (``featx extract --device cuda:1``) runs on the
+second GPU; several GPUs take one session (one process or one worker) each.
 
 Examples
 --------
@@ -30,12 +36,13 @@ import logging
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from .errors import ModelInputError, SpecError
+from .staging import Staging
 from .validation import check_int
 
 log = logging.getLogger("featx")
@@ -47,6 +54,8 @@ _ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
 }
+#: Providers whose inputs live in CUDA device memory.
+_DEVICE_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -83,12 +92,21 @@ def cuda_status() -> tuple[bool, str]:
     return True, "NVIDIA driver found and the CUDA provider is built in"
 
 
+def _split_device(provider) -> tuple[str, int | None]:
+    """``"cuda:1"`` -> ``("cuda", 1)``; any other name -> ``(name, None)``."""
+    text = str(provider).strip()
+    base, sep, index = text.rpartition(":")
+    if sep and index.isdigit() and _ALIASES.get(base.lower(), base) in _DEVICE_PROVIDERS:
+        return base, int(index)
+    return text, None
+
+
 def resolve_providers(providers=None) -> list[str]:
     """Normalise a provider request to ORT provider names.
 
     ``None`` or ``"auto"`` picks CUDA (then CPU) when :func:`cuda_status` says it is usable,
-    else CPU. Accepts short names (``cpu``, ``cuda``, ``tensorrt``) or full names,
-    as a list or a comma-separated string.
+    else CPU. Accepts short names (``cpu``, ``cuda``, ``cuda:1``, ``tensorrt``) or full names,
+    as a list or a comma-separated string; a device index (``cuda:1``) is :func:`device_index`'s.
     """
     if providers is None or providers == "auto" or providers == ["auto"]:
         usable, _ = cuda_status()
@@ -98,7 +116,8 @@ def resolve_providers(providers=None) -> list[str]:
     available = _ort().get_available_providers()
     names = []
     for p in providers:
-        name = _ALIASES.get(str(p).lower(), p)
+        base, _ = _split_device(p)
+        name = _ALIASES.get(base.lower(), base)
         if name not in available:
             raise SpecError(
                 f"provider {p!r} is not available in this onnxruntime; available: {', '.join(available)}"
@@ -109,6 +128,34 @@ def resolve_providers(providers=None) -> list[str]:
     return names
 
 
+def requests_gpu(providers=None) -> bool:
+    """Whether a provider request runs a model on a GPU first (``None``: when CUDA is usable).
+
+    Examples
+    --------
+    >>> requests_gpu("cpu")
+    False
+    """
+    return resolve_providers(providers)[0] in _DEVICE_PROVIDERS
+
+
+def device_index(providers=None) -> int:
+    """The GPU a provider request names (``"cuda:1"`` -> 1); 0 when it names none.
+
+    Examples
+    --------
+    >>> device_index("cuda:1"), device_index("cpu"), device_index(None)
+    (1, 0, 0)
+    """
+    if isinstance(providers, str):
+        providers = providers.split(",")
+    for p in providers or ():
+        _, index = _split_device(p)
+        if index is not None:
+            return index
+    return 0
+
+
 def default_threads() -> int:
     """Intra-op threads: the cores this process may use."""
     try:
@@ -117,8 +164,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: Providers whose inputs live in CUDA device memory.
-_DEVICE_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -132,14 +177,21 @@ class DeviceBatch:
     values: Mapping[str, object]
     n: int
     device: str
+    slots: list = field(default_factory=list)  # reuse=True: the staging slots, given back after the run
+    reused: bool = False
 
     def __len__(self) -> int:
         return self.n
 
 
+def _env_flag(name: str) -> bool:
+    """An on/off environment setting, on unless set to 0, false, no or off."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def default_spinning() -> bool:
     """Spin-wait in ORT's intra-op threads unless ``FEATX_SPINNING=0`` (see :class:`Session`)."""
-    return os.environ.get("FEATX_SPINNING", "1").strip().lower() not in ("0", "false", "no", "off")
+    return _env_flag("FEATX_SPINNING")
 
 
 class Session:
@@ -156,6 +208,9 @@ class Session:
     io_binding : bool, optional
         Run through IO binding (inputs as ``OrtValue`` on the session's device, output bound
         to host memory). Default (None): when CUDA or TensorRT runs the model.
+    pinned : bool
+        Page-lock the reused host buffers of bound runs on CUDA (see :mod:`featx.staging`).
+        Default True; ``FEATX_PINNED=0`` in the environment turns it off.
     allow_spinning : bool, optional
         Whether idle intra-op threads spin-wait for work. Default: ORT's own default, on,
         unless the environment sets ``FEATX_SPINNING=0``. Measured on 2 idle cores: spinning
@@ -166,20 +221,23 @@ class Session:
     """
 
     def __init__(self, path, providers=None, threads: int | None = None, *, io_binding: bool | None = None,
-                 allow_spinning: bool | None = None):
+                 allow_spinning: bool | None = None, pinned: bool | None = None):
         self.path = str(path)
         self.providers = providers
         self.threads = check_int(threads, "threads", "Session", low=1, optional=True)
         self.io_binding = io_binding
         self.allow_spinning = default_spinning() if allow_spinning is None else bool(allow_spinning)
+        self.pinned = _env_flag("FEATX_PINNED") if pinned is None else bool(pinned)
         self._session = None
         self._device = None  # (kind, id), known once the session exists
+        self._staging = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_session"] = None
         state["_device"] = None
+        state["_staging"] = None
         del state["_lock"]
         return state
 
@@ -198,6 +256,7 @@ class Session:
     def _create(self):
         ort = _ort()
         requested = resolve_providers(self.providers)
+        index = device_index(self.providers)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(self.threads or default_threads())
         opts.inter_op_num_threads = 1
@@ -208,7 +267,9 @@ class Session:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         opts.log_severity_level = 3  # errors only; featx reports fallbacks itself
         try:
-            session = ort.InferenceSession(self.path, sess_options=opts, providers=requested)
+            session = ort.InferenceSession(
+                self.path, sess_options=opts,
+                providers=[(p, {"device_id": str(index)}) if p in _DEVICE_PROVIDERS else p for p in requested])
         except Exception as e:
             raise SpecError(f"onnxruntime cannot load {self.path}: {e}") from None
         got = session.get_providers()
@@ -246,36 +307,92 @@ class Session:
         return self._device
 
     @property
+    def requested_device(self) -> str:
+        """``"cuda"`` when the session is asked to run on a GPU, else ``"cpu"``, without creating it.
+
+        What per-device defaults (batch size, decoding threads) go by; :attr:`device` is where
+        the created session really runs.
+        """
+        if self._device is not None:
+            return self._device[0]
+        return "cuda" if requests_gpu(self.providers) else "cpu"
+
+    @property
     def uses_io_binding(self) -> bool:
         """Whether :meth:`run` goes through IO binding (see ``io_binding``)."""
         if self.io_binding is None:
             return self.device[0] == "cuda"
         return bool(self.io_binding)
 
-    def to_device(self, feeds: Mapping[str, np.ndarray], validate: bool = True) -> DeviceBatch:
+    @property
+    def staging(self) -> Staging:
+        """The reused host/device buffers of bound runs (:mod:`featx.staging`)."""
+        if self._staging is None:
+            device = self.device  # creates the session, under the lock: not while holding it
+            with self._lock:
+                if self._staging is None:
+                    self._staging = Staging(device, pinned=self.pinned)
+        return self._staging
+
+    def host_buffer(self, name: str, shape, dtype=np.float32) -> np.ndarray:
+        """A reused host array for input ``name`` to write a batch into, then :meth:`to_device` with ``reuse=True``.
+
+        Page-locked on CUDA (see :mod:`featx.staging`). Without IO binding there is no staging:
+        a new array.
+        """
+        if not self.uses_io_binding:
+            return np.empty(shape, dtype)
+        staging = self.staging
+        return staging.lend(staging.take(name, shape, dtype))
+
+    def to_device(self, feeds: Mapping[str, np.ndarray], validate: bool = True, reuse: bool = False) -> DeviceBatch:
         """Validate a batch and copy it to the session's device once, as ``OrtValue`` inputs.
 
-        On the CPU the values wrap the arrays without copying. Thread-safe: call it from a
-        prefetch thread while the session runs the previous batch.
+        ``reuse=False``: new ``OrtValue`` s (on the CPU they wrap the arrays without copying).
+        ``reuse=True``: each array is copied into a reused device buffer of its shape, from the
+        :meth:`host_buffer` it was written into or straight from the array; the buffers go back to the session's staging when :meth:`run` has run the batch, so such
+        a batch runs once. Thread-safe: call it from a prefetch thread while the session runs
+        the previous batch.
         """
         if validate:
             self.validate(feeds)
         kind, device_id = self.device
-        ort = _ort()
-        values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), kind, device_id)
-                  for name, arr in feeds.items()}
         n = int(next(iter(feeds.values())).shape[0]) if feeds else 0
-        return DeviceBatch(values, n, f"{kind}:{device_id}")
+        if not reuse:
+            ort = _ort()
+            values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), kind, device_id)
+                      for name, arr in feeds.items()}
+            return DeviceBatch(values, n, f"{kind}:{device_id}")
+        staging = self.staging
+        values, slots = {}, []
+        for name, arr in feeds.items():
+            slot = staging.lent(arr)
+            if slot is not None:
+                slot.upload()
+            else:
+                slot = staging.take(name, arr.shape, arr.dtype)
+                slot.upload(np.ascontiguousarray(arr))
+            values[name] = slot.device
+            slots.append(slot)
+        return DeviceBatch(values, n, f"{kind}:{device_id}", slots, reused=True)
 
     def _run_bound(self, batch: DeviceBatch, n_outputs: int = 1) -> list[np.ndarray]:
+        if batch.reused and not batch.slots:
+            raise ModelInputError("this device batch was made with reuse=True and has run already: its buffers "
+                                  "hold other batches now; make it again with to_device()")
         session = self.session
         binding = session.io_binding()  # one per call: concurrent runs never share a binding
         for name, value in batch.values.items():
             binding.bind_ortvalue_input(name, value)
         for out in session.get_outputs()[:n_outputs]:
             binding.bind_output(out.name, "cpu")
-        session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
+        try:
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
+        finally:
+            for slot in batch.slots:
+                self.staging.give(slot)
+            batch.slots.clear()
 
     def validate(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Check names, dtype, rank and static dimensions against the model; say expected vs got."""
@@ -329,8 +446,8 @@ class Session:
         n = len(self.session.get_outputs()) if n_outputs is None else n_outputs
         if isinstance(feeds, DeviceBatch):
             outs = self._run_bound(feeds, n)
-        elif self.uses_io_binding:
-            outs = self._run_bound(self.to_device(feeds, validate=validate), n)
+        elif self.uses_io_binding:  # through the reused device buffers: no device allocation per call
+            outs = self._run_bound(self.to_device(feeds, validate=validate, reuse=True), n)
         else:
             if validate:
                 self.validate(feeds)

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backbone import DEFAULT_BATCH_SIZE, load_backbone
+from .backbone import load_backbone
 from .cache import CacheStore
 from .embedding import embed
 from .errors import CacheDatasetError, CacheError, CacheLockedError, InputError, ItemFailedError
@@ -71,10 +71,11 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         A cache directory of this transformer's own: embeddings of items seen before are read
         from it instead of recomputed (items are keyed by file path and stamp, or by a hash of
         the text / pixels). Don't point it at a cache made by ``featx extract`` for a dataset.
-    batch_size : int, default=16
-        Items per ONNX Runtime call. Features do not depend on it beyond ~1e-6.
+    batch_size : int, optional
+        Items per ONNX Runtime call (default: 16 on the CPU, 128 on a GPU). Features do not
+        depend on it beyond ~1e-6.
     providers : str or list of str, optional
-        ONNX Runtime providers (``"cpu"``, ``"cuda"``...); default: CUDA when usable, else CPU.
+        ONNX Runtime providers (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); default: CUDA when usable, else CPU.
     threads : int, optional
         ONNX Runtime intra-op threads (default: the cores available).
     on_error : {"raise", "nan"}, default="raise"
@@ -87,6 +88,9 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         An intermediate layer the backbone's export carries (``featx export NAME --layers ...``,
         see :mod:`featx.layers`): its pooled features instead of the final ones (None or ``"final"``).
         A parameter like any other: ``GridSearchCV`` can choose it.
+    decode_workers : int, optional
+        Threads decoding and preprocessing items (default: every core on a GPU; on the CPU the
+        cores ONNX Runtime leaves free, at least 1). Features do not depend on it.
 
     Attributes
     ----------
@@ -122,8 +126,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, model="efficientnet-lite0", cache=None, batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None,
-                 on_error="raise", jpeg_draft=False, layer=None):
+    def __init__(self, model="efficientnet-lite0", cache=None, batch_size=None, providers=None, threads=None,
+                 on_error="raise", jpeg_draft=False, layer=None, decode_workers=None):
         self.model = model
         self.cache = cache
         self.batch_size = batch_size
@@ -132,6 +136,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.jpeg_draft = jpeg_draft
         self.layer = layer
+        self.decode_workers = decode_workers
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
@@ -139,7 +144,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         if not (isinstance(self.model, os.PathLike) or (isinstance(self.model, str) and self.model.strip())):
             raise invalid("model", owner, "a backbone name or the path of an exported .onnx file", self.model)
         check_path(self.cache, "cache", owner, optional=True)
-        check_int(self.batch_size, "batch_size", owner, low=1)
+        check_int(self.batch_size, "batch_size", owner, low=1, optional=True)
+        check_int(self.decode_workers, "decode_workers", owner, low=1, optional=True)
         providers = self.providers
         if not (providers is None or isinstance(providers, str)
                 or (isinstance(providers, (list, tuple)) and providers and all(isinstance(p, str) for p in providers))):
@@ -204,7 +210,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             raise InputError(f"X has column {list(columns)} but {type(self).__name__} was fitted on {list(expected)}")
         dim = self.n_features_out_
         if isinstance(items, np.ndarray):  # a model-ready float batch
-            return self.backbone_.embed(items, batch_size=int(self.batch_size), layer=self.layer_)
+            return self.backbone_.embed(items, batch_size=self._batch_size(), layer=self.layer_)
         if not items:
             return np.empty((0, dim), np.float32)
         if self.cache is not None:
@@ -273,10 +279,14 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         raise InputError(f"{name} cannot embed a {X.dtype} array of shape {X.shape}: give image paths, uint8 "
                          "images, texts, or a float32 (n, 3, S, S) model-ready batch")
 
+    def _batch_size(self) -> int:
+        return int(self.batch_size or self.backbone_.default_batch_size)
+
     # ------------------------------------------------------------------ without a cache
     def _transform_direct(self, items: list) -> np.ndarray:
-        result = embed(self.backbone_, items, batch_size=int(self.batch_size),
-                       on_error="raise" if self.on_error == "raise" else "skip").select(self.layer_)
+        result = embed(self.backbone_, items, batch_size=self._batch_size(),
+                       on_error="raise" if self.on_error == "raise" else "skip",
+                       workers=self.decode_workers).select(self.layer_)
         self._warn_failed([(f.id, f.reason) for f in result.failures])
         return result.dense(np.nan)
 
@@ -325,8 +335,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
-                extract(dataset, bb, self.cache, batch_size=int(self.batch_size), on_error=on_error,
-                        progress=False)
+                extract(dataset, bb, self.cache, batch_size=self._batch_size(), on_error=on_error,
+                        progress=False, decode_workers=self.decode_workers)
                 break
             except CacheLockedError:
                 if time.monotonic() > deadline:

@@ -49,16 +49,15 @@ import numpy as np
 
 from .backbone import DEFAULT_BATCH_SIZE, Backbone
 from .cache import FAILED_CONTENT, FAILED_RETRY, ShardData
-from .embedding import ON_ERROR, Embedded, Failure, prepare_batches, run_batches
+from .embedding import ON_ERROR, Embedded, Failure, default_decode_workers, prepare_batches, run_batches
 from .errors import CacheMismatchError, FeatxError, ItemFailedError, WorkerError
 from .sources import Item, utf8_text
 from .validation import check_choice, check_int
 
-__all__ = ["DEFAULT_PREP_WORKERS", "ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard",
+__all__ = ["ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard",
            "embed_batches", "embed_items", "shard_key", "this_process"]
 
 #: Threads decoding and preprocessing ahead of inference, in a worker as in-process.
-DEFAULT_PREP_WORKERS = 2
 
 
 # ------------------------------------------------------------------- embedding a shard
@@ -117,15 +116,17 @@ class ShardBuffer:
 
 
 def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = DEFAULT_BATCH_SIZE,
-                on_error: str = "raise", prep_workers: int = 0) -> ShardData:
+                on_error: str = "raise", decode_workers: int | None = None) -> ShardData:
     """Embed items into one :class:`~featx.cache.ShardData` (writes no file).
 
-    ``prep_workers`` threads decode and preprocess batches ahead of inference.
+    ``decode_workers`` threads decode and preprocess batches ahead of inference (default:
+    :func:`featx.embedding.default_decode_workers`).
     """
     check_int(batch_size, "batch_size", "embed_items", low=1)
     check_choice(on_error, "on_error", "embed_items", ON_ERROR)
     buffer = ShardBuffer(backbone.dim, backbone.layers)
-    for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error, prep_workers):
+    for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error,
+                                         decode_workers or default_decode_workers(backbone.session)):
         buffer.add(chunk, embedded)
     return buffer.take()
 
@@ -170,15 +171,15 @@ class ShardJob:
     jpeg_draft: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     on_error: str = "raise"
-    prep_workers: int = DEFAULT_PREP_WORKERS
+    decode_workers: int | None = None  # None: the worker's default (default_decode_workers)
 
     @classmethod
     def of(cls, backbone: Backbone, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
-           prep_workers: int | None = None) -> "ShardJob":
+           decode_workers: int | None = None) -> "ShardJob":
         """The job of a coordinator's backbone (whose session is never created here)."""
         return cls(str(backbone.onnx_path), backbone.fingerprint_id, backbone.session.providers,
                    backbone.session.threads, bool(getattr(backbone.spec.preprocess, "jpeg_draft", False)),
-                   batch_size, on_error, prep_workers or DEFAULT_PREP_WORKERS)
+                   batch_size, on_error, decode_workers)
 
     @property
     def _cache_key(self) -> tuple:
@@ -283,7 +284,7 @@ def compute_shard(job: ShardJob, task: ShardTask, worker: str | None = None) -> 
     bad_item = None
     try:
         for chunk, embedded in embed_batches(backbone, batches(task.items, job.batch_size), job.on_error,
-                                             job.prep_workers):
+                                             job.decode_workers or default_decode_workers(backbone.session)):
             buffer.add(chunk, embedded)
     except ItemFailedError as e:
         bad_item = (e.item_id, e.reason)

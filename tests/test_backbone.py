@@ -114,7 +114,7 @@ def test_embed_empty_and_argument_errors(tiny_image_onnx, tiny_text_onnx):
     for bad in (0, True, 2.0):
         with pytest.raises(ParameterError) as info:
             bb.embed([np.zeros((4, 4), np.uint8)], batch_size=bad)
-        assert str(info.value) == (f"The 'batch_size' parameter of Backbone.embed must be an int in [1, inf). "
+        assert str(info.value) == (f"The 'batch_size' parameter of Backbone.embed must be None or an int in [1, inf). "
                                    f"Got {bad!r} instead.")
     with pytest.raises(InputError, match="got 2 inputs but 1 ids"):
         bb.embed([np.zeros((4, 4), np.uint8)] * 2, ids=["a"])

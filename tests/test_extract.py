@@ -222,7 +222,7 @@ def test_modality_mismatch_and_bad_parameters(tiny_text_onnx, tiny_image_onnx, t
     with pytest.raises(DataSourceError,
                        match="builtin:digits holds images but the text backbone tiny-text takes texts: give a .txt"):
         featx.extract("builtin:digits", tiny_text_onnx, tmp_path / "c")
-    with pytest.raises(ParameterError, match=r"'batch_size' parameter of extract must be an int in \[1, inf\)\. Got 0"):
+    with pytest.raises(ParameterError, match=r"'batch_size' parameter of extract must be None or an int in \[1, inf\)\. Got 0"):
         featx.extract("builtin:digits", tiny_image_onnx, tmp_path / "c", batch_size=0)
     with pytest.raises(ParameterError, match="'on_error'"):
         featx.extract("builtin:digits", tiny_image_onnx, tmp_path / "c", on_error="ignore")
@@ -257,7 +257,7 @@ def test_real_minilm_fast_path_equals_one_by_one(minilm_onnx, tmp_path):
     """The fused graph, token-sorted batches padded per batch and prefetching threads give the
     embeddings of one text at a time, unpadded and sequential."""
     ds = subset(open_dataset("builtin:fine-foods:test"), 48, seed=1)
-    report = featx.extract(ds, minilm_onnx, tmp_path / "c", batch_size=16, prep_workers=2)
+    report = featx.extract(ds, minilm_onnx, tmp_path / "c", batch_size=16, decode_workers=2)
     assert report.embedded == 48
     X, _, ids = featx.load_features(tmp_path / "c")
     assert list(ids) == ds.ids()

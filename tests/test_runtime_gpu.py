@@ -160,6 +160,30 @@ def test_cuda_fp16_variant_matches_fp32(lite0_onnx, sample_rgbs, tmp_path):
     assert cosine_rows(fp32, fp16).min() >= 0.999
 
 
+@needs_cuda
+def test_cuda_extraction_stages_batches_in_reused_page_locked_buffers(lite0_onnx, sample_rgbs, tmp_path):
+    from featx.quantize import cosine_rows
+    from featx.sources import Item, make_dataset
+
+    items = [Item(id=f"p{i}", ref=sample_rgbs[i % 2][i * 9:, i * 13:], label=None) for i in range(40)]
+    data = make_dataset("photos", "image", items)
+    gpu = featx.load_backbone(lite0_onnx, providers="cuda:0")
+    assert gpu.default_batch_size == 128 and gpu.session.uses_io_binding
+    assert gpu.session.session.get_provider_options()["CUDAExecutionProvider"]["device_id"] == "0"
+    featx.extract(data, gpu, tmp_path / "a", batch_size=16, progress=False)
+    staging = gpu.session.staging
+    made = (staging.allocated, staging.hosts)
+    assert staging.pinned == staging.hosts >= 1  # host buffers page-locked
+    featx.extract(data, gpu, tmp_path / "b", batch_size=16, progress=False)
+    assert (staging.allocated, staging.hosts) == made  # reused, not reallocated
+    cpu = featx.load_backbone(lite0_onnx, providers="cpu").embed([i.ref for i in items])
+    X, _, _ = featx.load_features(tmp_path / "b")
+    np.testing.assert_allclose(X, cpu, atol=2e-3, rtol=1e-3)
+    fp16 = featx.load_backbone(lite0_onnx, providers="cuda:0", precision="auto")
+    assert fp16.name.endswith("-fp16")
+    assert cosine_rows(fp16.embed([i.ref for i in items]), cpu).min() >= 0.999
+
+
 # --------------------------------------------------------------------------- featx doctor
 def test_doctor_reads_the_cuda_libraries_ort_links():
     build = doctor.ort_cuda_build()

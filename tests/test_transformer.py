@@ -109,17 +109,19 @@ def test_sklearn_data_checks_through_an_array_adapter(tiny_image_onnx):
 def test_init_only_stores_and_unfitted_transform_raises(tiny_image_onnx):
     et = EmbeddingTransformer(model="no-such-backbone", batch_size=0)  # nothing validated or loaded yet
     assert et.get_params() == {"model": "no-such-backbone", "cache": None, "batch_size": 0, "providers": None,
-                               "threads": None, "on_error": "raise", "jpeg_draft": False, "layer": None}
+                               "threads": None, "on_error": "raise", "jpeg_draft": False, "layer": None,
+                               "decode_workers": None}
     assert not [k for k in vars(et) if k.endswith("_")]
     with pytest.raises(NotFittedError):
         EmbeddingTransformer(str(tiny_image_onnx)).transform([np.zeros((8, 8), np.uint8)])
 
 
 @pytest.mark.parametrize("param, value, expected", [
-    ("batch_size", 0, "an int in [1, inf)"),
-    ("batch_size", 2.5, "an int in [1, inf)"),
-    ("batch_size", True, "an int in [1, inf)"),
+    ("batch_size", 0, "None or an int in [1, inf)"),
+    ("batch_size", 2.5, "None or an int in [1, inf)"),
+    ("batch_size", True, "None or an int in [1, inf)"),
     ("threads", 0, "None or an int in [1, inf)"),
+    ("decode_workers", 0, "None or an int in [1, inf)"),
     ("on_error", "skip", "one of ('raise', 'nan')"),
     ("model", "", "a backbone name or the path of an exported .onnx file"),
     ("model", 3, "a backbone name or the path of an exported .onnx file"),
@@ -137,7 +139,7 @@ def test_bad_parameters_name_parameter_and_value(param, value, expected, tiny_im
 
 
 def test_exact_batch_size_message(tiny_image_onnx):
-    with pytest.raises(ParameterError, match=r"^The 'batch_size' parameter of EmbeddingTransformer must be an int "
+    with pytest.raises(ParameterError, match=r"^The 'batch_size' parameter of EmbeddingTransformer must be None or an int "
                                              r"in \[1, inf\)\. Got 0 instead\.$"):
         EmbeddingTransformer(str(tiny_image_onnx), batch_size=0).fit()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..backbone import DEFAULT_BATCH_SIZE
+from ..backbone import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
 from ..cache.inspect import info, verify
 from ..dispatch import process_pool
 from ..errors import UsageError
@@ -22,12 +22,22 @@ def register(sub) -> None:
                    "(x.tar, 'shards/{000000..000009}.tar'), or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                   help="items per ONNX Runtime call (default %(default)s; 64+ on GPUs)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"items per ONNX Runtime call (default {DEFAULT_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or record it and go on")
-    p.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--providers", default=None, help="e.g. cpu, cuda (default: CUDA when usable, else CPU)")
+    where.add_argument("--device", default=None, metavar="DEVICE",
+                       help="where the model runs: cpu, cuda, or cuda:N for the GPU N (one session per GPU; "
+                            "default: CUDA when usable, else CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--precision", choices=("fp32", "fp16", "auto"), default="fp32",
+                   help="fp16: the backbone's fp16 variant (made on first use, parity-gated; for GPUs); auto: fp16 "
+                        "on a GPU where its parity allows, else fp32 (default %(default)s; variants are cached apart)")
+    p.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
+                   help="threads decoding and preprocessing items (default: every core on a GPU; on the CPU "
+                        "the cores --threads leaves, or a quarter of them; at least 1)")
     p.add_argument("--shard-size", type=positive_int, default=1024,
                    help="items per committed shard: at most this much work is lost if the run dies "
                         "(default %(default)s)")
@@ -82,7 +92,8 @@ def cmd_extract(args) -> int:
     try:
         with dask_logs(args):
             report = extract(dataset, args.model, args.cache, batch_size=args.batch_size, on_error=args.on_error,
-                             providers=args.providers, threads=threads, shard_size=args.shard_size,
+                             providers=args.device or args.providers, threads=threads, shard_size=args.shard_size,
+                             decode_workers=args.decode_workers, precision=args.precision,
                              dtype=args.dtype, executor=executor, dask=args.dask,
                              gpus_per_worker=args.gpus_per_worker, max_in_flight=args.max_in_flight,
                              progress=False if args.no_progress else args.console.progress,
