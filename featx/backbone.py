@@ -126,6 +126,7 @@ class Backbone(ItemPreparation):
         (``featx export NAME --layers ...``; see :mod:`featx.layers`)."""
         return dict(self.spec.layers)
 
+    @property
     def default_batch_size(self) -> int:
         """:data:`GPU_BATCH_SIZE` when the session is asked to run on a GPU, else :data:`DEFAULT_BATCH_SIZE`."""
         return GPU_BATCH_SIZE if self.session.requested_device == "cuda" else DEFAULT_BATCH_SIZE
