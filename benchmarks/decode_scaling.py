@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from throughput import alternate, environment, print_table, write_jpegs  # noqa: E402
+from throughput import add_size_flags, alternate, chosen_sizes, environment, print_table, write_jpegs  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -68,9 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes; writes decode_scaling.quick.json")
     p.add_argument("--workers", default=None, help="decoding threads to compare, e.g. 1,2,4 (default: 1..cores)")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/decode_scaling[.quick].json)")
-    for f in dataclasses.fields(Sizes):
-        p.add_argument(f"--{f.name}", type=int, default=None, metavar="N",
-                       help=f"default {getattr(Sizes(), f.name)}, --quick {getattr(QUICK, f.name)}")
+    add_size_flags(p, Sizes, QUICK)
     args = p.parse_args(argv)
 
 
@@ -78,9 +76,7 @@ def main(argv=None) -> int:
     from featx.machine import load_average
     from featx.runtime import Session, default_threads
 
-    sizes = dataclasses.replace(QUICK if args.quick else Sizes(),
-                                **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)
-                                   if getattr(args, f.name) is not None})
+    sizes = chosen_sizes(args, Sizes, QUICK)
     cores = default_threads()
     workers = [int(w) for w in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
     out = args.out or HERE / "results" / ("decode_scaling.quick.json" if args.quick else "decode_scaling.json")

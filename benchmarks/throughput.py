@@ -659,6 +659,20 @@ def print_table(rows):
             print("  ".join("-" * w for w in widths))
 
 
+def add_size_flags(parser, sizes_type, quick) -> None:
+    """A ``--NAME N`` flag per field of the ``sizes_type`` dataclass, its help giving both defaults."""
+    for f in dataclasses.fields(sizes_type):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None, metavar="N",
+                            help=f"default {getattr(sizes_type(), f.name)}, --quick {getattr(quick, f.name)}")
+
+
+def chosen_sizes(args, sizes_type, quick):
+    """The sizes of a run: ``quick`` or the defaults, with the flags given on top."""
+    return dataclasses.replace(quick if args.quick else sizes_type(),
+                               **{f.name: getattr(args, f.name) for f in dataclasses.fields(sizes_type)
+                                  if getattr(args, f.name) is not None})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -667,18 +681,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="threads for ORT, PyTorch and BLAS (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/throughput[.quick].json)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary folder (images, caches, models)")
-    for f in dataclasses.fields(Sizes):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None, metavar="N",
-                       help=f"default {getattr(Sizes(), f.name)}, --quick {getattr(QUICK, f.name)}")
+    add_size_flags(p, Sizes, QUICK)
     args = p.parse_args(argv)
 
     import featx
     from featx.machine import load_average
     from featx.runtime import default_threads
 
-    sizes = dataclasses.replace(QUICK if args.quick else Sizes(),
-                                **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)
-                                   if getattr(args, f.name) is not None})
+    sizes = chosen_sizes(args, Sizes, QUICK)
     threads = args.threads or default_threads()
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     unknown = sections - {"a", "b", "c"}

@@ -17,7 +17,8 @@ from distributed import Client, LocalCluster
 import featx
 from featx.cache.inspect import verify
 from featx.cli import main
-from test_cache_faults import N_ALL, SHARD, assert_whole_split_embedded, extract_cmd, start, wait_for_shards
+from test_cache_faults import (N_ALL, SHARD, assert_whole_split_embedded, extract_cmd, start, wait_for_shards,
+                               whole_split)  # whole_split: a fixture, used by name
 
 #: How long the workers of a killed coordinator may take to notice and exit (they react at once:
 #: this only bounds a failing test).
@@ -57,7 +58,7 @@ def no_duplicate_ids(cache) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_dask_worker_its_shard_is_recomputed_elsewhere(tiny_image_onnx, tmp_path):
+def test_sigkill_of_a_dask_worker_its_shard_is_recomputed_elsewhere(tiny_image_onnx, tmp_path, whole_split):
     cache = tmp_path / "cache"
     with dask_cluster() as cluster, Client(cluster) as client:
         proc = start(tiny_image_onnx, cache, "--dask", cluster.scheduler_address, limit=N_ALL)
@@ -70,11 +71,11 @@ def test_sigkill_of_a_dask_worker_its_shard_is_recomputed_elsewhere(tiny_image_o
     assert f"{N_ALL} embedded, 0 cached already of {N_ALL} items" in out
     assert main(["verify", str(cache)]) == 0
     assert no_duplicate_ids(cache)
-    assert_whole_split_embedded(cache, tiny_image_onnx)
+    assert_whole_split_embedded(cache, whole_split)
 
 
 @pytest.mark.slow
-def test_a_shard_that_cannot_be_done_keeps_what_finished_and_says_how_to_resume(tiny_image_onnx, tmp_path):
+def test_a_shard_that_cannot_be_done_keeps_what_finished_and_says_how_to_resume(tiny_image_onnx, tmp_path, whole_split):
     # allowed_failures=0: the first death of a worker running a shard is that shard's KilledWorker.
     cache = tmp_path / "cache"
     with dask_cluster(allowed_failures=0) as cluster, Client(cluster) as client:
@@ -93,11 +94,11 @@ def test_a_shard_that_cannot_be_done_keeps_what_finished_and_says_how_to_resume(
     assert rerun.returncode == 0, rerun.stderr
     assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
     assert no_duplicate_ids(cache)
-    assert_whole_split_embedded(cache, tiny_image_onnx)
+    assert_whole_split_embedded(cache, whole_split)
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_dask_coordinator_then_the_same_command_resumes(tiny_image_onnx, tmp_path):
+def test_kill_9_of_a_dask_coordinator_then_the_same_command_resumes(tiny_image_onnx, tmp_path, whole_split):
     cache = tmp_path / "cache"
     proc = start(tiny_image_onnx, cache, "--dask", "local:2", limit=N_ALL)
     wait_for_shards(cache, 1, proc)
@@ -114,7 +115,7 @@ def test_kill_9_of_a_dask_coordinator_then_the_same_command_resumes(tiny_image_o
     assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
     assert main(["verify", str(cache)]) == 0
     assert no_duplicate_ids(cache)
-    assert_whole_split_embedded(cache, tiny_image_onnx)
+    assert_whole_split_embedded(cache, whole_split)
 
 
 def start_dask(tmp_path, name: str) -> tuple[list[subprocess.Popen], str]:
@@ -138,7 +139,7 @@ def start_dask(tmp_path, name: str) -> tuple[list[subprocess.Popen], str]:
 
 
 @pytest.mark.slow
-def test_a_lost_scheduler_is_a_message_and_the_same_command_resumes_on_a_new_one(tiny_image_onnx, tmp_path):
+def test_a_lost_scheduler_is_a_message_and_the_same_command_resumes_on_a_new_one(tiny_image_onnx, tmp_path, whole_split):
     cache = tmp_path / "cache"
     processes, address = start_dask(tmp_path, "first")
     try:
@@ -167,4 +168,4 @@ def test_a_lost_scheduler_is_a_message_and_the_same_command_resumes_on_a_new_one
     assert rerun.returncode == 0, rerun.stderr
     assert f"{N_ALL - committed} embedded, {committed} cached already of {N_ALL} items" in rerun.stdout
     assert no_duplicate_ids(cache)
-    assert_whole_split_embedded(cache, tiny_image_onnx)
+    assert_whole_split_embedded(cache, whole_split)
