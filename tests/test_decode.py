@@ -102,6 +102,30 @@ def test_unreadable_file(tmp_path, sample_rgbs):
         path.chmod(0o644)
 
 
+def test_unreadable_file_in_a_child_that_obeys_file_modes(tmp_path, sample_rgbs, obeying_file_modes):
+    """The same, where this test runs as root: a child without root's file capabilities decodes it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "secret.png"
+    photo(sample_rgbs).save(path)
+    path.chmod(0)
+    code = ("from featx.decode import decode_image\n"
+            "from featx.errors import UnreadableItemError\n"
+            "try:\n"
+            f"    decode_image({str(path)!r})\n"
+            "except UnreadableItemError as e:\n"
+            "    print('refused:', e)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              preexec_fn=obeying_file_modes)
+    finally:
+        path.chmod(0o644)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("refused: image") and "cannot be read (permission denied)" in done.stdout
+    assert decode_image(path).shape == (64, 96, 3)  # readable again: nothing about the file was remembered
+
+
 @pytest.mark.parametrize("fmt,suffix", [("JPEG", ".jpg"), ("PNG", ".png")])
 def test_truncated_file(tmp_path, sample_rgbs, fmt, suffix):
     data = encode(photo(sample_rgbs, 320, 214), fmt)

@@ -57,6 +57,20 @@ def test_adding_items_embeds_only_the_new_ones(tiny_image_onnx, tmp_path):
     np.testing.assert_allclose(X, direct, atol=1e-5)
 
 
+def test_removing_items_computes_nothing_and_leaves_them_out(tiny_image_onnx, image_files, tmp_path):
+    featx.extract(str(image_files), tiny_image_onnx, tmp_path / "c")
+    before_X, _, before_ids = featx.load_features(tmp_path / "c")
+    gone = image_files / "shapes" / "circle.png"
+    gone.unlink()
+    report = featx.extract(str(image_files), tiny_image_onnx, tmp_path / "c")
+    assert (report.embedded, report.cached) == (0, len(before_ids) - 1)
+    X, _, ids = featx.load_features(tmp_path / "c", strict=True)  # strict: nothing of the dataset is missing
+    assert "shapes/circle.png" in before_ids and list(ids) == [i for i in before_ids if i != "shapes/circle.png"]
+    assert list(ids) == featx.open_dataset(str(image_files)).ids()
+    keep = [list(before_ids).index(i) for i in ids]
+    np.testing.assert_array_equal(X, before_X[keep])
+
+
 def test_changed_files_are_re_embedded(tiny_image_onnx, image_files, tmp_path):
     featx.extract(str(image_files), tiny_image_onnx, tmp_path / "c")
     path = image_files / "shapes" / "circle.png"
