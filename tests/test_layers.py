@@ -232,3 +232,29 @@ def test_real_backbones_export_their_layers_parity_checked_per_output(tmp_path, 
         assert record["fusion"]["fused_ops"].get("Attention") == 6
     again = export(name, out_dir=tmp_path, layers=layers)  # an intact export with the same layers is reused
     assert again.sha256 == result.sha256
+
+
+def test_a_head_on_a_layer_deploys_reading_that_layer_only(tmp_path, layered_cache):
+    import onnx
+
+    from featx.deploy import DeployedModel, deploy_head
+
+    cache, data, result = layered_cache
+    heads = tmp_path / "heads"
+    assert main(["train", str(cache), "--layer", "block1", "--head", "logreg", "--cv", "3", "--jobs", "1",
+                 "--model", str(result.onnx_path), "--out", str(heads), "-q"]) == 0
+    deployed = deploy_head(heads / "logreg.skops", tmp_path / "block1.onnx")
+    assert deployed.parity.passed and deployed.metadata["backbone"]["layer"] == "block1"
+    # the fused file equals the head on the cached block1 features, item by item
+    X, _, ids = load_features(cache, layer="block1")
+    head = load_head(heads / "logreg.skops")
+    refs = {item.id: item.ref for item in data.items}
+    model = DeployedModel(deployed.path, providers="cpu")
+    proba = model.predict_proba([refs[i] for i in ids[:24]])
+    np.testing.assert_allclose(proba, head.predict_proba(X[:24]), atol=1e-4)
+    # cut to what block1 needs: block3 and the final features are not computed
+    fused, layered_graph = onnx.load(str(deployed.path)).graph, onnx.load(str(result.onnx_path)).graph
+    assert [o.name for o in fused.output] == ["label", "probabilities"]
+    backbone_nodes = [n for n in fused.node if not n.name.startswith("head/")]
+    assert len(backbone_nodes) < len(layered_graph.node)
+    assert not {"features", "features_block3"} & {out for n in fused.node for out in n.output}

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
+from ..layers import FINAL, check_layer, output_name
 from ..persist import load_head, read_metadata
 from ..validation import check_choice, check_float, check_int
 from ..version import __version__
@@ -174,17 +175,22 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
     head_path = Path(head)
     backbone = trained_backbone(meta, model)
     precision = _check_precision(precision, backbone, meta)
-    dim = getattr(estimator, "n_features_in_", backbone.dim)
-    if dim != backbone.dim:
-        raise DeployError(f"{head_path} expects {dim} features per row, but {backbone.name} makes {backbone.dim}")
+    layer = check_layer(meta.get("layer"), backbone.layers, f"the head's backbone {backbone.name!r}")
+    made = backbone.dim if layer == FINAL else backbone.layers[layer]
+    dim = getattr(estimator, "n_features_in_", made)
+    if dim != made:
+        raise DeployError(f"{head_path} expects {dim} features per row, but {backbone.name} makes {made}"
+                          + ("" if layer == FINAL else f" at layer {layer}"))
     out = Path(out) if out is not None else head_path.with_suffix(".onnx")
     if out.suffix != ".onnx":
         raise ParameterError(f"The 'out' parameter must name an .onnx file. Got {str(out)!r} instead.")
     if out.resolve() == backbone.onnx_path.resolve():
         raise ParameterError(f"--out {out} is the backbone's own file; choose another name")
     base = onnx.load(str(backbone.onnx_path))
-    fused = fuse_graphs(base, head_to_onnx(estimator, backbone.dim, opset=default_opset(base)))
+    features = base.graph.output[0].name if layer == FINAL else output_name(layer)  # the final features come first
+    fused = fuse_graphs(base, head_to_onnx(estimator, made, opset=default_opset(base)), features=features)
     facts = _facts(meta, head_path, estimator, backbone, precision)
+    facts["backbone"]["layer"] = layer
     tokenizer_out = out.with_name(f"{out.stem}.tokenizer.json") if backbone.modality == "text" else None
     if tokenizer_out is not None:
         facts["tokenizer"]["file"] = tokenizer_out.name
@@ -198,7 +204,7 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         items, description = gate_items(meta, backbone.modality, data=parity_data, n=parity_items,
                                           held_out=memorises_training_items(estimator))
         report = measure_parity(DeployedModel(staged, providers="cpu"), backbone, estimator, items,
-                                description=description, batch_size=batch_size, tolerance=tolerance)
+                                description=description, batch_size=batch_size, tolerance=tolerance, layer=layer)
         if not report.passed:
             worst = f"; worst items: {', '.join(report.differing)}" if report.differing else ""
             raise DeployError(f"the fused model does not predict what `featx predict` does with the head: "

@@ -39,8 +39,13 @@ def default_opset(model) -> int:
     raise DeployError("the backbone's ONNX file imports no default-domain opset; re-export it with `featx export`")
 
 
-def fuse_graphs(backbone, head):
-    """Merge a backbone ``ModelProto`` (one output: (n, d) features) with a head from :func:`head_to_onnx`.
+def fuse_graphs(backbone, head, features: str | None = None):
+    """Merge a backbone ``ModelProto`` with a head from :func:`head_to_onnx`.
+
+    ``features`` names the backbone output the head reads (default: the backbone's only output).
+    A backbone exported with intermediate layers (``featx export --layers``) has one output per
+    layer: the graph is first cut down to the nodes that output needs, so the fused file
+    computes nothing the head does not read.
 
     Returns
     -------
@@ -50,14 +55,18 @@ def fuse_graphs(backbone, head):
     Raises
     ------
     DeployError
-        The backbone has several outputs, or its opsets clash with the head's.
+        The backbone has several outputs and ``features`` names none of them, or its opsets
+        clash with the head's.
     """
     from onnx import compose
 
-    if len(backbone.graph.output) != 1:
-        names = [o.name for o in backbone.graph.output]
-        raise DeployError(f"the backbone's ONNX file has outputs {names}; featx deploys backbones with one "
-                          "(n, d) features output, as `featx export` writes them without --layers")
+    names = [o.name for o in backbone.graph.output]
+    if features is None and len(names) == 1:
+        features = names[0]
+    if features not in names:
+        raise DeployError(f"the backbone's ONNX file has outputs {names}; the head reads "
+                          f"{features or 'one of them, unnamed'}")
+    backbone = only_output(backbone, features)
     for entry in backbone.opset_import:  # the head's ML ops (SVM, ...) are unchanged from version 3 on
         if entry.domain == "ai.onnx.ml" and entry.version >= ML_OPSET:
             for own in head.opset_import:
@@ -67,12 +76,47 @@ def fuse_graphs(backbone, head):
     head = compose.add_prefix(head, PREFIX, rename_outputs=False)
     head.ir_version = backbone.ir_version
     try:
-        fused = compose.merge_models(backbone, head, io_map=[(backbone.graph.output[0].name, PREFIX + INPUT)],
+        fused = compose.merge_models(backbone, head, io_map=[(features, PREFIX + INPUT)],
                                      producer_name="featx", producer_version=__version__,
                                      doc_string="featx deploy: backbone and scikit-learn head in one graph")
     except ValueError as e:  # onnx.compose names the clash (opset versions, IR versions, duplicate names)
         raise DeployError(f"cannot merge the backbone and head graphs: {e}") from None
     return fused
+
+
+def only_output(model, name: str):
+    """A copy of ``model`` with the one output ``name``, and only the nodes and initializers it needs."""
+    import onnx
+
+    graph = model.graph
+    if [o.name for o in graph.output] == [name]:
+        return model
+    needed, kept = {name}, []
+    for node in reversed(graph.node):  # a valid graph is topologically sorted: consumers come after producers
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(_reads(node))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(reversed(kept))
+    keep_init = [t for t in graph.initializer if t.name in needed]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep_init)
+    keep_out = [o for o in graph.output if o.name == name]
+    del out.graph.output[:]
+    out.graph.output.extend(keep_out)
+    return out
+
+
+def _reads(node) -> set[str]:
+    """The names a node reads, those its subgraphs (If, Loop, Scan) read from the outer graph included."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        for graph in [attr.g, *attr.graphs]:
+            for inner in graph.node:
+                names |= _reads(inner)
+    return names
 
 
 def sorted_graph(model):

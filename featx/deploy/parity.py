@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DeployError, InputError
+from ..layers import FINAL
 from ..samples import PARITY_SENTENCES, sample_photos
 from ..sources import Item, open_dataset, subset
 
@@ -161,7 +162,7 @@ def bundled_items(modality: str, n: int, seed: int = 0) -> tuple[list[Item], str
 
 
 def measure_parity(fused, backbone, head, items: Sequence[Item], *, description: str, batch_size: int = 16,
-                   tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+                   tolerance: float = PARITY_TOLERANCE, layer: str | None = None) -> ParityReport:
     """Run both paths on ``items`` and compare.
 
     Parameters
@@ -173,6 +174,8 @@ def measure_parity(fused, backbone, head, items: Sequence[Item], *, description:
     items : sequence of Item
     description : str
         Where the items came from (kept in the report).
+    layer : str, optional
+        The backbone layer the head was trained on (``featx train --layer``; None: the final features).
     """
     diffs, differ, worst = [], 0, []
     skipped = compared = 0
@@ -187,7 +190,8 @@ def measure_parity(fused, backbone, head, items: Sequence[Item], *, description:
                 log.info("deploy gate: skipped %s: %s", item.id, e)
         if not decoded:
             continue
-        features = backbone.run(backbone.prepare(decoded))
+        feeds = backbone.prepare(decoded)
+        features = backbone.run(feeds) if layer in (None, FINAL) else backbone.run_layers(feeds)[1][layer]
         labels, proba = fused.predict_feeds(fused.prepare(decoded))
         expected = np.asarray([str(v) for v in head.predict(features)], dtype=object)
         gap = np.zeros(len(ids))
