@@ -326,6 +326,11 @@ def test_conclude_on_few_shot_layers_lp_ft_setfit_and_caps():
                         loss_last=0.5, seconds_per_step=0.6,
                         params={**budget, "steps": 150 if seed < 2 else 313, "hit_cap": seed < 2})
             for seed in range(3)]
+    # LP-FT whose full stage fits its budget (32 of 32 steps) but whose linear-probe stage hit the cap
+    rows.append(FinetuneRow(strategy="LP-FT", family="finetune", size="100", seed=0, n_train=1000, accuracy=0.8,
+                            balanced_accuracy=0.8, macro_f1=0.8, total_params=1, loss_first=1.0, loss_last=0.5,
+                            seconds_per_step=0.6, params={"epochs_chosen": 1, "max_steps": 150, "steps_wanted": 32,
+                                                          "steps": 32, "probe_steps": 150, "hit_cap": True}))
     selection = LrSelection(seed=0, per_class=50, train_items=400, val_items=100, steps=130, rule="r", max_epochs=10,
                             modes={"full": LrChoice(grid=[1e-3], val_accuracy={"0.001": 0.8}, chosen=1e-3,
                                                     seconds=1.0, chosen_epochs=10),
@@ -342,7 +347,8 @@ def test_conclude_on_few_shot_layers_lp_ft_setfit_and_caps():
     assert ("Choosing the layer by CV (frozen: best layer by CV) against the final layer's logistic regression: "
             "+0.0 points at 1; +0.0 points at 100 samples/class.") in lines
     assert ("Hit the step cap (so trained fewer epochs than chosen on the validation split, or for SetFit fewer pairs "
-            "than its recipe): fine-tune: full at 100 samples/class (2 of 3 seeds: 150 steps; it wanted 313).") in lines
+            "than its recipe): fine-tune: full at 100 samples/class (2 of 3 seeds: 150 steps; it wanted 313); LP-FT at 100 "
+            "samples/class (1 of 1 seeds: its linear-probe stage, 150 steps).") in lines
     assert ("fine-tune: full chose the cap of 10 epochs (validation accuracy was highest at the last epoch allowed): "
             "more epochs might have helped them.") in lines
     # without the new rows (a report of an earlier version), none of these sentences

@@ -215,6 +215,11 @@ def _caps(rows: Sequence) -> list[str]:
     for (strategy, size), group in hit.items():
         seeds = sum(1 for r in budgeted if r.strategy == strategy and r.size == size)
         first = group[0].params
+        if "probe_steps" in first and first.get("steps_wanted", 0) <= first.get("max_steps", 0):
+            # LP-FT whose full fine-tuning fitted its budget: the cap cut its linear-probe stage
+            parts.append(f"{strategy} at {size} samples/class ({len(group)} of {seeds} seeds: its linear-probe "
+                         f"stage, {first['probe_steps']} steps)")
+            continue
         wanted = f"; it wanted {first['steps_wanted']}" if first.get("steps_wanted") else ""
         parts.append(f"{strategy} at {size} samples/class ({len(group)} of {seeds} seeds: {first['steps']} steps"
                      f"{wanted})")
