@@ -12,8 +12,24 @@ import pytest
 from featx import interrupts
 
 
+@pytest.fixture(autouse=True)
+def python_sigint():
+    """Python's own SIGINT handler, as in a foreground process: a shell's background job (a CI run
+    started with ``&``) starts with SIGINT ignored, and these tests are about the handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _Resource:
     pass
+
+
+def _interrupt_now():
+    os.kill(os.getpid(), signal.SIGINT)
+    total = 0
+    for i in range(10_000):  # the handler runs at one of these bytecodes
+        total += i
 
 
 def _free_while_interrupted():
@@ -41,5 +57,16 @@ def test_a_ctrl_c_swallowed_by_a_callback_is_raised_at_the_next_safe_point(capsy
 
 
 def test_outside_recorded_nothing_is_installed():
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    interrupts.check()  # never raises
+    with pytest.raises(KeyboardInterrupt):  # Python's own behaviour
+        _interrupt_now()
+    interrupts.check()  # never raises: nothing was recorded
+    assert not interrupts.received()
+
+
+def test_an_ignored_sigint_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: recorded() must not turn Ctrl-C back on
+    with interrupts.recorded():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        _interrupt_now()  # ignored
+        interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
