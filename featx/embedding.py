@@ -330,11 +330,14 @@ def prepare_batches(backbone, batches: Iterable[tuple[Sequence, Sequence[str]]],
         while pending:
             yield pending.popleft().result()
     finally:
+        # Never wait here: an abandoned generator is closed by the garbage collector, in whatever
+        # thread it runs and whatever lock that thread holds (joining a thread from a finalizer that
+        # runs inside threading's own bookkeeping deadlocked a test run). The threads exit by
+        # themselves once their current item is done.
         for fut in pending:
             fut.cancel()
         loaders.shutdown(wait=False, cancel_futures=True)
-        collator.shutdown(wait=True, cancel_futures=True)
-        loaders.shutdown(wait=True)
+        collator.shutdown(wait=False, cancel_futures=True)
 
 
 def run_batches(backbone, prepared: Iterable[Prepared], *, on_error: str = "raise",
