@@ -178,12 +178,13 @@ def test_extraction_through_staging_equals_a_plain_one_and_allocates_nothing_mor
     plain = featx.load_backbone(tiny_image_onnx, providers="cpu")
     bound = featx.load_backbone(tiny_image_onnx, providers="cpu")
     bound.session.io_binding = True
-    featx.extract(photos, plain, tmp_path / "plain", batch_size=4, progress=False)
-    featx.extract(photos, bound, tmp_path / "a", batch_size=4, decode_workers=3, progress=False)
-    made = (bound.session.staging.allocated, bound.session.staging.hosts)
-    assert made[1] >= 1 and made[0] <= 4  # at most a few batches in flight at once
-    featx.extract(photos, bound, tmp_path / "b", batch_size=4, decode_workers=3, progress=False)
-    assert (bound.session.staging.allocated, bound.session.staging.hosts) == made  # reused, not reallocated
+    featx.extract(photos, plain, tmp_path / "plain", batch_size=2, progress=False)
+    for cache in ("a", "b"):  # 2 x 6 batches of one shape
+        featx.extract(photos, bound, tmp_path / cache, batch_size=2, decode_workers=3, progress=False)
+    # How many batches are in flight at once depends on timing; never more than the 3 prepared
+    # ahead plus the one running, so 12 batches made at most 4 buffers of each kind: reused.
+    staging = bound.session.staging
+    assert 1 <= staging.hosts <= 4 and 1 <= staging.allocated <= 4
     X, _, _ = featx.load_features(tmp_path / "plain")
     for cache in ("a", "b"):
         np.testing.assert_array_equal(featx.load_features(tmp_path / cache)[0], X)
