@@ -1,6 +1,6 @@
 """Heads at scale: train time, peak memory and test accuracy per head and strategy, as n grows.
 
-    python benchmarks/heads_scaling.py            # full run -> results/heads_scaling.json (hours on 2 cores)
+    python benchmarks/heads_scaling.py            # full run -> results/heads_scaling.json (~45 min on 2 cores)
     python benchmarks/heads_scaling.py --quick    # small sizes, minutes  -> results/heads_scaling.quick.json
 
 Two parts:
