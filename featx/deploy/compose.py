@@ -85,7 +85,12 @@ def fuse_graphs(backbone, head, features: str | None = None):
 
 
 def only_output(model, name: str):
-    """A copy of ``model`` with the one output ``name``, and only the nodes and initializers it needs."""
+    """A copy of ``model`` with the one output ``name``, and only the nodes and initializers it needs.
+
+    Not :class:`onnx.utils.Extractor`: it follows node inputs only, so the nodes whose outputs a
+    subgraph (If, Loop, Scan) reads from the outer graph would be dropped. Here the graph's inputs,
+    IR version and opsets stay as they were.
+    """
     import onnx
 
     graph = model.graph
