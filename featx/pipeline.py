@@ -49,15 +49,15 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .backbone import DEFAULT_BATCH_SIZE, load_backbone
+from .engine.backbone import DEFAULT_BATCH_SIZE, load_backbone
 from .cache import load_features
-from .embedding import ON_ERROR, embed
+from .engine.embedding import ON_ERROR, embed
 from .errors import DataSourceError, ParameterError
-from .evaluate import evaluate, save_report
-from .extract import extract
+from .heads.evaluate import evaluate, save_report
+from .extraction.extract import extract
 from .files import write_atomically
 from .heads import check_grid, check_n_jobs, resolve_heads, train_heads
-from .persist import save_head
+from .heads.persist import save_head
 from .progress import progress_bar
 from .sources import check_modality, labelled_mask, make_dataset, open_dataset, subset
 from .validation import check_bool, check_choice, check_fraction, check_int, check_path, invalid
@@ -260,7 +260,7 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     With ``on_error="skip"`` bad items are left out (rows stay aligned with ``y`` and ``ids``)
     and ``warn(message)`` is called for each. ``progress``: a bar over the items (None: when stderr
     is a terminal; see :mod:`featx.progress`). ``layer``: an intermediate layer the export carries
-    instead of the final features (see :mod:`featx.layers`). ``decode_workers``: see :func:`featx.extract`.
+    instead of the final features (see :mod:`featx.specs.layers`). ``decode_workers``: see :func:`featx.extraction.extract`.
 
     Examples
     --------

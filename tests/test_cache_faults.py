@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import featx
-from featx.cache.inspect import verify
+from featx.cache.verify import verify
 from featx.cli import main
 from featx.errors import CacheError, CacheLockedError
 from featx.sources import file_stamp
@@ -230,8 +230,8 @@ def _wide_model(folder: Path, dim: int = 512) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from featx.modelfiles import write_spec
-    from featx.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.exported import write_spec
+    from featx.specs.registry import BackboneSpec, ImagePreprocess
 
     w = np.random.default_rng(0).normal(size=(dim, 3, 1, 1)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["pixel_values", "w"], ["c"]),

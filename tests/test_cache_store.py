@@ -1,6 +1,6 @@
 """Unit tests of featx.cache: shards, the writer lock, the listing and the store, on real HDF5 files.
 
-No backbone and no extraction here: the store is driven directly, as :func:`featx.extract` does.
+No backbone and no extraction here: the store is driven directly, as :func:`featx.extraction.extract` does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from featx.cache import CacheStore, ShardData, WriterLock, load_features, read_shard, write_shard
 from featx.cache import layout
-from featx.cache.inspect import verify
+from featx.cache.verify import verify
 from featx.errors import CacheCorruptError, CacheError, CacheLockedError, CacheMismatchError
 
 DIM = 4

@@ -27,7 +27,7 @@ import onnxruntime as ort
 import pytest
 
 import featx
-from featx.cache.inspect import verify
+from featx.cache.verify import verify
 from featx.cli import build_parser, main
 from featx.sources import open_dataset, subset
 

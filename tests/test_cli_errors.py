@@ -91,8 +91,8 @@ def test_model_json_of_another_model_is_not_rewritten_over_its_shards(tiny_image
     import onnx
     from onnx import numpy_helper
 
-    from featx.modelfiles import write_spec
-    from featx.registry import BackboneSpec
+    from featx.specs.exported import write_spec
+    from featx.specs.registry import BackboneSpec
 
     model = onnx.load(str(tiny_image_onnx))
     weights = model.graph.initializer[0]
@@ -157,7 +157,7 @@ def test_a_cache_that_cannot_be_written_or_created_is_a_message(tiny_image_onnx,
 
 def test_evaluate_and_train_on_a_cache_whose_items_all_failed(tiny_image_onnx, tmp_path, capsys):
     from featx.heads import head_pipeline
-    from featx.persist import save_head
+    from featx.heads.persist import save_head
 
     folder = tmp_path / "broken"
     for name in ("a/1.png", "a/2.png", "b/1.png"):
@@ -195,7 +195,7 @@ def test_impossible_counts_are_usage_errors(argv, message, capsys):
 
 def test_an_image_head_given_a_text_csv_says_so(tiny_image_onnx, tmp_path, capsys):
     from featx.heads import head_pipeline
-    from featx.persist import save_head
+    from featx.heads.persist import save_head
 
     head = save_head(head_pipeline("logreg").fit(np.eye(8), list("abababab")), tmp_path / "h.skops",
                      metadata={"backbone": "tiny-image", "model": str(tiny_image_onnx)})

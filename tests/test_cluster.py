@@ -18,8 +18,8 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
 import featx
-import featx.cluster
-import featx.dispatch
+import featx.extraction.cluster
+import featx.extraction.dispatch
 from featx.cli import main
 from featx.errors import CacheMismatchError, ClusterError, ItemFailedError, ParameterError
 from featx.sources import Item, make_dataset, open_dataset, subset
@@ -73,7 +73,7 @@ def test_features_equal_the_in_process_run_and_the_coordinator_creates_no_sessio
 def test_a_duplicated_result_is_committed_once(client, tiny_image_onnx, digits, reference, tmp_path, monkeypatch):
     # One shard in flight, two workers: when the last shard is submitted a worker is idle, and with a
     # straggler factor of 0 that shard is submitted again at once. Both copies run; one result is committed.
-    monkeypatch.setattr(featx.dispatch, "STRAGGLER_FACTOR", 0.0)
+    monkeypatch.setattr(featx.extraction.dispatch, "STRAGGLER_FACTOR", 0.0)
     report = featx.extract(digits, tiny_image_onnx, tmp_path / "c", shard_size=SHARD, dask=client,
                            max_in_flight=1, progress=False)
     assert report.resubmitted == 1
@@ -122,7 +122,7 @@ def test_gpus_per_worker_needs_gpu_workers(client, tiny_image_onnx, digits, tmp_
     with pytest.raises(ClusterError, match=r"no worker .* offers a GPU; start GPU workers with `dask worker "
                                            r"ADDRESS --nthreads 1 --resources GPU=1`"):
         featx.extract(digits, tiny_image_onnx, tmp_path / "c", dask=client, gpus_per_worker=1, progress=False)
-    if featx.cluster.local_gpus() == 0:
+    if featx.extraction.cluster.local_gpus() == 0:
         with pytest.raises(ClusterError, match="this machine has no NVIDIA GPU"):
             featx.extract(digits, tiny_image_onnx, tmp_path / "d", dask="local:1", gpus_per_worker=1, progress=False)
 
@@ -136,7 +136,7 @@ def test_parameters_and_an_unreachable_scheduler(tiny_image_onnx, digits, tmp_pa
         featx.extract(digits, tiny_image_onnx, tmp_path / "c", dask="local", executor=pool)
     with pytest.raises(ParameterError, match="gpus_per_worker applies to a Dask cluster"):
         featx.extract(digits, tiny_image_onnx, tmp_path / "c", gpus_per_worker=1)
-    monkeypatch.setattr(featx.cluster, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(featx.extraction.cluster, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(ClusterError, match=r"cannot reach a Dask scheduler at tcp://127.0.0.1:1 .*`dask scheduler`"):
         featx.extract(digits, tiny_image_onnx, tmp_path / "c", dask="tcp://127.0.0.1:1", progress=False)
 
@@ -163,7 +163,7 @@ def test_train_on_dask_selects_the_same_head_as_the_local_run(client, tiny_image
     address = client.scheduler.address
     for out, extra in ((tmp_path / "local", []), (tmp_path / "dask", ["--dask", address])):
         assert main(["train", str(cache), "--head", "logreg", "--cv", "3", "--out", str(out), "--json", *extra]) == 0
-    local, dask = (featx.persist.read_metadata(tmp_path / name / "logreg.skops") for name in ("local", "dask"))
+    local, dask = (featx.heads.persist.read_metadata(tmp_path / name / "logreg.skops") for name in ("local", "dask"))
     assert dask["best_params"] == local["best_params"]
     assert dask["cv_mean"] == pytest.approx(local["cv_mean"], abs=1e-12)
     assert dask["cv_std"] == pytest.approx(local["cv_std"], abs=1e-12)

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image, ImageFile
 
 import featx
-from featx.decode import MAX_PIXELS, check_text, decode_image, describe
+from featx.engine.decode import MAX_PIXELS, check_text, decode_image, describe
 from featx.errors import FeatxError, InputError
-from featx.preprocess import TextTokenizer, preprocess_image
-from featx.registry import ImagePreprocess
+from featx.engine.preprocess import TextTokenizer, preprocess_image
+from featx.specs.registry import ImagePreprocess
 
 PIL_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 PIL_LOAD_TRUNCATED = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -110,7 +110,7 @@ def test_unreadable_file_in_a_child_that_obeys_file_modes(tmp_path, sample_rgbs,
     path = tmp_path / "secret.png"
     photo(sample_rgbs).save(path)
     path.chmod(0)
-    code = ("from featx.decode import decode_image\n"
+    code = ("from featx.engine.decode import decode_image\n"
             "from featx.errors import UnreadableItemError\n"
             "try:\n"
             f"    decode_image({str(path)!r})\n"

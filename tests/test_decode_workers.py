@@ -18,11 +18,11 @@ from PIL import Image
 
 import featx
 from featx.cli import main
-from featx.decode import PixelBudget
-from featx.embedding import default_decode_workers, embed, prepare_batches, run_batches, split
+from featx.engine.decode import PixelBudget
+from featx.engine.embedding import default_decode_workers, embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ModelInputError, SpecError
-from featx.runtime import Session, cuda_status, default_threads, device_index, resolve_providers
-from featx.staging import Staging, cuda_runtime, pin
+from featx.engine.runtime import Session, cuda_status, default_threads, device_index, resolve_providers
+from featx.engine.staging import Staging, cuda_runtime, pin
 
 
 def wait_until(predicate, timeout=30.0):

@@ -21,7 +21,7 @@ import featx
 from featx.cli import main
 from featx.deploy import DeployedModel, deploy_head
 from featx.errors import DeployError, ParameterError
-from featx.persist import load_head
+from featx.heads.persist import load_head
 from featx.sources import open_dataset, subset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,7 +282,7 @@ def test_every_head_featx_train_makes_deploys(which, digits_lite0_caches, foods_
                                                 ("efficientnet-lite0", "fp16", "builtin:digits:train"),
                                                 ("all-minilm-l6-v2", "int8", "builtin:fine-foods:train")])
 def test_variants_deploy_with_their_recorded_parity(name, mode, source, lite0_onnx, minilm_onnx, tmp_path, capsys):
-    from featx.provision import export_backbone
+    from featx.torchmodels.provision import export_backbone
 
     kwargs = {"quantize": "int8", "calibration_size": 16} if mode == "int8" else {"precision": "fp16"}
     variant = export_backbone(name, out_dir=(lite0_onnx if name.startswith("eff") else minilm_onnx).parent, **kwargs)

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from featx.decode import decode_image
+from featx.engine.decode import decode_image
 from featx.errors import DeployError
-from featx.preprocess import image_batch
-from featx.registry import ImagePreprocess
+from featx.engine.preprocess import image_batch
+from featx.specs.registry import ImagePreprocess
 
 pytest.importorskip("onnxruntime_extensions")
 

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from featx.dispatch import dispatch, window_for
+from featx.extraction.dispatch import dispatch, window_for
 from featx.errors import WorkerError
 from featx.sources import Item
-from featx.work import ShardTask
+from featx.extraction.shard import ShardTask
 
 
 def tasks(n: int, pulled: list | None = None):
@@ -81,7 +81,7 @@ def test_a_pool_worker_with_another_model_file_is_refused_naming_it(tiny_image_o
     import shutil
 
     import featx
-    from featx.dispatch import process_pool
+    from featx.extraction.dispatch import process_pool
     from featx.errors import CacheMismatchError
 
     model = tmp_path / "model" / tiny_image_onnx.name
@@ -99,8 +99,8 @@ def test_a_file_gone_for_everyone_is_an_ordinary_bad_item(tiny_image_onnx, image
     """A worker reports the listed files it cannot open; when the coordinator cannot open them either (deleted
     since the listing), they are bad items as in-process, not a storage problem of the worker."""
     import featx
-    from featx.dispatch import process_pool
-    from featx.work import ShardJob, ShardTask, compute_shard
+    from featx.extraction.dispatch import process_pool
+    from featx.extraction.shard import ShardJob, ShardTask, compute_shard
 
     ds = featx.open_dataset(image_files)
     gone = next(i for i in ds.items if i.ref.endswith("circle.png"))

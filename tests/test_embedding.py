@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import featx
-from featx.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
+from featx.engine.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ItemFailedError, NonFiniteOutputError
-from featx.work import embed_items
-from featx.runtime import DeviceBatch
+from featx.extraction.shard import embed_items
+from featx.engine.runtime import DeviceBatch
 from featx.sources import Item
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import classification_report
 
 import featx
 from featx.errors import InputError
-from featx.evaluate import evaluate, evaluate_predictions, save_report, to_markdown
+from featx.heads.evaluate import evaluate, evaluate_predictions, save_report, to_markdown
 from featx.heads import head_pipeline
 from featx.sources import open_dataset, subset
 
@@ -104,7 +104,7 @@ def test_confusion_png_colours_are_fractions_of_the_true_class(tmp_path):
     import matplotlib
     from PIL import Image
 
-    from featx.evaluate import plot_confusion
+    from featx.heads.evaluate import plot_confusion
 
     r = evaluate_predictions(["bird"] * 2 + ["cat"] * 4 + ["dog"] * 3,
                              ["bird", "cat"] + ["cat"] * 4 + ["dog"] * 3)

@@ -15,12 +15,12 @@ import torch
 
 import featx
 from featx.errors import ExportError, SpecError
-from featx.export import PARITY_TOLERANCE, _wrappers, build_torch_backbone, export, export_module
+from featx.torchmodels.export import PARITY_TOLERANCE, _wrappers, build_torch_backbone, export, export_module
 from featx.files import sha256_file
-from featx.modelfiles import exported_path, read_spec_file, spec_path_for, write_spec
-from featx.preprocess import image_batch
-from featx.samples import PARITY_SENTENCES
-from featx.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
+from featx.specs.exported import exported_path, read_spec_file, spec_path_for, write_spec
+from featx.engine.preprocess import image_batch
+from featx.specs.samples import PARITY_SENTENCES
+from featx.specs.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
 
 REAL_SENTENCES = [
     "I bought these dog treats for my puppy and she absolutely loves them.",

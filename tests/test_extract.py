@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 import featx
-from featx.backbone import Backbone
+from featx.engine.backbone import Backbone
 from featx.errors import CacheError, CacheMismatchError, DataSourceError, ItemFailedError, ParameterError
-from featx.modelfiles import write_spec
-from featx.registry import BackboneSpec, ImagePreprocess
+from featx.specs.exported import write_spec
+from featx.specs.registry import BackboneSpec, ImagePreprocess
 from featx.sources import open_dataset, subset
 
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from featx.errors import InputError, MissingDependencyError, ParameterError, SpecError  # noqa: E402
-from featx.finetune import (  # noqa: E402
+from featx.torchmodels.finetune import (  # noqa: E402
     MODES,
     TorchBackbone,
     count_parameters,
@@ -21,7 +21,7 @@ from featx.finetune import (  # noqa: E402
     require_torch,
     steps_for,
 )
-from featx.registry import BackboneSpec, TextPreprocess, get_spec  # noqa: E402
+from featx.specs.registry import BackboneSpec, TextPreprocess, get_spec  # noqa: E402
 from featx.sources import open_dataset, subset  # noqa: E402
 
 THREADS = 1  # the test machine's cores are shared: one torch thread is fastest there
@@ -131,8 +131,8 @@ def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_back
     X, y, X_test, _ = digits
     tb = tiny_cnn_backbone()
     result = finetune(tb, X, y, mode="head", lr=1e-2, steps=5, seed=0, threads=THREADS)
-    from featx.preprocess import image_batch
-    from featx.decode import decode_image
+    from featx.engine.preprocess import image_batch
+    from featx.engine.decode import decode_image
 
     batch = torch.from_numpy(image_batch([decode_image(x) for x in X_test[:5]], tb.spec.preprocess))
     tb.module.eval()
@@ -145,7 +145,7 @@ def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_back
 def test_lp_ft_starts_the_full_fine_tuning_from_the_fitted_probe(digits, tiny_cnn_backbone):
     """init_head: the linear layer starts from a fitted probe (LP-FT), checked against the classes and shapes."""
     from featx.errors import ParameterError
-    from featx.finetune import head_weights
+    from featx.torchmodels.finetune import head_weights
 
     X, y, X_test, y_test = digits
     tb = tiny_cnn_backbone()
@@ -242,7 +242,7 @@ def test_without_torch_the_error_says_what_to_install(monkeypatch):
 @pytest.mark.parametrize("mode", MODES)
 def test_lite0_modes_count_their_parameters(mode):
     """The real EfficientNet-Lite0: head = linear layer; partial = blocks 8-15 + conv head; full = all used."""
-    from featx.finetune import load_torch_backbone
+    from featx.torchmodels.finetune import load_torch_backbone
 
     tb = load_torch_backbone("efficientnet-lite0")
     eff = tb.module.model
@@ -260,7 +260,7 @@ def test_lite0_modes_count_their_parameters(mode):
 
 @pytest.mark.slow
 def test_minilm_partial_freezes_embeddings_and_first_layers():
-    from featx.finetune import load_torch_backbone
+    from featx.torchmodels.finetune import load_torch_backbone
 
     tb = load_torch_backbone("all-minilm-l6-v2")
     bert = tb.module.model

@@ -11,10 +11,10 @@ import onnx
 import pytest
 
 import featx
-from featx.export import _wrappers, export, export_module
-from featx.modelfiles import spec_path_for
-from featx.fuse import eager_attention, encoder_shape
-from featx.registry import BackboneSpec, TextPreprocess
+from featx.torchmodels.export import _wrappers, export, export_module
+from featx.specs.exported import spec_path_for
+from featx.torchmodels.fuse import eager_attention, encoder_shape
+from featx.specs.registry import BackboneSpec, TextPreprocess
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -21,8 +21,8 @@ import pytest
 import featx
 from featx.cli import main
 from featx.errors import ParameterError
-from featx.quantize import cosine_rows
-from featx.runtime import cuda_status
+from featx.torchmodels.quantize import cosine_rows
+from featx.engine.runtime import cuda_status
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_BUILT = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -40,7 +40,7 @@ def tiny_copy(tiny_image_onnx, tmp_path) -> Path:
 
 
 def photos(n=6):
-    from featx.samples import sample_photos
+    from featx.specs.samples import sample_photos
 
     p = sample_photos()
     return [np.ascontiguousarray(p[i % 2][i * 20:, i * 30:]) for i in range(n)]

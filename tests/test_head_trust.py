@@ -19,7 +19,7 @@ import featx
 from featx.cli import main
 from featx.errors import HeadError
 from featx.heads import HEADS, select_head
-from featx.persist import MAX_SCHEMA_DEPTH, load_head, metadata_path, save_head
+from featx.heads.persist import MAX_SCHEMA_DEPTH, load_head, metadata_path, save_head
 from featx.sources import open_dataset, subset
 
 

@@ -15,7 +15,7 @@ from featx.cli import main
 from featx.errors import HeadError, InputError, ParameterError
 from featx.heads import (FEW_SHOT_PARAMS, HEADS, SignedSqrt, grid_size, head_grid, head_pipeline, resolve_heads, select_head,
                          train_heads)
-from featx.persist import load_head
+from featx.heads.persist import load_head
 from featx.sources import open_dataset, subset
 
 

@@ -15,7 +15,7 @@ from featx.cli import main
 from featx.errors import HeadError, ParameterError
 from featx.heads import IVFKNeighborsClassifier, plan_head, select_head, stratified_sample
 from featx.heads.stream import WINDOW_ROWS, epoch_order
-from featx.persist import file_types, load_head, save_head
+from featx.heads.persist import file_types, load_head, save_head
 
 
 def write_cache(root, X, y, *, dtype="float32", shard_rows=1000, order=None, failed=()):

@@ -20,9 +20,9 @@ transformers = pytest.importorskip("transformers")
 
 import featx  # noqa: E402
 from featx.errors import ParameterError, SpecError  # noqa: E402
-from featx.hfspec import preprocess_from_processor, split_name, text_max_length  # noqa: E402
-from featx.inputs import InputChain  # noqa: E402
-from featx.registry import get_spec  # noqa: E402
+from featx.specs.hfspec import preprocess_from_processor, split_name, text_max_length  # noqa: E402
+from featx.engine.inputs import InputChain  # noqa: E402
+from featx.specs.registry import get_spec  # noqa: E402
 
 IMAGE_FAMILIES = ("vit", "dinov2", "convnext", "clip", "siglip")
 SENTENCES = ["a photo of a dog", "The package arrived damaged and half the chips were crushed.", "ok",
@@ -208,7 +208,7 @@ def test_zero_shot_estimator_contract(hf_models, sample_rgbs):
     from sklearn.utils.estimator_checks import (check_estimator_cloneable, check_get_params_invariance,
                                                 check_no_attributes_set_in_init, check_set_params)
 
-    from featx.zeroshot import ZeroShotClassifier
+    from featx.estimators.zeroshot import ZeroShotClassifier
 
     model = f"hf:{hf_models['clip']}"
     est = ZeroShotClassifier(model, classes={0: "cat", 1: "dog"})

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featx.backbone import Backbone
+from featx.engine.backbone import Backbone
 from featx.errors import InputError, SpecError
-from featx.finetune import training_inputs
-from featx.inputs import TEXT_INPUTS, InputChain, ItemBatches
-from featx.modelfiles import ModelFile, write_spec
-from featx.quantize import CalibrationReader
+from featx.torchmodels.finetune import training_inputs
+from featx.engine.inputs import TEXT_INPUTS, InputChain, ItemBatches
+from featx.specs.exported import ModelFile, write_spec
+from featx.torchmodels.quantize import CalibrationReader
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import featx
-from featx.decode import decode_image
+from featx.engine.decode import decode_image
 from featx.errors import CacheError, ParameterError
-from featx.registry import ImagePreprocess
+from featx.specs.registry import ImagePreprocess
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_executor_workers_decode_as_the_coordinator(tiny_image_onnx, photos, tmp
 
 def test_worker_with_another_model_file_refuses(tiny_image_onnx, tmp_path):
     from featx.sources import open_dataset
-    from featx.work import ShardJob, ShardTask, compute_shard
+    from featx.extraction.shard import ShardJob, ShardTask, compute_shard
 
     items = open_dataset("builtin:digits", limit=4).items
     result = compute_shard(ShardJob(str(tiny_image_onnx), "0" * 16, "cpu", 1, batch_size=4),
@@ -120,8 +120,8 @@ def test_transformer_and_pipeline_config_take_jpeg_draft(tiny_image_onnx, photos
 
 
 def test_finetune_inputs_decode_as_the_backbone(tiny_image_onnx, photos):
-    from featx.finetune import training_inputs
-    from featx.preprocess import resize_and_crop
+    from featx.torchmodels.finetune import training_inputs
+    from featx.engine.preprocess import resize_and_crop
 
     jpg = str(photos / "all" / "p0.jpg")
     for draft in (False, True):

@@ -11,13 +11,13 @@ import pytest
 
 import featx
 from featx.cache import FeatureReader, iter_features, load_features
-from featx.cache.inspect import verify
+from featx.cache.verify import verify
 from featx.cli import main
 from featx.errors import CacheError, CacheMismatchError, ExportError, SpecError
-from featx.export import export_module, with_layers
+from featx.torchmodels.export import export_module, with_layers
 from featx.heads import select_head, select_layer
-from featx.layers import available_layers, parse_layers
-from featx.persist import load_head, read_metadata
+from featx.specs.layers import available_layers, parse_layers
+from featx.heads.persist import load_head, read_metadata
 from featx.sources import open_dataset, subset
 
 LAYERS = ("block1", "block3")
@@ -221,7 +221,7 @@ def test_embedding_transformer_takes_a_layer(tmp_path, layered_cache):
     ("all-minilm-l6-v2", "layer0,layer3", {"layer0": 384, "layer3": 384}),
 ])
 def test_real_backbones_export_their_layers_parity_checked_per_output(tmp_path, name, layers, dims):
-    from featx.export import export
+    from featx.torchmodels.export import export
 
     result = export(name, out_dir=tmp_path, layers=layers)
     record = json.loads(result.spec_path.read_text())

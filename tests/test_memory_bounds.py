@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featx.decode import decode_image
+from featx.engine.decode import decode_image
 from featx.errors import InputError
 
 MB = 1 << 20
@@ -90,8 +90,8 @@ for i in range({n}):
 def image_setup(model) -> str:
     return f"""
 import numpy as np, featx
-from featx.decode import PixelBudget
-from featx.embedding import prepare_batches
+from featx.engine.decode import PixelBudget
+from featx.engine.embedding import prepare_batches
 bb = featx.load_backbone({str(model)!r}, providers="cpu", threads=1)
 bb.embed([np.zeros((40, 40, 3), np.uint8)] * 2, decode_workers=2)  # session, threads, arenas warmed up
 """

@@ -10,7 +10,7 @@ import pytest
 
 from featx.errors import SpecError
 from featx.files import sha256_file
-from featx.modelfiles import (
+from featx.specs.exported import (
     ModelFile,
     copy_tokenizer,
     exported_dir,
@@ -23,7 +23,7 @@ from featx.modelfiles import (
     staging_dir,
     write_spec,
 )
-from featx.runtime import Session
+from featx.engine.runtime import Session
 
 
 def test_an_outside_models_record_keeps_its_layout(tiny_image_onnx, tmp_path):

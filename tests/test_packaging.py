@@ -151,7 +151,7 @@ def test_the_audit_sees_imports_inside_functions_and_by_name(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("blocked, extra, call", [
-    ("matplotlib", "plots", lambda tmp: __import__("featx.evaluate").evaluate.plot_confusion(
+    ("matplotlib", "plots", lambda tmp: __import__("featx.heads.evaluate").heads.evaluate.plot_confusion(
         {"confusion_matrix": [[1]], "classes": ["a"], "accuracy": 1.0, "macro_f1": 1.0}, tmp / "c.png")),
     ("pyarrow", "parquet", lambda tmp: __import__("featx.sources").sources.open_dataset(
         (tmp / "m.parquet").write_bytes(b"PAR1") and tmp / "m.parquet")),
@@ -167,7 +167,7 @@ def test_a_missing_optional_part_names_its_extra(blocked, extra, call, tmp_path,
 
 
 def test_reports_without_matplotlib_keep_the_numbers(tmp_path, monkeypatch):
-    from featx.evaluate import evaluate_predictions, save_report
+    from featx.heads.evaluate import evaluate_predictions, save_report
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     report = evaluate_predictions(np.array(["a", "b", "a"]), np.array(["a", "b", "b"]))

@@ -14,7 +14,7 @@ import skops.io as sio
 import featx
 from featx.errors import HeadError, UntrustedTypeError
 from featx.heads import HEADS, select_head
-from featx.persist import TRUSTED_TYPES, file_types, load_head, metadata_path, read_metadata, save_head
+from featx.heads.persist import TRUSTED_TYPES, file_types, load_head, metadata_path, read_metadata, save_head
 from featx.sources import open_dataset, subset
 
 

@@ -11,7 +11,7 @@ import pytest
 import featx
 from featx.cli import main
 from featx.errors import ParameterError
-from featx.persist import load_head, read_metadata
+from featx.heads.persist import load_head, read_metadata
 from featx.pipeline import PipelineConfig, format_table, load_pipeline, run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent

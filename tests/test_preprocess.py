@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featx.decode import decode_image
-from featx.preprocess import TextTokenizer, image_batch, normalize_into, preprocess_image, resize_and_crop
-from featx.registry import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess, get_spec
+from featx.engine.decode import decode_image
+from featx.engine.preprocess import TextTokenizer, image_batch, normalize_into, preprocess_image, resize_and_crop
+from featx.specs.registry import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess, get_spec
 
 SMALL = ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3)
 

@@ -1,4 +1,4 @@
-"""int8 and fp16 variants (featx.quantize, `featx export --quantize/--precision`): real ONNX Runtime
+"""int8 and fp16 variants (featx.torchmodels.quantize, `featx export --quantize/--precision`): real ONNX Runtime
 quantization of the tiny fixture models and of the real Lite0 / MiniLM exports, parity measured on
 real images and sentences, specs and fingerprints that keep variants apart from fp32."""
 
@@ -15,12 +15,12 @@ import pytest
 
 import featx
 from featx.cli import main
-from featx.doctor import has_vnni
+from featx.engine.doctor import has_vnni
 from featx.errors import ExportError, ParameterError, SpecError
 from featx.files import sha256_file
-from featx.modelfiles import variant_stem
-from featx.provision import export_backbone
-from featx.quantize import DEFAULT_CALIBRATION, MIN_COSINE, cosine_rows, default_calibration_images, quantize
+from featx.specs.exported import variant_stem
+from featx.torchmodels.provision import export_backbone
+from featx.torchmodels.quantize import DEFAULT_CALIBRATION, MIN_COSINE, cosine_rows, default_calibration_images, quantize
 
 
 def _ops(path) -> set[str]:

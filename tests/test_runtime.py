@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from featx.errors import ModelInputError, SpecError
-from featx.runtime import Session, cuda_status, default_threads, resolve_providers
+from featx.engine.runtime import Session, cuda_status, default_threads, resolve_providers
 
 CPU = "CPUExecutionProvider"
 
@@ -140,7 +140,7 @@ def test_default_threads():
 def test_default_threads_follow_the_cores_this_process_may_use():
     """A process pinned to one core gets one thread, whatever the machine has."""
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from featx.runtime import default_threads; print(default_threads())")
+            "from featx.engine.runtime import default_threads; print(default_threads())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"

@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 
 import featx
-from featx import doctor
+from featx.engine import doctor
 from featx.errors import ModelInputError
-from featx.runtime import DeviceBatch, Session, cuda_status
+from featx.engine.runtime import DeviceBatch, Session, cuda_status
 
 CUDA_USABLE, CUDA_WHY = cuda_status()
 needs_cuda = pytest.mark.skipif(not CUDA_USABLE, reason=f"CUDA path not tested here: {CUDA_WHY}")
@@ -151,7 +151,7 @@ def test_cuda_lite0_matches_cpu(lite0_onnx, sample_rgbs):
 
 @needs_cuda
 def test_cuda_fp16_variant_matches_fp32(lite0_onnx, sample_rgbs, tmp_path):
-    from featx.quantize import cosine_rows, quantize
+    from featx.torchmodels.quantize import cosine_rows, quantize
 
     r = quantize(lite0_onnx, "fp16", out_dir=tmp_path)
     feeds = featx.load_backbone(lite0_onnx).prepare(sample_rgbs)
@@ -162,7 +162,7 @@ def test_cuda_fp16_variant_matches_fp32(lite0_onnx, sample_rgbs, tmp_path):
 
 @needs_cuda
 def test_cuda_extraction_stages_batches_in_reused_page_locked_buffers(lite0_onnx, sample_rgbs, tmp_path):
-    from featx.quantize import cosine_rows
+    from featx.torchmodels.quantize import cosine_rows
     from featx.sources import Item, make_dataset
 
     items = [Item(id=f"p{i}", ref=sample_rgbs[i % 2][i * 9:, i * 13:], label=None) for i in range(40)]

@@ -15,7 +15,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import featx
-from featx.cache.inspect import verify
+from featx.cache.verify import verify
 from featx.cli import main
 from test_cache_faults import (N_ALL, SHARD, assert_whole_split_embedded, extract_cmd, start, wait_for_shards,
                                whole_split)  # whole_split: a fixture, used by name

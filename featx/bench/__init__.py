@@ -7,12 +7,12 @@ the same seeds:
   TF-IDF word 1-2-grams (texts), C chosen by cross-validation on the training subset;
 - frozen-feature heads (:mod:`featx.heads`: logistic regression, SVM, kNN, each with its
   model selection on the training subset only; with one item per class, the few-shot default)
-  on features from the featx cache (:func:`featx.extract`, :func:`featx.load_features`), and
+  on features from the featx cache (:func:`featx.extraction.extract`, :func:`featx.load_features`), and
   "frozen: best by CV", the head whose cross-validation score is highest (chosen without
   looking at the test set);
 - the layer rows: the logistic regression on each intermediate layer the export carries
-  (:mod:`featx.layers`), and "frozen: best layer by CV";
-- fine-tuned baselines (:mod:`featx.finetune`): head-only, partial, full, LP-FT, and the same
+  (:mod:`featx.specs.layers`), and "frozen: best layer by CV";
+- fine-tuned baselines (:mod:`featx.torchmodels.finetune`): head-only, partial, full, LP-FT, and the same
   architecture from scratch, with the learning rate and the epochs chosen on a validation split
   carved from a training subset (never the test set); for texts SetFit, its default recipe.
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decode import decode_image
+from ..engine.decode import decode_image
 from .config import BASELINE_C_GRIDS
 from .meter import Meter
 from .rows import BASELINE_LOGREG, MAJORITY, BaselineRow, Row, jsonable, scores

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backbone import DEFAULT_BATCH_SIZE
+from ..engine.backbone import DEFAULT_BATCH_SIZE
 from ..errors import ParameterError
-from ..finetune import MODES
+from ..torchmodels.finetune import MODES
 from ..sources import open_dataset
 
 HEADS = ("logreg", "svm", "knn")
@@ -51,7 +51,7 @@ class BenchConfig:
     """
 
     dataset: str
-    backbone: Any = None  # registered name, or a featx.finetune.TorchBackbone (generic path)
+    backbone: Any = None  # registered name, or a featx.torchmodels.finetune.TorchBackbone (generic path)
     sizes: tuple = (1, 5, 10, 50, 100)
     seeds: tuple[int, ...] = (0, 1, 2)
     test_size: int | None = 1000

@@ -1,4 +1,4 @@
-"""The fine-tuned rows (:mod:`featx.finetune`): head only, partial, full, from scratch, and LP-FT.
+"""The fine-tuned rows (:mod:`featx.torchmodels.finetune`): head only, partial, full, from scratch, and LP-FT.
 
 Per mode the learning rate and the number of epochs are chosen once on a validation split carved
 from one seed's subset of ``lr_select_per_class`` per class (never the test set): each rate trains
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import FeatxError, ParameterError
-from ..finetune import finetune, frozen_prefix, head_weights, predict, steps_for
+from ..torchmodels.finetune import finetune, frozen_prefix, head_weights, predict, steps_for
 from .config import LP_FT, SETFIT, BenchConfig
 from .formatting import format_number
 from .meter import Meter

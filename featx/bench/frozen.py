@@ -6,7 +6,7 @@
     run_heads         per subset: one HeadRow per head (featx.heads.select_head), then
                       "frozen: best by CV", the head with the best CV score (a SelectedRow)
     run_layers        per subset: "frozen: logreg @ <layer>" per intermediate layer (the export carries
-                      them: featx.layers), then "frozen: best layer by CV" (the final layer included)
+                      them: featx.specs.layers), then "frozen: best layer by CV" (the final layer included)
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbone import Backbone
+from ..engine.backbone import Backbone
 from ..cache import load_features
 from ..errors import FeatxError
-from ..extract import extract
+from ..extraction.extract import extract
 from ..heads import best_layer, select_head
-from ..layers import FINAL
-from ..registry import featx_home
+from ..specs.layers import FINAL
+from ..specs.registry import featx_home
 from ..sources import make_dataset
 from .config import slug
 from .formatting import display_path, format_number

@@ -14,16 +14,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backbone import Backbone
+from ..engine.backbone import Backbone
 from ..errors import ParameterError
-from ..export import export, export_module
+from ..torchmodels.export import export, export_module
 from ..files import write_atomically
-from ..finetune import (TorchBackbone, load_torch_backbone, override_preprocess, require_torch, torch_batch,
+from ..torchmodels.finetune import (TorchBackbone, load_torch_backbone, override_preprocess, require_torch, torch_batch,
                         torch_threads, training_inputs)
-from ..layers import layered_module
-from ..modelfiles import read_spec_file, spec_path_for, write_spec
-from ..provision import resolve_onnx
-from ..registry import BackboneSpec, featx_home
+from ..specs.layers import layered_module
+from ..specs.exported import read_spec_file, spec_path_for, write_spec
+from ..torchmodels.provision import resolve_onnx
+from ..specs.registry import BackboneSpec, featx_home
 from .config import DEFAULT_BACKBONES, DEFAULT_LAYERS, BenchConfig
 from .formatting import display_path
 from .result import Parity
@@ -34,7 +34,7 @@ class BenchBackbone:
     name: str  # name of the (possibly overridden) spec: the cache's model key
     onnx_path: Path
     spec: Any  # BackboneSpec used by every row (frozen and fine-tuned)
-    torch_backbone: Any = None  # featx.finetune.TorchBackbone (loaded lazily)
+    torch_backbone: Any = None  # featx.torchmodels.finetune.TorchBackbone (loaded lazily)
     parity: Parity | None = None
     source: str = ""
 
@@ -60,9 +60,9 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
 
     A preprocessing override (``image_size``/``max_length``) copies the exported ONNX into
     ``$FEATX_HOME/bench-models`` with a spec whose preprocessing is the override
-    (:func:`featx.modelfiles.write_spec`): a different spec name and fingerprint, so cached
+    (:func:`featx.specs.exported.write_spec`): a different spec name and fingerprint, so cached
     features of the two never mix. A ``TorchBackbone`` is exported there with
-    :func:`featx.export.export_module` (parity-checked).
+    :func:`featx.torchmodels.export.export_module` (parity-checked).
     """
     models_dir = Path(models_dir) if models_dir else bench_models_dir()
     backbone = config.backbone or DEFAULT_BACKBONES[modality]
@@ -82,7 +82,7 @@ def prepare_backbone(config: BenchConfig, modality: str, models_dir=None, need_t
     if need_torch and (str(backbone).endswith(".onnx") or Path(str(backbone)).is_file()):
         raise ParameterError(
             f"fine-tuned rows need the backbone in PyTorch, and {backbone} is an ONNX file: use a registered "
-            "name (featx models), a featx.finetune.TorchBackbone from Python, or --modes none for frozen rows only")
+            "name (featx models), a featx.torchmodels.finetune.TorchBackbone from Python, or --modes none for frozen rows only")
     original = resolve_onnx(backbone)
     base = Backbone(original, threads=1)
     if base.modality != modality:

@@ -20,7 +20,7 @@ import time
 
 from ..errors import ParameterError
 from ..extras import require
-from ..finetune import count_parameters, torch_threads
+from ..torchmodels.finetune import count_parameters, torch_threads
 from .meter import Meter
 from .models import BenchBackbone
 from .rows import FT_MODE_LABELS, FinetuneRow, scores

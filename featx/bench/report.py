@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_text_atomically
-from ..layers import FINAL
+from ..specs.layers import FINAL
 from ..machine import MachineFacts
 from .config import BASELINE_C_GRIDS
 from .formatting import format_count, format_number, mean_std

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ParameterError
-from ..evaluate import evaluate_predictions
+from ..heads.evaluate import evaluate_predictions
 from .splits import size_key
 
 FAMILIES = ("baseline", "frozen", "finetune")
@@ -81,7 +81,7 @@ class Scores:
 
 def scores(y_true, y_pred, classes: Sequence[str]) -> Scores:
     """Accuracy, balanced accuracy, macro-F1 and the confusion matrix (in ``classes`` order), from
-    :func:`featx.evaluate.evaluate_predictions`."""
+    :func:`featx.heads.evaluate.evaluate_predictions`."""
     y_true = np.asarray([str(v) for v in y_true], dtype=object)
     y_pred = np.asarray([str(v) for v in y_pred], dtype=object)
     report = evaluate_predictions(y_true, y_pred, labels=list(classes))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..heads import FEW_SHOT_PARAMS
-from ..layers import FINAL
+from ..specs.layers import FINAL
 from ..machine import machine_facts, rounded_load_average
 from .baselines import raw_pixels_of, run_baselines
 from .conclusion import conclude

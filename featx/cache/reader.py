@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheCorruptError, CacheError, ParameterError, SpecError
-from ..layers import FINAL, check_layer
+from ..specs.layers import FINAL, check_layer
 from ..validation import check_bool, check_int, check_path, check_str
 from .store import CacheStore
 
@@ -40,7 +40,7 @@ class FeatureReader:
     Parameters
     ----------
     cache : path
-        A cache directory written by :func:`featx.extract`.
+        A cache directory written by :func:`featx.extraction.extract`.
     model : str, optional
         Backbone name; may be omitted when the cache holds a single backbone.
     strict : bool

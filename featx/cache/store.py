@@ -1,6 +1,6 @@
 """The cache directory: listing, backbone fingerprints, committed shards, read view.
 
-Only :class:`CacheStore` touches the files; :func:`featx.extract` drives it and
+Only :class:`CacheStore` touches the files; :func:`featx.extraction.extract` drives it and
 :class:`~featx.cache.reader.FeatureReader` reads it.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CacheAccessError, CacheCorruptError, CacheError, CacheMismatchError
 from ..files import write_text_atomically
-from ..layers import FINAL
+from ..specs.layers import FINAL
 from ..validation import check_path
 from ..version import __version__
 from . import layout

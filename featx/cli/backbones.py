@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..doctor import diagnose
+from ..engine.doctor import diagnose
 from ..errors import UsageError
 from ..machine import has_vnni
-from ..modelfiles import exported_path, read_spec_file
-from ..provision import export_backbone
-from ..registry import Registry, load_spec_file
+from ..specs.exported import exported_path, read_spec_file
+from ..torchmodels.provision import export_backbone
+from ..specs.registry import Registry, load_spec_file
 from .flags import add_json_flag, positive_int
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..backbone import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
-from ..cache.inspect import info, verify
-from ..dispatch import process_pool
+from ..engine.backbone import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
+from ..cache.verify import info, verify
+from ..extraction.dispatch import process_pool
 from ..errors import UsageError
-from ..extract import extract
-from ..runtime import default_threads
+from ..extraction.extract import extract
+from ..engine.runtime import default_threads
 from ..sources import open_dataset
 from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, non_negative_int, positive_int
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..backbone import DEFAULT_BATCH_SIZE
+from ..engine.backbone import DEFAULT_BATCH_SIZE
 from .flags import add_json_flag, positive_int
 
 # featx.deploy is imported inside the command: it loads scikit-learn and featx.heads, which

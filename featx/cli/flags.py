@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from contextlib import nullcontext
 
-from ..cluster import check_cluster, quiet_logs
+from ..extraction.cluster import check_cluster, quiet_logs
 from ..errors import ParameterError
 
 
@@ -74,7 +74,7 @@ def jobs(text: str) -> int:
 
 
 def dask_address(text: str) -> str:
-    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; :func:`featx.cluster.check_cluster`)."""
+    """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; :func:`featx.extraction.cluster.check_cluster`)."""
     try:
         return check_cluster(text)
     except ParameterError:

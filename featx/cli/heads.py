@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from .. import interrupts
-from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from ..engine.backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
-from ..cluster import joblib_on
+from ..extraction.cluster import joblib_on
 from ..errors import CacheError, DataSourceError, HeadError, UsageError
-from ..evaluate import evaluate, save_report, to_markdown
-from ..extract import extract
+from ..heads.evaluate import evaluate, save_report, to_markdown
+from ..extraction.extract import extract
 from ..files import write_atomically
-from ..persist import load_head, read_metadata, save_head
+from ..heads.persist import load_head, read_metadata, save_head
 from ..sources import check_modality, labelled_mask, open_dataset
 from .cache import extract_document
 from .flags import (add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,

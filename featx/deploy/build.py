@@ -7,11 +7,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from ..engine.backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
 from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
-from ..layers import FINAL, check_layer, output_name
-from ..persist import load_head, read_metadata
+from ..specs.layers import FINAL, check_layer, output_name
+from ..heads.persist import load_head, read_metadata
 from ..validation import check_choice, check_float, check_int
 from ..version import __version__
 from .compose import default_opset, fuse_graphs, set_metadata

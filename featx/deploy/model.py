@@ -22,14 +22,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..backbone import DEFAULT_BATCH_SIZE, ItemPreparation
-from ..embedding import ON_ERROR, embed
+from ..engine.backbone import DEFAULT_BATCH_SIZE, ItemPreparation
+from ..engine.embedding import ON_ERROR, embed
 from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
-from ..inputs import InputChain
+from ..engine.inputs import InputChain
 from ..progress import progress_bar
-from ..registry import BackboneSpec, preprocess_from_dict
-from ..runtime import Session
+from ..specs.registry import BackboneSpec, preprocess_from_dict
+from ..engine.runtime import Session
 from ..validation import check_choice, check_int
 from .compose import read_metadata_props
 from .head import LABEL, PROBABILITIES
@@ -57,9 +57,9 @@ class Predictions:
 class DeployedModel(ItemPreparation):
     """A fused backbone + head file, ready to predict raw items.
 
-    It prepares items as the backbone it holds does (its spec's :class:`featx.inputs.InputChain`,
-    through :class:`featx.backbone.ItemPreparation`),
-    and predicts through featx's embedding routine (:mod:`featx.embedding`), whose error policy
+    It prepares items as the backbone it holds does (its spec's :class:`featx.engine.inputs.InputChain`,
+    through :class:`featx.engine.backbone.ItemPreparation`),
+    and predicts through featx's embedding routine (:mod:`featx.engine.embedding`), whose error policy
     it shares: for that routine a "row" is the label's index followed by the probabilities.
 
     Parameters
@@ -67,7 +67,7 @@ class DeployedModel(ItemPreparation):
     path : str or Path
         The ``.onnx`` file written by ``featx deploy``.
     providers, threads :
-        As in :class:`featx.runtime.Session`.
+        As in :class:`featx.engine.runtime.Session`.
 
     Raises
     ------
@@ -128,7 +128,7 @@ class DeployedModel(ItemPreparation):
 
     @property
     def dim(self) -> int:
-        """Width of a row for :mod:`featx.embedding`: the label's index, then the probabilities."""
+        """Width of a row for :mod:`featx.engine.embedding`: the label's index, then the probabilities."""
         return int(self.spec.dim)
 
     # -- decode and prepare (ItemPreparation), run ------------------------------

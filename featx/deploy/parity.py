@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DeployError, InputError
-from ..layers import FINAL
-from ..samples import PARITY_SENTENCES, sample_photos
+from ..specs.layers import FINAL
+from ..specs.samples import PARITY_SENTENCES, sample_photos
 from ..sources import Item, open_dataset, subset
 
 log = logging.getLogger("featx")

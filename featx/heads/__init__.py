@@ -8,7 +8,7 @@
       select.py   select_head / train_heads: CV on a stratified sample, refit the winner on every row
       stream.py   the refit over chunks of rows, from an array or from the cache (same batches)
       knn.py      kNN on an inverted-file index rebuilt from plain arrays (safe to load)
-      layer.py    select_layer: the layer of a backbone (featx.layers) chosen by CV like any hyper-parameter
+      layer_choice.py select_layer: the layer of a backbone (featx.specs.layers) chosen by CV like any hyper-parameter
 
 What each head does at which size ("auto"; ``strategy=`` overrides), ``n`` training rows:
 
@@ -43,7 +43,7 @@ from .build import (CALIBRATION_FOLDS, FEW_SHOT_PARAMS, HEADS, NYSTROEM_COMPONEN
                     check_grid, check_kind, default_params, describe_params, grid_points, grid_size, head_grid,
                     head_pipeline)
 from .knn import IVFKNeighborsClassifier
-from .layer import LayerSelection, best_layer, select_layer
+from .layer_choice import LayerSelection, best_layer, select_layer
 from .plan import EXACT_ROWS, SELECT_ROWS, STRATEGIES, HeadPlan, default_memory_budget, plan_head
 from .select import SelectionResult, check_n_jobs, resolve_heads, select_head, stratified_sample, train_heads
 

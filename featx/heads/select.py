@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, ParameterError
-from ..search import grid_search
+from .search import grid_search
 from ..sources import labelled_mask
 from ..validation import check_int, invalid
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,

@@ -65,7 +65,7 @@ def checked_head(estimator, source: str = "the head"):
     Parameters
     ----------
     estimator : a fitted head
-        As loaded by :func:`featx.persist.load_head`: a :class:`~sklearn.pipeline.Pipeline` of featx's
+        As loaded by :func:`featx.heads.persist.load_head`: a :class:`~sklearn.pipeline.Pipeline` of featx's
         steps, or one of its classifiers alone.
     source : str
         How to name the head in errors (its file).

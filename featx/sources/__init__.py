@@ -16,7 +16,7 @@
       subsets.py     subset: deterministic, label-stratified
 
 The guarantee: the same source lists the same items with the same ids, in the same order. Pure
-listing: nothing here decodes an image or tokenizes a text (:mod:`featx.decode` does), and
+listing: nothing here decodes an image or tokenizes a text (:mod:`featx.engine.decode` does), and
 missing or broken files (a corrupt tar member, a bad cell) are left for the decoder to report
 per item, under the caller's ``on_error``; a missing or empty label is no label, never a class. One more kind of source:
 see :mod:`featx.sources.kinds`.

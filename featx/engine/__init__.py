@@ -1,0 +1,1 @@
+"""The ONNX Runtime engine: decode -> preprocess -> session, per batch; no torch."""

@@ -1,0 +1,1 @@
+"""The torch side: build backbones in torch, export them to ONNX, quantize, fine-tune."""
