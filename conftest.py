@@ -61,7 +61,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     """The ``tiny_onnx`` of the examples (see the module docstring)."""
     torch = pytest.importorskip("torch")
     from featx.torchmodels.export import export_module
-    from featx.specs.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.spec import BackboneSpec, ImagePreprocess
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),

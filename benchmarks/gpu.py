@@ -378,9 +378,7 @@ def section_extract_arrays(run: Run, models) -> None:
 
 
 def _default_workers(bb) -> int:
-    from featx.engine.embedding import default_decode_workers
-
-    return default_decode_workers(bb.session)
+    return bb.defaults.decode_workers
 
 
 def write_pngs(folder: Path, n: int, side: int) -> Path:

@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(json.loads(args.run_one))))
         return 0
     from featx.machine import machine_facts, rounded_load_average
-    from featx.specs.registry import featx_home
+    from featx.files import featx_home
 
     home = featx_home()
     sizes = [int(s) for s in (args.sizes or ("500,2000" if args.quick else "2000,10000,60000")).split(",")]

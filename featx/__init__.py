@@ -5,7 +5,8 @@ ONNX Runtime, and train scikit-learn heads on them.
 """
 
 from .version import __version__
-from .engine.backbone import Backbone, load_backbone
+from .engine.backbone import Backbone
+from .factory import load_backbone
 from .cache import FeatureReader, iter_features, load_features
 from .errors import FeatxError
 from .extraction.extract import ExtractReport, extract

@@ -79,3 +79,9 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def featx_home() -> Path:
+    """Where featx keeps its files: ``$FEATX_HOME``, default ``~/.cache/featx`` (exported models in
+    ``models/``, see :mod:`featx.specs.exported`; fetched datasets in ``data/``)."""
+    return Path(os.environ.get("FEATX_HOME") or Path.home() / ".cache" / "featx").expanduser()

@@ -49,9 +49,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .engine.backbone import DEFAULT_BATCH_SIZE, load_backbone
+from .factory import load_backbone
+
 from .cache import load_features
-from .engine.embedding import ON_ERROR, embed
+from .engine.defaults import ON_ERROR
+from .engine.embedding import embed
 from .errors import DataSourceError, ParameterError
 from .heads.evaluate import evaluate, save_report
 from .extraction.extract import extract
@@ -85,7 +87,7 @@ class PipelineConfig:
     per_class: int | None = None
     test_limit: int | None = None
     seed: int = 0
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: the device's (featx.engine.defaults)
     on_error: str = "raise"
     providers: Any = None
     threads: int | None = None
@@ -135,7 +137,7 @@ class PipelineConfig:
         config = cls(
             name=str(name), train=str(ds["train"]), model=str(bb["model"]), test=ds.get("test"),
             test_size=ds.get("test_size"), limit=ds.get("limit"), per_class=ds.get("per_class"),
-            test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size", DEFAULT_BATCH_SIZE),
+            test_limit=ds.get("test_limit"), seed=ds.get("seed", 0), batch_size=bb.get("batch_size"),
             on_error=bb.get("on_error", "raise"), providers=bb.get("providers"), threads=bb.get("threads"),
             jpeg_draft=bb.get("jpeg_draft", False), decode_workers=bb.get("decode_workers"), heads=resolve_heads(hd.get("kinds", "all")), cv=hd.get("cv", 5), n_jobs=hd.get("n_jobs", -1),
             grids=dict(hd.get("grids", {})), out_dir=out.get("dir"), cache=out.get("cache"), source=source,
@@ -146,9 +148,9 @@ class PipelineConfig:
     def check(self) -> None:
         where = self.source or "pipeline"
         owner = f"pipeline {self.source}" if self.source else "PipelineConfig"
-        for key in ("limit", "per_class", "test_limit", "threads", "decode_workers"):
+        for key in ("limit", "per_class", "test_limit", "threads", "decode_workers", "batch_size"):
             check_int(getattr(self, key), key, owner, low=1, optional=True)
-        for key, low in (("batch_size", 1), ("cv", 2), ("seed", 0)):
+        for key, low in (("cv", 2), ("seed", 0)):
             check_int(getattr(self, key), key, owner, low=low)
         check_fraction(self.test_size, "test_size", owner, optional=True)
         check_choice(self.on_error, "on_error", owner, ON_ERROR)
@@ -253,7 +255,7 @@ def _datasets(config: PipelineConfig):
     return train, test
 
 
-def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise", warn=None,
+def embed_dataset(backbone, dataset, *, batch_size: int | None = None, on_error: str = "raise", warn=None,
                   progress: bool | None = None, layer: str | None = None, decode_workers: int | None = None):
     """Embed a dataset in memory (no cache): ``(X, y, ids)`` like :func:`featx.load_features`.
 
@@ -271,7 +273,7 @@ def embed_dataset(backbone, dataset, *, batch_size: int = DEFAULT_BATCH_SIZE, on
     >>> X.shape, len(y), list(ids) == digits.ids()
     ((20, 8), 20, True)
     """
-    check_int(batch_size, "batch_size", "embed_dataset", low=1)
+    check_int(batch_size, "batch_size", "embed_dataset", low=1, optional=True)
     check_choice(on_error, "on_error", "embed_dataset", ON_ERROR)
     check_bool(progress, "progress", "embed_dataset", optional=True)
     check_int(decode_workers, "decode_workers", "embed_dataset", low=1, optional=True)

@@ -73,12 +73,21 @@ def _save_model(nodes, inits, inputs, out_shape, path: Path, name: str) -> Path:
 
 
 def _tiny_image_spec(name: str, dim: int = 8):
-    from featx.specs.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.spec import BackboneSpec, ImagePreprocess
 
     return BackboneSpec(
         name=name, modality="image", dim=dim, source={"kind": "test"},
         preprocess=ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3),
     )
+
+
+@pytest.fixture(scope="session")
+def image_batch():
+    """``image_batch(rgbs, cfg)``: decoded images -> the float32 NCHW batch, by the steps
+    :meth:`featx.engine.inputs.InputChain.prepare` runs (resize and crop each, then normalise)."""
+    from featx.engine.preprocess import normalize_batch, resize_and_crop
+
+    return lambda rgbs, cfg: normalize_batch([resize_and_crop(rgb, cfg) for rgb in rgbs], cfg)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +168,7 @@ def tiny_text_onnx(tmp_path_factory, minilm_tokenizer_json) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     from featx.specs.exported import write_spec
-    from featx.specs.registry import BackboneSpec, TextPreprocess
+    from featx.specs.spec import BackboneSpec, TextPreprocess
 
     folder = tmp_path_factory.mktemp("tiny-text")
     rng = np.random.default_rng(1)
@@ -305,7 +314,7 @@ def tiny_cnn_backbone():
     """
     torch = pytest.importorskip("torch")
     from featx.torchmodels.finetune import TorchBackbone
-    from featx.specs.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.spec import BackboneSpec, ImagePreprocess
 
     class TinyCNN(torch.nn.Module):
         def __init__(self):

@@ -16,7 +16,6 @@ import featx
 from featx.engine.backbone import Backbone
 from featx.errors import InputError, NonFiniteOutputError, ParameterError, SpecError
 from featx.specs.exported import exported_path
-from featx.engine.preprocess import image_batch
 from featx.torchmodels.provision import resolve_onnx
 
 SENTENCES = [
@@ -94,7 +93,7 @@ def test_backbone_travels_to_a_spawned_process(tiny_image_onnx, image_files):
 
 
 # --------------------------------------------------------------------------- tiny backbones
-def test_every_input_kind_gives_the_same_embedding(tiny_image_onnx, image_files):
+def test_every_input_kind_gives_the_same_embedding(tiny_image_onnx, image_files, image_batch):
     bb = featx.load_backbone(tiny_image_onnx)
     path = image_files / "photos" / "china_crop.png"
     rgb = np.asarray(Image.open(path).convert("RGB"))

@@ -544,7 +544,7 @@ def tiny_text_run(tmp_path_factory, minilm_tokenizer_json):
 
     from featx.torchmodels.export import _wrappers
     from featx.torchmodels.finetune import TorchBackbone
-    from featx.specs.registry import BackboneSpec, TextPreprocess
+    from featx.specs.spec import BackboneSpec, TextPreprocess
 
     root = tmp_path_factory.mktemp("tiny-bert")
     torch = pytest.importorskip("torch")

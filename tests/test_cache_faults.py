@@ -231,7 +231,7 @@ def _wide_model(folder: Path, dim: int = 512) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     from featx.specs.exported import write_spec
-    from featx.specs.registry import BackboneSpec, ImagePreprocess
+    from featx.specs.spec import BackboneSpec, ImagePreprocess
 
     w = np.random.default_rng(0).normal(size=(dim, 3, 1, 1)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["pixel_values", "w"], ["c"]),

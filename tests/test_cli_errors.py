@@ -92,7 +92,7 @@ def test_model_json_of_another_model_is_not_rewritten_over_its_shards(tiny_image
     from onnx import numpy_helper
 
     from featx.specs.exported import write_spec
-    from featx.specs.registry import BackboneSpec
+    from featx.specs.spec import BackboneSpec
 
     model = onnx.load(str(tiny_image_onnx))
     weights = model.graph.initializer[0]

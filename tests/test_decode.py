@@ -14,8 +14,8 @@ from PIL import Image, ImageFile
 import featx
 from featx.engine.decode import MAX_PIXELS, check_text, decode_image, describe
 from featx.errors import FeatxError, InputError
-from featx.engine.preprocess import TextTokenizer, preprocess_image
-from featx.specs.registry import ImagePreprocess
+from featx.engine.preprocess import TextTokenizer
+from featx.specs.spec import ImagePreprocess
 
 PIL_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 PIL_LOAD_TRUNCATED = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -387,7 +387,7 @@ def test_animated_gif_first_frame(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1)])
-def test_tiny_and_extreme_images_reach_model_size(shape, tmp_path, monkeypatch):
+def test_tiny_and_extreme_images_reach_model_size(shape, tmp_path, monkeypatch, image_batch):
     path = tmp_path / "odd.png"
     arr = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
     Image.fromarray(arr).save(path)
@@ -398,7 +398,7 @@ def test_tiny_and_extreme_images_reach_model_size(shape, tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "resize",
                         lambda self, size, *a, **k: sizes.append(size) or resize(self, size, *a, **k))
     for cfg in (ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3), ImagePreprocess()):
-        x = preprocess_image(rgb, cfg)
+        x = image_batch([rgb], cfg)[0]
         assert x.shape == (3, cfg.size, cfg.size) and x.dtype == np.float32 and np.isfinite(x).all()
     assert all(w * h <= 256 * 256 for w, h in sizes)
 

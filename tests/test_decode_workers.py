@@ -19,7 +19,8 @@ from PIL import Image
 import featx
 from featx.cli import main
 from featx.engine.decode import PixelBudget
-from featx.engine.embedding import default_decode_workers, embed, prepare_batches, run_batches, split
+from featx.engine.defaults import device_defaults
+from featx.engine.embedding import embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ModelInputError, SpecError
 from featx.engine.runtime import Session, cuda_status, default_threads, device_index, resolve_providers
 from featx.engine.staging import Staging, cuda_runtime, pin
@@ -81,11 +82,11 @@ def test_the_first_bad_item_in_order_is_named_whatever_thread_fails_first(tiny_i
 
 def test_default_decode_workers_and_batch_size():
     cores = default_threads()
-    assert default_decode_workers(Session("unused.onnx", providers="cpu", threads=1)) == max(1, cores - 1)
-    assert default_decode_workers(Session("unused.onnx", providers="cpu")) == max(1, cores // 4)
+    assert device_defaults(Session("unused.onnx", providers="cpu", threads=1)).decode_workers == max(1, cores - 1)
+    assert device_defaults(Session("unused.onnx", providers="cpu")).decode_workers == max(1, cores // 4)
     assert Session("unused.onnx", providers="cpu").requested_device == "cpu"
     if "CUDAExecutionProvider" in ort.get_available_providers():  # asked for a GPU: every core decodes
-        assert default_decode_workers(Session("unused.onnx", providers="cuda:0", threads=2)) == cores
+        assert device_defaults(Session("unused.onnx", providers="cuda:0", threads=2)).decode_workers == cores
 
 
 def test_cpu_backbones_default_to_batches_of_16(tiny_image_onnx):

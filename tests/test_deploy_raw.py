@@ -10,8 +10,7 @@ import pytest
 
 from featx.engine.decode import decode_image
 from featx.errors import DeployError
-from featx.engine.preprocess import image_batch
-from featx.specs.registry import ImagePreprocess
+from featx.specs.spec import ImagePreprocess
 
 pytest.importorskip("onnxruntime_extensions")
 
@@ -43,7 +42,7 @@ def pngs(sample_rgbs) -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize("interpolation", sorted(FILTERS))
 @pytest.mark.parametrize("resize", [256, None])
-def test_resampling_in_the_graph_follows_pillow(interpolation, resize, sample_rgbs, tmp_path):
+def test_resampling_in_the_graph_follows_pillow(interpolation, resize, sample_rgbs, tmp_path, image_batch):
     import onnx
 
     cfg = ImagePreprocess(size=224, resize=resize, interpolation=interpolation, mean=(0.5,) * 3, std=(0.5,) * 3)

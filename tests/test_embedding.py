@@ -8,7 +8,7 @@ import pytest
 import featx
 from featx.engine.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
 from featx.errors import InputError, ItemFailedError, NonFiniteOutputError
-from featx.extraction.shard import embed_items
+from featx.extraction.shard import ShardJob, ShardTask, compute_shard
 from featx.engine.runtime import DeviceBatch
 from featx.sources import Item
 
@@ -70,16 +70,18 @@ def test_prefetch_threads_change_nothing(nan_image_onnx, mixed):
     assert joined.size == 36 and [f.position for f in joined.failures] == [3, 7, 10, 15, 19, 22, 27, 31, 34]
 
 
-def test_extract_unit_of_work_records_the_same_failures(nan_image_onnx, mixed):
+def test_extract_unit_of_work_records_the_same_failures(nan_image_onnx, mixed, tmp_path):
     bb = featx.load_backbone(nan_image_onnx)
     items = [Item(id=f"x/{i}", ref=ref, label=None, stamp=f"s{i}") for i, ref in enumerate(mixed)]
-    data = embed_items(bb, items, batch_size=4, on_error="skip")
+    data = compute_shard(ShardJob.of(bb, batch_size=4, on_error="skip"), ShardTask.of(bb.fingerprint_id, items)).data
     assert data.failed_ids == ["x/3", "x/7", "x/10"] and data.failed_stamps == ["s3", "s7", "s10"]
     assert data.ids == [f"x/{i}" for i in range(12) if i not in (3, 7, 10)]
     assert data.stamps == [f"s{i}" for i in range(12) if i not in (3, 7, 10)]
     np.testing.assert_array_equal(data.embeddings, embed(bb, mixed, batch_size=4, on_error="skip").rows)
     with pytest.raises(ItemFailedError, match=r"^item 'x/3' failed: image 'x/3': no such file"):
-        embed_items(bb, items, batch_size=4)
+        featx.extract(featx.sources.make_dataset("mixed", "image", items), bb, tmp_path / "c", batch_size=4)
+    stopped = compute_shard(ShardJob.of(bb, batch_size=4), ShardTask.of(bb.fingerprint_id, items))
+    assert stopped.bad_item[0] == "x/3" and stopped.data.ids == []  # the batch of the bad item is not kept
 
 
 def test_texts_count_truncation(tiny_text_onnx):

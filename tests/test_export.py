@@ -18,9 +18,9 @@ from featx.errors import ExportError, SpecError
 from featx.torchmodels.export import PARITY_TOLERANCE, _wrappers, build_torch_backbone, export, export_module
 from featx.files import sha256_file
 from featx.specs.exported import exported_path, read_spec_file, spec_path_for, write_spec
-from featx.engine.preprocess import image_batch
 from featx.specs.samples import PARITY_SENTENCES
-from featx.specs.registry import BackboneSpec, ImagePreprocess, TextPreprocess, get_spec
+from featx.specs.registry import get_spec
+from featx.specs.spec import BackboneSpec, ImagePreprocess, TextPreprocess
 
 REAL_SENTENCES = [
     "I bought these dog treats for my puppy and she absolutely loves them.",
@@ -74,7 +74,7 @@ def test_lite0_record(lite0_onnx, featx_home):
     assert read_spec_file(spec_path_for(lite0_onnx))["spec"] == record["spec"]
 
 
-def test_lite0_dynamic_batch_and_bottleneck(lite0_onnx, sample_rgbs):
+def test_lite0_dynamic_batch_and_bottleneck(lite0_onnx, sample_rgbs, image_batch):
     s = ort_session(lite0_onnx)
     (inp,), (out,) = s.get_inputs(), s.get_outputs()
     assert isinstance(inp.shape[0], str) and out.shape == [out.shape[0], 1280]  # pooled 1280, not 1000 logits

@@ -16,7 +16,7 @@ import featx
 from featx.engine.backbone import Backbone
 from featx.errors import CacheError, CacheMismatchError, DataSourceError, ItemFailedError, ParameterError
 from featx.specs.exported import write_spec
-from featx.specs.registry import BackboneSpec, ImagePreprocess
+from featx.specs.spec import BackboneSpec, ImagePreprocess
 from featx.sources import open_dataset, subset
 
 

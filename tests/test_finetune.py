@@ -21,7 +21,8 @@ from featx.torchmodels.finetune import (  # noqa: E402
     require_torch,
     steps_for,
 )
-from featx.specs.registry import BackboneSpec, TextPreprocess, get_spec  # noqa: E402
+from featx.specs.registry import get_spec  # noqa: E402
+from featx.specs.spec import BackboneSpec, TextPreprocess
 from featx.sources import open_dataset, subset  # noqa: E402
 
 THREADS = 1  # the test machine's cores are shared: one torch thread is fastest there
@@ -126,12 +127,11 @@ def test_learns_real_digits_and_predicts_labels(digits, tiny_cnn_backbone):
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
 
 
-def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_backbone):
+def test_head_mode_matches_training_on_the_frozen_features(digits, tiny_cnn_backbone, image_batch):
     """Head-only fine-tuning trains the linear layer on features equal to the backbone's eval output."""
     X, y, X_test, _ = digits
     tb = tiny_cnn_backbone()
     result = finetune(tb, X, y, mode="head", lr=1e-2, steps=5, seed=0, threads=THREADS)
-    from featx.engine.preprocess import image_batch
     from featx.engine.decode import decode_image
 
     batch = torch.from_numpy(image_batch([decode_image(x) for x in X_test[:5]], tb.spec.preprocess))

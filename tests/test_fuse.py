@@ -14,7 +14,7 @@ import featx
 from featx.torchmodels.export import _wrappers, export, export_module
 from featx.specs.exported import spec_path_for
 from featx.torchmodels.fuse import eager_attention, encoder_shape
-from featx.specs.registry import BackboneSpec, TextPreprocess
+from featx.specs.spec import BackboneSpec, TextPreprocess
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

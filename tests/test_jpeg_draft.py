@@ -12,7 +12,7 @@ from PIL import Image
 import featx
 from featx.engine.decode import decode_image
 from featx.errors import CacheError, ParameterError
-from featx.specs.registry import ImagePreprocess
+from featx.specs.spec import ImagePreprocess
 
 
 @pytest.fixture

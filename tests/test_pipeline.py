@@ -83,7 +83,7 @@ def test_bad_configurations_are_named(data, message):
     ("dataset", "test_size", 1.5, "None or a float in (0, 1)"),
     ("dataset", "limit", 0, "None or an int in [1, inf)"),
     ("dataset", "seed", -1, "an int in [0, inf)"),
-    ("backbone", "batch_size", True, "an int in [1, inf)"),
+    ("backbone", "batch_size", True, "None or an int in [1, inf)"),
     ("backbone", "threads", 0, "None or an int in [1, inf)"),
     ("heads", "cv", 1, "an int in [2, inf)"),
     ("backbone", "on_error", "ignore", "one of ('raise', 'skip')"),

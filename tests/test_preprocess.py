@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from featx.engine.decode import decode_image
-from featx.engine.preprocess import TextTokenizer, image_batch, normalize_into, preprocess_image, resize_and_crop
-from featx.specs.registry import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess, get_spec
+from featx.engine.preprocess import TextTokenizer, normalize_batch, normalize_into, resize_and_crop
+from featx.specs.registry import get_spec
+from featx.specs.spec import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
 
 SMALL = ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3)
 
@@ -24,10 +25,10 @@ def test_normalize_matches_formula(sample_rgbs):
     assert out.dtype == np.float32
 
 
-def test_black_and_white_extremes():
-    x = preprocess_image(np.zeros((40, 50, 3), np.uint8), SMALL)
+def test_black_and_white_extremes(image_batch):
+    x = image_batch([np.zeros((40, 50, 3), np.uint8)], SMALL)
     assert (x == -1.0).all()
-    x = preprocess_image(np.full((40, 50, 3), 255, np.uint8), SMALL)
+    x = image_batch([np.full((40, 50, 3), 255, np.uint8)], SMALL)
     np.testing.assert_allclose(x, 1.0, atol=1e-6)
 
 
@@ -77,23 +78,23 @@ def test_extreme_aspect_ratio_matches_full_resize():
     assert np.abs(out.astype(int) - ref).max() <= 2
 
 
-def test_image_batch_equals_stacked_singles(sample_rgbs):
+def test_image_batch_equals_stacked_singles(sample_rgbs, image_batch):
     rgbs = [sample_rgbs[0], sample_rgbs[1], np.zeros((5, 7, 3), np.uint8)]
     batch = image_batch(rgbs, SMALL)
     assert batch.shape == (3, 3, 32, 32) and batch.dtype == np.float32
     for i, rgb in enumerate(rgbs):
-        np.testing.assert_array_equal(batch[i], preprocess_image(rgb, SMALL))
-    assert image_batch([], SMALL).shape == (0, 3, 32, 32)
+        np.testing.assert_array_equal(batch[i], image_batch([rgb], SMALL)[0])
+    assert normalize_batch([], SMALL).shape == (0, 3, 32, 32)
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"])
-def test_every_interpolation(interpolation, sample_rgbs):
+def test_every_interpolation(interpolation, sample_rgbs, image_batch):
     cfg = ImagePreprocess(size=24, resize=28, interpolation=interpolation)
-    x = preprocess_image(sample_rgbs[1], cfg)
+    x = image_batch([sample_rgbs[1]], cfg)[0]
     assert x.shape == (3, 24, 24) and np.isfinite(x).all()
 
 
-def test_decoded_file_to_batch(image_files):
+def test_decoded_file_to_batch(image_files, image_batch):
     paths = sorted(image_files.rglob("*.*"))
     batch = image_batch([decode_image(p) for p in paths], SMALL)
     assert batch.shape == (len(paths), 3, 32, 32)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE
+from ..engine.defaults import CPU_BATCH_SIZE
 from ..errors import ParameterError
 from ..torchmodels.finetune import MODES
 from ..sources import open_dataset
@@ -74,7 +74,7 @@ class BenchConfig:
     batch_size: int | None = None  # default: 32 images, 16 texts
     frozen_blocks: int | None = None
     threads: int = 2
-    extract_batch_size: int = DEFAULT_BATCH_SIZE
+    extract_batch_size: int = CPU_BATCH_SIZE
     cache: str | None = None
     quick: bool = False
     layers: tuple[str, ...] | None = None  # intermediate layers of the frozen rows; None: DEFAULT_LAYERS, () none

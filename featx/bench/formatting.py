@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..specs.registry import featx_home
+from ..files import featx_home
 
 
 def format_number(value, digits: int = 3) -> str:

@@ -26,7 +26,7 @@ from ..errors import FeatxError
 from ..extraction.extract import extract
 from ..heads import best_layer, select_head
 from ..specs.layers import FINAL
-from ..specs.registry import featx_home
+from ..files import featx_home
 from ..sources import make_dataset
 from .config import slug
 from .formatting import display_path, format_number

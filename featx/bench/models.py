@@ -20,10 +20,11 @@ from ..torchmodels.export import export, export_module
 from ..files import write_atomically
 from ..torchmodels.finetune import (TorchBackbone, load_torch_backbone, override_preprocess, require_torch, torch_batch,
                         torch_threads, training_inputs)
-from ..specs.layers import layered_module
+from ..torchmodels.layer_outputs import layered_module
 from ..specs.exported import read_spec_file, spec_path_for, write_spec
 from ..torchmodels.provision import resolve_onnx
-from ..specs.registry import BackboneSpec, featx_home
+from ..specs.spec import BackboneSpec
+from ..files import featx_home
 from .config import DEFAULT_BACKBONES, DEFAULT_LAYERS, BenchConfig
 from .formatting import display_path
 from .result import Parity

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE, GPU_BATCH_SIZE
 from ..cache.verify import info, verify
 from ..extraction.dispatch import process_pool
 from ..errors import UsageError
 from ..extraction.extract import extract
 from ..engine.runtime import default_threads
 from ..sources import open_dataset
-from .flags import add_json_flag, add_manifest_columns, dask_address, dask_logs, non_negative_int, positive_int
+from .flags import add_batch_size_flag, add_json_flag, add_manifest_columns, dask_address, dask_logs, non_negative_int, positive_int
 
 
 def register(sub) -> None:
@@ -22,8 +21,7 @@ def register(sub) -> None:
                    "(x.tar, 'shards/{000000..000009}.tar'), or builtin:NAME")
     p.add_argument("--model", required=True, help="backbone name or exported .onnx path")
     p.add_argument("--cache", required=True, type=Path, help="cache directory (created if missing)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help=f"items per ONNX Runtime call (default {DEFAULT_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
+    add_batch_size_flag(p)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or record it and go on")
     where = p.add_mutually_exclusive_group()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE
-from .flags import add_json_flag, positive_int
+from .flags import add_batch_size_flag, add_json_flag, positive_int
 
 # featx.deploy is imported inside the command: it loads scikit-learn and featx.heads, which
 # `featx --help` and the other commands need not wait for.
@@ -31,8 +30,7 @@ def register(sub) -> None:
                         "be opened, else bundled items)")
     p.add_argument("--parity-items", type=positive_int, default=None, metavar="N",
                    help="items the gate runs (default 128)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                   help="items per ONNX Runtime call in the gate (default %(default)s)")
+    add_batch_size_flag(p, "items per ONNX Runtime call in the gate")
     p.add_argument("--raw", action="store_true",
                    help="also write STEM.raw.onnx: encoded image bytes or a string in, decoding, resizing and "
                         "tokenising inside (onnxruntime-extensions); written when its labels agree with featx's "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from contextlib import nullcontext
 
+from ..engine.defaults import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from ..extraction.cluster import check_cluster, quiet_logs
 from ..errors import ParameterError
 
@@ -25,6 +26,12 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """``--json``: the command's report as one JSON document on stdout."""
     parser.add_argument("--json", action="store_true",
                         help="print the report as one JSON document on stdout (human text goes to stderr)")
+
+
+def add_batch_size_flag(p, what: str = "items per ONNX Runtime call") -> None:
+    """``--batch-size``: default None, the device's own (:mod:`featx.engine.defaults`)."""
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"{what} (default: the device's, {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
 
 def add_manifest_columns(p, label: bool) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .. import interrupts
-from ..engine.backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from ..engine.backbone import Backbone
+from ..factory import load_backbone
 from ..cache import CacheStore, FeatureReader, load_features
 from ..extraction.cluster import joblib_on
 from ..errors import CacheError, DataSourceError, HeadError, UsageError
@@ -25,7 +26,7 @@ from ..files import write_atomically
 from ..heads.persist import load_head, read_metadata, save_head
 from ..sources import check_modality, labelled_mask, open_dataset
 from .cache import extract_document
-from .flags import (add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,
+from .flags import (add_batch_size_flag, add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,
                     positive_int)
 
 # featx.heads, featx.pipeline and featx.deploy are imported inside the commands that use them:
@@ -79,8 +80,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: print to stdout)")
     p.add_argument("--model", default=None,
                    help="where to load the backbone from (default: as recorded in the head's metadata)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                   help="items per ONNX Runtime call (default %(default)s)")
+    add_batch_size_flag(p)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first bad item (default) or leave it out and go on")
     add_manifest_columns(p, label=False)

@@ -7,7 +7,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE, Backbone, load_backbone
+from ..engine.backbone import Backbone
+
+from ..factory import load_backbone
+
 from ..errors import DeployError, ParameterError, SpecError
 from ..files import sha256_file
 from ..specs.layers import FINAL, check_layer, output_name
@@ -127,7 +130,7 @@ def _facts(meta: dict, head_path: Path, estimator, backbone: Backbone, precision
 
 
 def deploy_head(head, out=None, *, precision: str | None = None, model=None, parity_data=None,
-                parity_items: int = DEFAULT_PARITY_ITEMS, batch_size: int = DEFAULT_BATCH_SIZE,
+                parity_items: int = DEFAULT_PARITY_ITEMS, batch_size: int | None = None,
                 tolerance: float = PARITY_TOLERANCE) -> DeployResult:
     """Fuse a saved head with its backbone into one ONNX file, gated on parity with ``featx predict``.
 
@@ -147,8 +150,8 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         Items for the gate (default: see :func:`featx.deploy.parity.gate_items`).
     parity_items : int
         How many items the gate runs.
-    batch_size : int
-        Items per ONNX Runtime call in the gate.
+    batch_size : int, optional
+        Items per ONNX Runtime call in the gate (default: the device's, :mod:`featx.engine.defaults`).
     tolerance : float
         Largest probability difference accepted.
 
@@ -168,7 +171,7 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
 
     check_choice(precision, "precision", "deploy_head", PRECISIONS, optional=True)
     check_int(parity_items, "parity_items", "deploy_head", low=1)
-    check_int(batch_size, "batch_size", "deploy_head", low=1)
+    check_int(batch_size, "batch_size", "deploy_head", low=1, optional=True)
     check_float(tolerance, "tolerance", "deploy_head", low=0.0)
     meta = read_metadata(head)
     estimator = load_head(head)
@@ -204,7 +207,7 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         items, description = gate_items(meta, backbone.modality, data=parity_data, n=parity_items,
                                           held_out=memorises_training_items(estimator))
         report = measure_parity(DeployedModel(staged, providers="cpu"), backbone, estimator, items,
-                                description=description, batch_size=batch_size, tolerance=tolerance, layer=layer)
+                                description=description, batch_size=batch_size or backbone.default_batch_size, tolerance=tolerance, layer=layer)
         if not report.passed:
             worst = f"; worst items: {', '.join(report.differing)}" if report.differing else ""
             raise DeployError(f"the fused model does not predict what `featx predict` does with the head: "

@@ -22,13 +22,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE, ItemPreparation
-from ..engine.embedding import ON_ERROR, embed
+from ..engine.backbone import ItemPreparation
+
+from ..engine.defaults import ON_ERROR
+from ..engine.embedding import embed
 from ..errors import DeployError, InputError, SpecError
 from ..files import sha256_file
 from ..engine.inputs import InputChain
 from ..progress import progress_bar
-from ..specs.registry import BackboneSpec, preprocess_from_dict
+from ..specs.spec import BackboneSpec, preprocess_from_dict
 from ..engine.runtime import Session
 from ..validation import check_choice, check_int
 from .compose import read_metadata_props
@@ -147,7 +149,7 @@ class DeployedModel(ItemPreparation):
         return index if probabilities is None else np.hstack([index, probabilities.astype(np.float32)])
 
     # -- convenience -----------------------------------------------------------
-    def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+    def predict_items(self, items: Sequence, *, ids: Sequence | None = None, batch_size: int | None = None,
                       on_error: str = "raise", warn: Callable[[str], None] | None = None,
                       progress: bool | None = None) -> Predictions:
         """Predict raw items in batches, in input order.
@@ -158,7 +160,8 @@ class DeployedModel(ItemPreparation):
             Images (paths, bytes, arrays, PIL images) or texts, as the model's modality wants.
         ids : sequence, optional
             Names for the items in messages (default: their position).
-        batch_size : int
+        batch_size : int, optional
+            Default: the device's (:func:`featx.engine.defaults.device_defaults`).
         on_error : {"raise", "skip"}
             A bad item (undecodable, or non-finite output) stops the run, or is left out and
             reported to ``warn(message)``.
@@ -170,7 +173,7 @@ class DeployedModel(ItemPreparation):
         InputError, NonFiniteOutputError
             With ``on_error="raise"``.
         """
-        check_int(batch_size, "batch_size", "DeployedModel.predict_items", low=1)
+        check_int(batch_size, "batch_size", "DeployedModel.predict_items", low=1, optional=True)
         check_choice(on_error, "on_error", "DeployedModel.predict_items", ON_ERROR)
         if isinstance(items, str):
             raise InputError("predict takes a sequence of items; wrap a single item in a list: [item]")
@@ -187,11 +190,11 @@ class DeployedModel(ItemPreparation):
         proba = out.rows[:, 1:] if self.has_probabilities else None
         return Predictions(labels, proba, out.positions)
 
-    def predict(self, items: Sequence, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def predict(self, items: Sequence, *, batch_size: int | None = None) -> np.ndarray:
         """Labels (str objects) of raw items; any bad item raises."""
         return self.predict_items(items, batch_size=batch_size).labels
 
-    def predict_proba(self, items: Sequence, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    def predict_proba(self, items: Sequence, *, batch_size: int | None = None) -> np.ndarray:
         """Probabilities (n, len(classes)) of raw items, columns in :attr:`classes` order."""
         if not self.has_probabilities:
             raise DeployError(f"{self.path} has no probabilities output (its SVM head was too small to calibrate)")

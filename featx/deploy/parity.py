@@ -161,7 +161,7 @@ def bundled_items(modality: str, n: int, seed: int = 0) -> tuple[list[Item], str
     return items + list(reviews.items), what
 
 
-def measure_parity(fused, backbone, head, items: Sequence[Item], *, description: str, batch_size: int = 16,
+def measure_parity(fused, backbone, head, items: Sequence[Item], *, description: str, batch_size: int,
                    tolerance: float = PARITY_TOLERANCE, layer: str | None = None) -> ParityReport:
     """Run both paths on ``items`` and compare.
 

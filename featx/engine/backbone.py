@@ -1,10 +1,14 @@
 """A backbone ready to embed: an exported ONNX file, its spec, and an ONNX Runtime session.
 
+Made from an exported file only: a name, ``hf:`` id or spec file becomes a file through the
+factory (:func:`featx.load_backbone`, :mod:`featx.factory`), which exports on first use. Nothing
+here reaches torch.
+
 Examples
 --------
 >>> import featx, numpy as np
->>> bb = featx.load_backbone("efficientnet-lite0")  # exported on first use  # doctest: +SKIP
->>> bb = featx.load_backbone(tiny_onnx)             # or an exported .onnx file (here an 8-d one)
+>>> bb = featx.load_backbone("efficientnet-lite0")  # the factory: exported on first use  # doctest: +SKIP
+>>> bb = featx.Backbone(tiny_onnx)                  # an exported .onnx file (here an 8-d one)
 >>> bb.name, bb.modality, bb.dim
 ('tiny-cnn', 'image', 8)
 >>> bb.embed([np.zeros((28, 28), np.uint8), np.full((20, 30, 3), 200, np.uint8)]).shape
@@ -20,24 +24,18 @@ from typing import Sequence
 
 import numpy as np
 
-from .embedding import Embedded, Prepared, embed, run_batches
+from .defaults import DeviceDefaults, device_defaults
+from .embedding import Embedded, Prepared, embed, raise_failures, run_batches
 from ..errors import InputError, ParameterError
 from ..files import sha256_file
 from .inputs import InputChain
 from ..specs.layers import check_layer
-from ..specs.exported import ModelFile
+from ..specs.record import ModelFile
 from .preprocess import TextTokenizer
 from ..progress import progress_bar
-from ..torchmodels.provision import resolve_onnx, resolve_precision
-from .runtime import Session, requests_gpu
+from .runtime import Session
 from ..validation import check_bool, check_int
 
-#: Items per ONNX Runtime call on the CPU. On 2 CPU cores batches of 8-16 are fastest (Lite0 at
-#: 224 px: 114 img/s at 8, 112 at 16, 105 at 32; fused MiniLM on fine-food reviews: 53, 53, 49 texts/s).
-DEFAULT_BATCH_SIZE = 16
-#: Items per call on a GPU (CUDA, TensorRT), where larger batches keep the device busy. Not
-#: measured yet: ``benchmarks/gpu.py`` measures 64 and 256 (see benchmarks/README.md).
-GPU_BATCH_SIZE = 128
 #: With ``progress=None``, :meth:`Backbone.embed` shows its bar only once a call has run this many
 #: seconds: short calls (a pipeline's transform of a few items) print nothing.
 EMBED_BAR_DELAY_S = 1.0
@@ -127,9 +125,14 @@ class Backbone(ItemPreparation):
         return dict(self.spec.layers)
 
     @property
+    def defaults(self) -> DeviceDefaults:
+        """Batch size, decoding threads and precision for this session's device (:mod:`featx.engine.defaults`)."""
+        return device_defaults(self.session)
+
+    @property
     def default_batch_size(self) -> int:
-        """:data:`GPU_BATCH_SIZE` when the session is asked to run on a GPU, else :data:`DEFAULT_BATCH_SIZE`."""
-        return GPU_BATCH_SIZE if self.session.requested_device == "cuda" else DEFAULT_BATCH_SIZE
+        """Items per call when none is given: 16 on the CPU, 128 on a GPU (:attr:`defaults`)."""
+        return self.defaults.batch_size
 
     @property
     def fingerprint(self) -> dict:
@@ -171,6 +174,8 @@ class Backbone(ItemPreparation):
             or a model-ready float32 NCHW batch. Texts: a list of strings.
         batch_size : int, optional
             Items per ONNX Runtime call (default :attr:`default_batch_size`: 16 on the CPU, 128 on a GPU).
+            Texts run longest first, so each batch pads to little more than its own texts; the rows
+            come back in input order.
         ids : sequence, optional
             Names for the items in error messages (default: their position).
         progress : bool, optional
@@ -179,8 +184,7 @@ class Backbone(ItemPreparation):
         layer : str, optional
             An intermediate layer the export carries (:attr:`layers`) instead of the final output.
         decode_workers : int, optional
-            Threads decoding and cropping items (default
-            :func:`featx.engine.embedding.default_decode_workers`); the features do not depend on it.
+            Threads decoding and cropping items (default: :attr:`defaults`); the features do not depend on it.
 
         Raises
         ------
@@ -227,35 +231,9 @@ class Backbone(ItemPreparation):
         parts = []
         with self._bar(len(x), progress) as bar:
             for part in run_batches(self, batches):
+                if part.failures:
+                    raise_failures(part.failures)
                 parts.append(part)
                 bar.update(part.size)
         return Embedded.concat(parts, self.dim, self.layers)
 
-
-def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False,
-                  precision: str = "fp32") -> Backbone:
-    """Load a backbone by registry name (exported on first use) or by ``.onnx`` path.
-
-    Parameters
-    ----------
-    name_or_path : str or Path
-        ``"efficientnet-lite0"``, ``"all-minilm-l6-v2"``, a name from a spec file in ``$FEATX_MODELS``,
-        ``"timm:resnet50"``, ``"hf:ID"`` / ``"hf:/path/to/model"`` (``#image`` / ``#text`` for a tower of
-        a CLIP or SigLIP model), or a path to an exported ``.onnx`` file (with its ``.json`` spec beside it).
-    providers : str or list, optional
-        ONNX Runtime providers; default picks CUDA when usable, else CPU.
-    threads : int, optional
-        Intra-op threads.
-    jpeg_draft : bool
-        Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photos; features
-        change slightly and are cached apart (see :class:`featx.specs.registry.ImagePreprocess`).
-    precision : {"fp32", "fp16", "auto"}
-        ``"fp16"``: the backbone's fp16 variant, made on first use; ``"auto"``: fp16 on a GPU
-        where its measured parity allows, else fp32 (see :func:`featx.torchmodels.provision.resolve_precision`).
-        A variant is a model of its own name, cached apart.
-    """
-    if precision == "fp32":
-        path = resolve_onnx(name_or_path)
-    else:
-        path = resolve_precision(name_or_path, precision, gpu=requests_gpu(providers))
-    return Backbone(path, providers=providers, threads=threads, jpeg_draft=jpeg_draft)

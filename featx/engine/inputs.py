@@ -20,7 +20,7 @@ decoding) and :meth:`InputChain.collate` per batch; ``collate(load(x) for x in i
 Examples
 --------
 >>> import numpy as np
->>> from featx.specs.registry import BackboneSpec, ImagePreprocess
+>>> from featx.specs.spec import BackboneSpec, ImagePreprocess
 >>> spec = BackboneSpec("tiny", "image", {}, ImagePreprocess(size=8, resize=10))
 >>> chain = InputChain(spec)
 >>> feeds = chain.prepare([chain.decode(np.zeros((20, 30), np.uint8), "black")])
@@ -40,7 +40,7 @@ import numpy as np
 from .decode import PixelBudget, check_text, decode_image
 from ..errors import SpecError
 from .preprocess import TextTokenizer, normalize_batch, resize_and_crop
-from ..specs.registry import BackboneSpec
+from ..specs.spec import BackboneSpec
 
 #: Input names of exported models, in the order torch modules take them.
 IMAGE_INPUTS = ("pixel_values",)

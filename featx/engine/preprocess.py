@@ -7,10 +7,10 @@ longest sequence (dynamic padding), truncations counted.
 Examples
 --------
 >>> import numpy as np
->>> from featx.specs.registry import ImagePreprocess
->>> from featx.engine.preprocess import image_batch
+>>> from featx.specs.spec import ImagePreprocess
+>>> from featx.engine.preprocess import normalize_batch, resize_and_crop
 >>> cfg = ImagePreprocess(size=32, resize=36, mean=(0.5,) * 3, std=(0.5,) * 3)
->>> image_batch([np.zeros((40, 50, 3), np.uint8)], cfg).shape
+>>> normalize_batch([resize_and_crop(np.zeros((40, 50, 3), np.uint8), cfg)], cfg).shape
 (1, 3, 32, 32)
 """
 
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..specs.registry import ImagePreprocess
+from ..specs.spec import ImagePreprocess
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -86,12 +86,6 @@ def normalize_into(out: np.ndarray, rgb: np.ndarray, cfg: ImagePreprocess) -> np
     return out
 
 
-def preprocess_image(rgb: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
-    """One decoded RGB uint8 image -> (3, size, size) float32, ready for the model."""
-    out = np.empty((3, cfg.size, cfg.size), np.float32)
-    return normalize_into(out, resize_and_crop(rgb, cfg), cfg)
-
-
 def normalize_batch(crops: Sequence[np.ndarray], cfg: ImagePreprocess, out: np.ndarray | None = None) -> np.ndarray:
     """Cropped RGB uint8 images (:func:`resize_and_crop`) -> one (n, 3, size, size) float32 batch.
 
@@ -105,11 +99,6 @@ def normalize_batch(crops: Sequence[np.ndarray], cfg: ImagePreprocess, out: np.n
     for i, crop in enumerate(crops):
         normalize_into(out[i], crop, cfg)
     return out
-
-
-def image_batch(rgbs: Sequence[np.ndarray], cfg: ImagePreprocess) -> np.ndarray:
-    """Decoded RGB uint8 images -> one (n, 3, size, size) float32 batch."""
-    return normalize_batch([resize_and_crop(rgb, cfg) for rgb in rgbs], cfg)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..engine.backbone import load_backbone
+from ..factory import load_backbone
 from ..cache import CacheStore
+from ..engine.defaults import ON_ERROR_ALIGNED
 from ..engine.embedding import embed
 from ..errors import CacheDatasetError, CacheError, CacheLockedError, InputError, ItemFailedError
 from ..extraction.extract import extract
@@ -44,7 +45,6 @@ from ..validation import check_bool, check_choice, check_int, check_path, check_
 
 __all__ = ["EmbeddingTransformer"]
 
-ON_ERROR = ("raise", "nan")
 #: The dataset name the transformer records in its cache.
 CACHE_DATASET = "featx:EmbeddingTransformer"
 #: How long ``transform`` waits for another process's writer lock on the cache.
@@ -151,7 +151,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                 or (isinstance(providers, (list, tuple)) and providers and all(isinstance(p, str) for p in providers))):
             raise invalid("providers", owner, "None, a str such as 'cpu' or 'cuda,cpu', or a list of str", providers)
         check_int(self.threads, "threads", owner, low=1, optional=True)
-        check_choice(self.on_error, "on_error", owner, ON_ERROR)
+        check_choice(self.on_error, "on_error", owner, ON_ERROR_ALIGNED)
         check_bool(self.jpeg_draft, "jpeg_draft", owner)
         check_str(self.layer, "layer", owner, optional=True)
 

@@ -28,7 +28,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE, load_backbone
+from ..factory import load_backbone
+
 from ..errors import InputError
 from .transformer import EmbeddingTransformer
 from ..validation import check_int, invalid
@@ -51,8 +52,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     template : str, default="a photo of a {}."
         The prompt of a class: ``template.format(name)``. A parameter, so ``GridSearchCV`` can
         choose among templates.
-    batch_size : int, default=16
-        Items per ONNX Runtime call.
+    batch_size : int, optional
+        Items per ONNX Runtime call (default: the device's, :mod:`featx.engine.defaults`).
     providers, threads :
         ONNX Runtime providers and intra-op threads (see :class:`featx.EmbeddingTransformer`).
 
@@ -79,7 +80,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, model="hf:openai/clip-vit-base-patch32", classes=None, template="a photo of a {}.",
-                 batch_size=DEFAULT_BATCH_SIZE, providers=None, threads=None):
+                 batch_size=None, providers=None, threads=None):
         self.model, self.classes, self.template = model, classes, template
         self.batch_size, self.providers, self.threads = batch_size, providers, threads
 
@@ -95,7 +96,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise invalid("classes", owner, "None, a non-empty list of class names or a dict {label: name}", classes)
         if not (isinstance(self.template, str) and self.template.count("{}") == 1):
             raise invalid("template", owner, "a str with one '{}' for the class name", self.template)
-        check_int(self.batch_size, "batch_size", owner, low=1)
+        check_int(self.batch_size, "batch_size", owner, low=1, optional=True)
         check_int(self.threads, "threads", owner, low=1, optional=True)
 
     def _labels_and_names(self, y) -> tuple[np.ndarray, list[str]]:
@@ -140,7 +141,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         source = text.spec.source
         self.classes_ = labels
         self.prompts_ = [self.template.format(name) for name in names]
-        self.class_embeddings_ = text.embed(self.prompts_, batch_size=int(self.batch_size))
+        self.class_embeddings_ = text.embed(self.prompts_, batch_size=self.batch_size)
         self.logit_scale_ = float(source["logit_scale"])
         self.logit_bias_ = float(source.get("logit_bias") or 0.0)
         self.probabilities_ = source.get("probabilities", "softmax")

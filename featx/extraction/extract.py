@@ -25,22 +25,22 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from . import cluster
 from .. import interrupts
-from ..engine.backbone import Backbone, load_backbone
+from ..engine.backbone import Backbone
+from ..factory import load_backbone
 from ..cache import CacheStore, ShardData, WriterLock
-from ..engine.decode import lone_surrogate
 from .dispatch import dispatch, window_for
-from ..engine.embedding import ON_ERROR, default_decode_workers
+from ..engine.defaults import ON_ERROR
+from ..engine.embedding import longest_first
 from ..errors import CacheCorruptError, CacheDatasetError, CacheError, ItemFailedError, ParameterError, WorkerError
 from ..progress import progress_bar
 from ..engine.runtime import default_threads
 from ..sources import Dataset, Item, check_modality, open_dataset
 from ..validation import check_bool, check_choice, check_int
-from .shard import (ShardBuffer, ShardJob, ShardResult, ShardTask, batches, compute_shard,
-                   embed_batches)
+from .shard import (ShardBuffer, ShardJob, ShardResult, ShardTask, batches,
+                    compute_shard, embed_chunks, stopping_failure)
 
 log = logging.getLogger("featx")
 
@@ -100,18 +100,9 @@ def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
     sorting by characters), else by characters.
     """
     todo = [item for item in dataset.items if not is_done(item.id, item.stamp or "")]
-    if dataset.modality == "text" and todo:  # a text decoding will refuse counts as empty here
-        texts = [item.ref if isinstance(item.ref, str) and lone_surrogate(item.ref) is None else "" for item in todo]
-        if count_tokens is None:
-            lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        else:  # in chunks: a million encodings at once would hold gigabytes
-            lengths = np.concatenate([count_tokens(texts[i:i + _COUNT_CHUNK])
-                                      for i in range(0, len(texts), _COUNT_CHUNK)])
-        todo = [todo[i] for i in np.argsort(-lengths, kind="stable")]
+    if dataset.modality == "text" and todo:
+        todo = [todo[i] for i in longest_first([item.ref for item in todo], count_tokens)]
     return todo
-
-
-_COUNT_CHUNK = 8192
 
 
 # ------------------------------------------------------------------- the coordinator
@@ -134,7 +125,7 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
         The cache directory (created when missing).
     batch_size : int, optional
         Items per ONNX Runtime call (default: 16 on the CPU, 128 on a GPU;
-        :attr:`featx.Backbone.default_batch_size`).
+        :mod:`featx.engine.defaults`).
     on_error : {"raise", "skip"}
         ``"raise"`` stops at the first bad item, naming it (committed work is kept);
         ``"skip"`` records it with its reason and goes on.
@@ -146,8 +137,7 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
         Items per committed shard: at most this much work is lost when the process dies.
     decode_workers : int, optional
         Threads decoding and preprocessing ahead of inference (default: every core on a GPU; on
-        the CPU the cores ONNX Runtime leaves free, at least 1; see
-        :func:`featx.engine.embedding.default_decode_workers`). The features do not depend on it. Workers decode with their own default.
+        the CPU the cores ONNX Runtime leaves free, at least 1; see :mod:`featx.engine.defaults`). The features do not depend on it. Workers decode with their own default.
     dtype : {"float32", "float16"}
         Storage type of the embeddings (float16 halves the cache; :func:`load_features` returns float32).
     executor : concurrent.futures.Executor, optional
@@ -213,7 +203,8 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
     else:
         backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft,
                                  precision=precision)
-    batch_size = batch_size or backbone.default_batch_size
+    defaults = backbone.defaults  # the device's: each value is resolved here, once, and passed down
+    batch_size = batch_size or defaults.batch_size
     check_modality(dataset, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     store = CacheStore(cache)
     store.create()
@@ -246,7 +237,8 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
             if not todo:
                 pass  # nothing to compute: no session, no worker
             elif executor is None and dask is None:
-                _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report)
+                _run_local(backbone, todo, _LocalRun(batch_size, on_error, shard_size,
+                                                     decode_workers or defaults.decode_workers), commit, bar, report)
             else:
                 job = ShardJob.of(backbone, batch_size=batch_size, on_error=on_error, decode_workers=decode_workers)
                 tasks = (ShardTask.of(backbone.fingerprint_id, chunk) for chunk in batches(todo, shard_size))
@@ -292,22 +284,32 @@ class _Committer:
         return True
 
 
-def _run_local(backbone, todo, batch_size, on_error, shard_size, decode_workers, commit, bar, report):
+@dataclass(frozen=True)
+class _LocalRun:
+    """How an in-process run embeds: every value resolved by :func:`extract`."""
+
+    batch_size: int
+    on_error: str
+    shard_size: int
+    decode_workers: int
+
+
+def _run_local(backbone, todo, run: _LocalRun, commit, bar, report):
     buffer = ShardBuffer(backbone.dim, backbone.layers)
     last_commit = time.monotonic()
-    workers = decode_workers or default_decode_workers(backbone.session)
-    try:
-        for chunk, embedded in embed_batches(backbone, batches(todo, batch_size), on_error, workers):
-            interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
-            report.truncated += embedded.truncated
-            buffer.add(chunk, embedded)
-            bar.update(embedded.size)
-            if len(buffer) >= shard_size or time.monotonic() - last_commit > COMMIT_EVERY_S:
-                commit(buffer.take())
-                last_commit = time.monotonic()
-    except ItemFailedError:
-        commit(buffer.take())  # keep the good work done before the bad item
-        raise
+    for chunk, embedded in embed_chunks(backbone, todo, batch_size=run.batch_size, on_error=run.on_error,
+                                        decode_workers=run.decode_workers):
+        interrupts.check()  # a Ctrl-C swallowed by a callback stops the run here, before the next commit
+        failure = stopping_failure(embedded, run.on_error)
+        if failure is not None:
+            commit(buffer.take())  # keep the good work done before the bad item
+            raise ItemFailedError(failure.id, failure.reason) from failure.error
+        report.truncated += embedded.truncated
+        buffer.add(chunk, embedded)
+        bar.update(embedded.size)
+        if len(buffer) >= run.shard_size or time.monotonic() - last_commit > COMMIT_EVERY_S:
+            commit(buffer.take())
+            last_commit = time.monotonic()
     commit(buffer.take())
     report.providers = tuple(backbone.session.active_providers) if report.embedded else ()
 

@@ -43,21 +43,18 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..engine.backbone import DEFAULT_BATCH_SIZE, Backbone
 from ..cache import FAILED_CONTENT, FAILED_RETRY, ShardData
-from ..engine.embedding import ON_ERROR, Embedded, Failure, default_decode_workers, prepare_batches, run_batches
-from ..errors import CacheMismatchError, FeatxError, ItemFailedError, WorkerError
+from ..engine.backbone import Backbone
+from ..engine.embedding import Embedded, Failure, prepare_batches, run_batches
+from ..errors import CacheMismatchError, FeatxError, WorkerError
 from ..sources import Item, utf8_text
-from ..validation import check_choice, check_int
 
-__all__ = ["ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard",
-           "embed_batches", "embed_items", "shard_key", "this_process"]
-
-#: Threads decoding and preprocessing ahead of inference, in a worker as in-process.
+__all__ = ["ShardBuffer", "ShardJob", "ShardResult", "ShardTask", "batches", "compute_shard", "embed_chunks",
+           "shard_key", "stopping_failure", "this_process"]
 
 
 # ------------------------------------------------------------------- embedding a shard
@@ -66,19 +63,23 @@ def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
         yield list(items[start:start + size])
 
 
-def _item_failed(failures) -> None:
-    """``on_error="raise"``: stop at the first bad item, naming it (the advice says how to go on)."""
-    first = failures[0]
-    raise ItemFailedError(first.id, first.reason) from first.error
+def embed_chunks(backbone: Backbone, items: Sequence[Item], *, batch_size: int, on_error: str,
+                 decode_workers: int) -> Iterator[tuple[list[Item], Embedded]]:
+    """``(chunk, embedded)`` per batch of items, in order; ``decode_workers`` threads prepare batches ahead.
 
-
-def embed_batches(backbone: Backbone, chunks: Iterable[list[Item]], on_error: str,
-                  workers: int = 0) -> Iterator[tuple[list[Item], Embedded]]:
-    """``(chunk, embedded)`` per batch of items, in order; ``workers`` threads prepare batches ahead."""
-    chunks = list(chunks)  # references to the items: small beside what the batches hold
+    Failures are data: with ``on_error="raise"`` the last pair may carry the failure that stopped
+    the run (:func:`stopping_failure`); the caller says what it means (the in-process coordinator
+    raises :class:`~featx.errors.ItemFailedError`, a worker reports :attr:`ShardResult.bad_item`).
+    """
+    chunks = list(batches(items, batch_size))  # references to the items: small beside what the batches hold
     prepared = prepare_batches(backbone, (([i.ref for i in c], [i.id for i in c]) for c in chunks),
-                               on_error=on_error, workers=workers)
-    return zip(chunks, run_batches(backbone, prepared, on_error=on_error, raise_error=_item_failed))
+                               on_error=on_error, workers=decode_workers)
+    return zip(chunks, run_batches(backbone, prepared, on_error=on_error))
+
+
+def stopping_failure(embedded: Embedded, on_error: str) -> Failure | None:
+    """The failure that stops a run with ``on_error="raise"`` (None: go on; its rows are good)."""
+    return embedded.failures[0] if on_error == "raise" and embedded.failures else None
 
 
 class ShardBuffer:
@@ -113,22 +114,6 @@ class ShardBuffer:
         )
         self.items, self.parts, self.failures = [], [], []
         return data
-
-
-def embed_items(backbone: Backbone, items: Sequence[Item], *, batch_size: int = DEFAULT_BATCH_SIZE,
-                on_error: str = "raise", decode_workers: int | None = None) -> ShardData:
-    """Embed items into one :class:`~featx.cache.ShardData` (writes no file).
-
-    ``decode_workers`` threads decode and preprocess batches ahead of inference (default:
-    :func:`featx.engine.embedding.default_decode_workers`).
-    """
-    check_int(batch_size, "batch_size", "embed_items", low=1)
-    check_choice(on_error, "on_error", "embed_items", ON_ERROR)
-    buffer = ShardBuffer(backbone.dim, backbone.layers)
-    for chunk, embedded in embed_batches(backbone, batches(items, batch_size), on_error,
-                                         decode_workers or default_decode_workers(backbone.session)):
-        buffer.add(chunk, embedded)
-    return buffer.take()
 
 
 # ------------------------------------------------------------------- what travels
@@ -169,12 +154,12 @@ class ShardJob:
     providers: object = None
     threads: int | None = None
     jpeg_draft: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: the worker's device default (featx.engine.defaults)
     on_error: str = "raise"
-    decode_workers: int | None = None  # None: the worker's default (default_decode_workers)
+    decode_workers: int | None = None  # None: the worker's device default
 
     @classmethod
-    def of(cls, backbone: Backbone, *, batch_size: int = DEFAULT_BATCH_SIZE, on_error: str = "raise",
+    def of(cls, backbone: Backbone, *, batch_size: int | None = None, on_error: str = "raise",
            decode_workers: int | None = None) -> "ShardJob":
         """The job of a coordinator's backbone (whose session is never created here)."""
         return cls(str(backbone.onnx_path), backbone.fingerprint_id, backbone.session.providers,
@@ -282,12 +267,15 @@ def compute_shard(job: ShardJob, task: ShardTask, worker: str | None = None) -> 
         return ShardResult(task.key, ShardData([], [], np.empty((0, 0), np.float32)), worker, error=e)
     buffer = ShardBuffer(backbone.dim, backbone.layers)
     bad_item = None
-    try:
-        for chunk, embedded in embed_batches(backbone, batches(task.items, job.batch_size), job.on_error,
-                                             job.decode_workers or default_decode_workers(backbone.session)):
-            buffer.add(chunk, embedded)
-    except ItemFailedError as e:
-        bad_item = (e.item_id, e.reason)
+    defaults = backbone.defaults  # this worker's device
+    for chunk, embedded in embed_chunks(backbone, task.items, batch_size=job.batch_size or defaults.batch_size,
+                                        on_error=job.on_error,
+                                        decode_workers=job.decode_workers or defaults.decode_workers):
+        failure = stopping_failure(embedded, job.on_error)
+        if failure is not None:
+            bad_item = (failure.id, failure.reason)
+            break
+        buffer.add(chunk, embedded)
     truncated = buffer.truncated
     data = buffer.take()
     failed = set(data.failed_ids) | ({bad_item[0]} if bad_item else set())

@@ -118,10 +118,6 @@ def evaluate(estimator, X, y) -> dict:
     return {**evaluate_predictions(y, pred, labels=labels or None), "unlabelled": int((~keep).sum())}
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
 def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
     """A Markdown rendering: summary, per-class table, confusion matrix.
 

@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import DataSourceError
 from ..extras import require
 from ..files import write_text_atomically
-from ..specs.registry import featx_home
+from ..files import featx_home
 from .items import Dataset, Item, file_stamp, make_dataset
 
 FASHION_MNIST_CLASSES = (

@@ -19,9 +19,7 @@ exports on first use.
 
 Examples
 --------
->>> from featx.specs.exported import spec_path_for, variant_stem
->>> spec_path_for("models/efficientnet-lite0.onnx").name
-'efficientnet-lite0.json'
+>>> from featx.specs.exported import variant_stem
 >>> variant_stem("efficientnet-lite0", "int8")
 'efficientnet-lite0-int8'
 """
@@ -34,12 +32,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpecError
 from ..files import sha256_file, write_text_atomically
-from .registry import BackboneSpec, featx_home, get_spec, is_recipe, spec_file_stem
+from .record import ModelFile, read_spec_file, spec_path_for, tokenizer_name  # noqa: F401
+from .registry import get_spec, is_recipe
+from ..files import featx_home
+from .spec import BackboneSpec, spec_file_stem
 from ..version import __version__
 
 #: Version of the record layout (``featx_spec_format``).
@@ -63,16 +63,6 @@ def exported_path(name: str) -> Path:
 def variant_stem(stem: str, mode: str) -> str:
     """``efficientnet-lite0`` + ``int8`` -> ``efficientnet-lite0-int8``."""
     return f"{stem}-{mode}"
-
-
-def spec_path_for(onnx_path) -> Path:
-    """``model.onnx`` -> ``model.json``."""
-    return Path(onnx_path).with_suffix(".json")
-
-
-def tokenizer_name(stem: str) -> str:
-    """The tokenizer file of the model ``STEM.onnx``: ``STEM.tokenizer.json``."""
-    return f"{stem}.tokenizer.json"
 
 
 def find_onnx(name_or_path) -> Path | None:
@@ -106,55 +96,6 @@ def locate_onnx(name_or_path) -> Path:
     if path is None:
         raise SpecError(f"backbone {str(name_or_path)!r} is not exported yet; run `featx export {name_or_path}`")
     return path
-
-
-# --------------------------------------------------------------------------- reading
-def read_spec_file(path) -> dict:
-    """Read a model record (written by :func:`publish` or :func:`write_spec`, or by hand with the same keys)."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(
-            f"no spec file {path} beside the ONNX model; export with `featx export`, "
-            "or write one with featx.specs.exported.write_spec(onnx_path, spec)"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise SpecError(f"spec file {path} is not valid JSON: {e}") from None
-    if "spec" not in record or "onnx" not in record:
-        raise SpecError(f"spec file {path} lacks the 'spec' and 'onnx' sections")
-    return record
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """An exported model on disk: the ``.onnx`` path, its record, its spec and (texts) its tokenizer."""
-
-    onnx_path: Path
-    record: dict
-    spec: BackboneSpec
-    tokenizer_path: Path | None
-
-    @classmethod
-    def read(cls, onnx_path) -> "ModelFile":
-        """Read the record beside ``onnx_path``.
-
-        Raises
-        ------
-        SpecError
-            No ONNX file, no (or a broken) record, or a text model without its tokenizer file.
-        """
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise SpecError(f"no ONNX model at {path}")
-        record = read_spec_file(spec_path_for(path))
-        spec = BackboneSpec.from_dict(record["spec"])
-        tokenizer = None
-        if spec.modality == "text":
-            tokenizer = path.parent / ((record.get("tokenizer") or {}).get("file") or tokenizer_name(path.stem))
-            if not tokenizer.is_file():
-                raise SpecError(f"text backbone {spec.name!r} has no tokenizer file at {tokenizer}")
-        return cls(path, record, spec, tokenizer)
 
 
 # --------------------------------------------------------------------------- writing

@@ -32,7 +32,8 @@ from ..files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .hfexport import build_hf
 from ..engine.inputs import InputChain
-from ..specs.layers import FINAL, layered_module, output_name, parse_layers
+from ..specs.layers import FINAL, output_name, parse_layers
+from .layer_outputs import layered_module
 from ..specs.exported import (
     copy_tokenizer,
     exported_dir,
@@ -43,7 +44,8 @@ from ..specs.exported import (
     staging_dir,
     tool_versions,
 )
-from ..specs.registry import BackboneSpec, ImagePreprocess, get_spec
+from ..specs.registry import get_spec
+from ..specs.spec import BackboneSpec, ImagePreprocess
 from ..engine.runtime import Session
 from ..specs.samples import PARITY_SENTENCES, SAMPLE_PHOTOS, sample_photos
 
@@ -265,7 +267,7 @@ def _layer_request(layers) -> tuple[str, ...]:
 
 
 def with_layers(module, spec: BackboneSpec, layers):
-    """``module`` with the pooled outputs of ``layers`` beside its own (:func:`featx.specs.layers.layered_module`);
+    """``module`` with the pooled outputs of ``layers`` beside its own (:func:`featx.torchmodels.layer_outputs.layered_module`);
     ``module`` itself when no layer is asked for."""
     names = _layer_request(layers)
     if not names:

@@ -59,8 +59,9 @@ import numpy as np
 from ..errors import FeatxError, InputError, MissingDependencyError, ParameterError, SpecError
 from .export import build_torch_backbone
 from ..engine.inputs import InputChain, ItemBatches
-from ..specs.layers import module_blocks
-from ..specs.registry import BackboneSpec, TextPreprocess, get_spec
+from .layer_outputs import module_blocks
+from ..specs.registry import get_spec
+from ..specs.spec import BackboneSpec, TextPreprocess
 from ..validation import check_choice, check_float, check_int
 
 MODES = ("head", "partial", "full", "scratch")
@@ -137,7 +138,7 @@ def load_torch_backbone(backbone) -> TorchBackbone:
 
 def split_blocks(backbone: TorchBackbone):
     """``(stem, blocks, unused)``: modules before the blocks, the blocks, and modules never run
-    (:func:`featx.specs.layers.module_blocks`; ``backbone.blocks`` when given)."""
+    (:func:`featx.torchmodels.layer_outputs.module_blocks`; ``backbone.blocks`` when given)."""
     return module_blocks(backbone.module, backbone.blocks)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import SpecError
 from ..extras import require
 from ..specs.hfspec import check_pooling
-from ..specs.registry import BackboneSpec
+from ..specs.spec import BackboneSpec
 
 #: Text inputs every exported text module takes, in order (see :data:`featx.engine.inputs.TEXT_INPUTS`).
 TEXT_ARGS = ("input_ids", "attention_mask", "token_type_ids")
