@@ -55,31 +55,3 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingDependencyError(f"{purpose} needs {module}: pip install 'featx[{extra}]'") from e
-
-
-def timm_problem() -> str | None:
-    """Why ``timm:NAME`` backbones cannot be used here, with what to install; None when timm imports.
-
-    timm imports torchvision, and PyPI's torchvision wheels are built for PyPI's (CUDA) torch:
-    beside a CPU torch, ``import torchvision`` fails (``operator torchvision::nms does not exist``).
-    """
-    try:
-        importlib.import_module("torch")
-    except ImportError:
-        return "PyTorch is not installed: pip install 'featx[timm]' (install torch==2.13.0 first for the CPU build)"
-    try:
-        importlib.import_module("torchvision")
-    except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
-        torch = importlib.import_module("torch")
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        return (f"timm needs torchvision, which cannot import here ({type(e).__name__}: {reason}). Install the "
-                f"torchvision built for this torch ({torch.__version__}): for a CPU torch, pip install torchvision "
-                "--index-url https://download.pytorch.org/whl/cpu; for a CUDA torch, the torchvision release of "
-                "the same PyTorch release")
-    try:
-        importlib.import_module("timm")
-    except ImportError:
-        return "timm is not installed: pip install 'featx[timm]'"
-    except Exception as e:
-        return f"timm does not import here ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-    return None

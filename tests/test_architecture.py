@@ -151,7 +151,7 @@ def _relative(module: str, root: Path) -> str:
 # --------------------------------------------------------------------------- featx itself
 def test_no_import_cycle_among_featx_modules():
     graph = import_graph(ROOT)
-    assert "featx.engine.backbone" in graph and "featx.specs.exported" in graph["featx.engine.backbone"]  # the graph is read
+    assert "featx.engine.backbone" in graph and "featx.specs.record" in graph["featx.engine.backbone"]  # the graph is read
     found = knots(graph)
     assert not found, "import cycles among featx modules (function-level imports count):\n" + "\n".join(
         f"{len(knot)} modules import each other: {', '.join(knot)}; for example\n  "
@@ -209,3 +209,112 @@ def test_packages_relative_imports_and_type_checking(tmp_path):
     (root / "version.py").write_text("from . import uses_init\n")  # pkg.version -> uses_init -> pkg -> version
     cycles = find_cycles(import_graph(root))
     assert len(cycles) == 1 and set(cycles[0]) == {"pkg", "pkg.version", "pkg.uses_init"}
+
+
+# --------------------------------------------------------------------------- layering
+#: The stages of the data flow, lowest first: a module imports its own stage or lower ones, never a
+#: higher one (imports inside functions count). A package names every module under it.
+STAGES = (
+    ("foundation", ("featx.errors", "featx.validation", "featx.extras", "featx.files", "featx.version",
+                    "featx.progress", "featx.interrupts", "featx.machine")),
+    ("descriptions", ("featx.specs", "featx.sources")),
+    ("engine", ("featx.engine",)),
+    ("storage", ("featx.cache",)),
+    ("torch side", ("featx.torchmodels",)),
+    ("factory", ("featx.factory",)),
+    ("extraction", ("featx.extraction",)),
+    ("heads", ("featx.heads",)),
+    ("estimators and deployment", ("featx.estimators", "featx.deploy")),
+    ("jobs", ("featx.pipeline", "featx.bench", "featx.advise", "featx.audit")),
+    ("interface", ("featx.cli", "featx.__main__", "featx")),
+)
+#: Libraries of the torch side: the engine must never reach a module that imports one of them.
+TORCH_SIDE = ("torch", "transformers", "timm", "torchvision", "sentence_transformers", "setfit")
+
+
+def stage_of(module: str, stages=STAGES) -> int:
+    """The rank of the stage a module belongs to (the longest matching prefix decides)."""
+    best, rank = "", None
+    for r, (_, prefixes) in enumerate(stages):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, rank = prefix, r
+    if rank is None:
+        raise AssertionError(f"{module} belongs to no stage: add it to STAGES in tests/test_architecture.py")
+    return rank
+
+
+def upward_imports(graph, stages=STAGES) -> list[str]:
+    """``"a (stage) -> b (higher stage), line N"`` for every import that climbs."""
+    out = []
+    for module, edges in sorted(graph.items()):
+        here = stage_of(module, stages)
+        for target, line in sorted(edges.items()):
+            there = stage_of(target, stages)
+            if there > here:
+                out.append(f"{module} ({stages[here][0]}) -> {target} ({stages[there][0]}), line {line}")
+    return out
+
+
+def imports_torch_side(path: Path, libraries=TORCH_SIDE) -> int | None:
+    """The first line of ``path`` that imports a torch-side library (``import_module("torch")`` included)."""
+    for node, line in _imports(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        if not getattr(node, "level", 0) and any(n.split(".")[0] in libraries for n in names):
+            return line
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+                and node.args and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).split(".")[0] in libraries):
+            return node.lineno
+    return None
+
+
+def reach(graph, start: str) -> dict[str, list[str]]:
+    """Every module ``start`` imports, directly or not, with one import path to it."""
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph.get(v, {})):
+            if w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    return paths
+
+
+def test_no_stage_imports_a_higher_one():
+    graph = import_graph(ROOT)
+    assert stage_of("featx.engine.backbone") < stage_of("featx.factory") < stage_of("featx.extraction.extract")
+    climbs = upward_imports(graph)
+    assert not climbs, "imports that climb the stages (see STAGES):\n" + "\n".join(climbs)
+
+
+def test_the_engine_reaches_nothing_that_imports_torch():
+    graph = import_graph(ROOT)
+    files = {module_name(p, ROOT): p for p in ROOT.rglob("*.py")}
+    assert imports_torch_side(files["featx.torchmodels.export"])  # the check sees what it looks for
+    for start in ("featx.engine.backbone", "featx.engine.runtime", "featx.engine.embedding"):
+        reached = reach(graph, start)
+        assert "featx.engine.inputs" in reached or start != "featx.engine.backbone"
+        torchy = {m: imports_torch_side(files[m]) for m in reached if m in files}
+        found = [f"{' -> '.join(reached[m])} (line {line})" for m, line in sorted(torchy.items()) if line]
+        assert not found, f"{start} reaches modules that import the torch side:\n" + "\n".join(found)
+
+
+def test_at_most_twelve_modules_at_the_top():
+    top = sorted(p.name for p in ROOT.glob("*.py"))
+    assert "factory.py" in top and len(top) <= 12, top
+
+
+def test_the_layering_check_finds_a_climb_and_a_torch_import(tmp_path):
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "low.py": "def f():\n    from .high import g\n",
+        "high.py": "import torch\nfrom . import low\n",
+    })
+    graph = import_graph(root)
+    stages = (("low", ("pkg.low",)), ("high", ("pkg.high", "pkg")))
+    assert upward_imports(graph, stages) == ["pkg.low (low) -> pkg.high (high), line 2"]
+    assert imports_torch_side(root / "high.py") == 1 and imports_torch_side(root / "low.py") is None
+    assert reach(graph, "pkg.low")["pkg.high"] == ["pkg.low", "pkg.high"]

@@ -260,3 +260,33 @@ def test_spec_file_chooses_text_pooling(hf_models, tmp_path, monkeypatch):
         f'name = "bad-pool"\nmodality = "text"\npooling = "max"\n[source]\nkind = "hf"\nmodel = "{folder}"\n')
     with pytest.raises(SpecError, match=r"bad-pool\.toml: pooling must be one of \('mean', 'cls', 'pooler'\)"):
         get_spec("bad-pool")
+
+
+# --------------------------------------------------------------------------- a folder is its content
+def test_new_weights_in_a_folder_are_exported_again_and_a_name_is_not_an_identity(tmp_path, sample_rgbs,
+                                                                                  monkeypatch, caplog):
+    from tiny_hf import build_vit
+
+    def reference(folder):
+        model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+        with torch.no_grad():
+            return model(pixel_values=torch.from_numpy(processor_pixels(folder, sample_rgbs))).last_hidden_state[:, 0]
+
+    first, second = tmp_path / "a" / "my-vit", tmp_path / "b" / "my-vit"
+    build_vit(first, seed=0)
+    build_vit(second, seed=1)
+    monkeypatch.chdir(first.parent)
+    before = featx.load_backbone("hf:./my-vit")
+    np.testing.assert_allclose(before.embed(sample_rgbs), reference(first).numpy(), atol=1e-4)
+    build_vit(first, seed=2)  # new weights saved into the same folder
+    with caplog.at_level("WARNING", logger="featx"):
+        after = featx.load_backbone("hf:./my-vit")
+    assert after.onnx_path != before.onnx_path and "changed since it was exported" in caplog.text
+    np.testing.assert_allclose(after.embed(sample_rgbs), reference(first).numpy(), atol=1e-4)
+    assert not np.allclose(after.embed(sample_rgbs), before.embed(sample_rgbs), atol=1e-3)
+    monkeypatch.chdir(second.parent)  # the same name from another folder: another model
+    other = featx.load_backbone("hf:./my-vit")
+    assert other.onnx_path not in (before.onnx_path, after.onnx_path)
+    np.testing.assert_allclose(other.embed(sample_rgbs), reference(second).numpy(), atol=1e-4)
+    monkeypatch.chdir(first.parent)
+    assert featx.load_backbone("hf:./my-vit").onnx_path == after.onnx_path  # unchanged: found, not exported

@@ -16,7 +16,8 @@ from featx.cli import main
 from featx.errors import CacheError, CacheMismatchError, ExportError, SpecError
 from featx.torchmodels.export import export_module, with_layers
 from featx.heads import select_head, select_layer
-from featx.specs.layers import available_layers, parse_layers
+from featx.specs.layers import parse_layers
+from featx.torchmodels.layer_outputs import available_layers
 from featx.heads.persist import load_head, read_metadata
 from featx.sources import open_dataset, subset
 

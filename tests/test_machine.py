@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from featx import machine
-from featx.engine import doctor
+from featx.cli import doctor
 from featx.machine import Cpu, MachineFacts, machine_facts, parse_cpuinfo
 
 REPO = Path(__file__).resolve().parents[1]

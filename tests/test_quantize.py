@@ -15,7 +15,7 @@ import pytest
 
 import featx
 from featx.cli import main
-from featx.engine.doctor import has_vnni
+from featx.machine import has_vnni
 from featx.errors import ExportError, ParameterError, SpecError
 from featx.files import sha256_file
 from featx.specs.exported import variant_stem

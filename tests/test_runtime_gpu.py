@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import featx
-from featx.engine import doctor
+from featx.cli import doctor
 from featx.errors import ModelInputError
 from featx.engine.runtime import DeviceBatch, Session, cuda_status
 

@@ -12,7 +12,7 @@ import pytest
 import featx
 from featx.cli import main
 from featx.errors import MissingDependencyError, SpecError
-from featx.extras import timm_problem
+from featx.torchmodels.export import timm_problem
 from featx.specs.registry import Registry, get_spec, list_specs, load_spec_file
 
 VIT_TOML = """# a tiny ViT from a local folder, under a name of its own

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.doctor import diagnose
+from .doctor import diagnose
 from ..errors import UsageError
 from ..machine import has_vnni
 from ..specs.exported import exported_path, read_spec_file

@@ -37,6 +37,7 @@ from pathlib import Path
 from ..errors import SpecError
 from ..files import sha256_file, write_text_atomically
 from .record import ModelFile, read_spec_file, spec_path_for, tokenizer_name  # noqa: F401
+from .hfspec import local_stem
 from .registry import get_spec, is_recipe
 from ..files import featx_home
 from .spec import BackboneSpec, spec_file_stem
@@ -54,9 +55,10 @@ def exported_dir() -> Path:
 def exported_path(name: str) -> Path:
     """Where ``featx export NAME`` puts a registered backbone (or a ``timm:``/``hf:`` recipe).
 
-    A recipe name needs no look-up (an ``hf:`` model exported before is found offline).
+    A recipe name needs no look-up (an ``hf:`` model exported before is found offline); a local
+    folder's is named by its content (:attr:`featx.specs.spec.BackboneSpec.file_stem`).
     """
-    stem = spec_file_stem(name) if is_recipe(name) else get_spec(name, resolve=False).file_stem
+    stem = local_stem(name) or (spec_file_stem(name) if is_recipe(name) else get_spec(name, resolve=False).file_stem)
     return exported_dir() / f"{stem}.onnx"
 
 

@@ -33,8 +33,10 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import SpecError
@@ -61,6 +63,48 @@ PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box"
 HF_KINDS = ("hf", "hf-image", "hf-clip")
 TOWERS = ("image", "text")
 _NO_LIMIT = 100_000  # tokenizers without a limit report int(1e30)
+
+
+def local_folder(name: str) -> Path | None:
+    """The resolved folder an ``hf:`` name reads from, or None for a hub id (or a name that is not ``hf:``)."""
+    if not isinstance(name, str) or not name.startswith("hf:"):
+        return None
+    model, _ = split_name(name)
+    return Path(model).resolve() if Path(model).is_dir() else None
+
+
+def folder_digest(folder) -> str:
+    """sha256 of what a model folder is: its resolved path and every file's name and bytes.
+
+    Hidden files and folders (``.git``, ``.cache``) are left out. Computed once per process for
+    a folder whose files keep their sizes and modification times.
+    """
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    signature = tuple((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _digest(str(folder), signature)
+
+
+@lru_cache(maxsize=64)
+def _digest(folder: str, signature: tuple) -> str:
+    h = hashlib.sha256(folder.encode())
+    for relative, _, _ in signature:
+        h.update(b"\0" + relative.encode() + b"\0")
+        with open(Path(folder) / relative, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def local_stem(name: str) -> str | None:
+    """The file stem of an ``hf:`` name that reads a local folder (:func:`featx.specs.spec.folder_stem`), else None."""
+    folder = local_folder(name)
+    if folder is None:
+        return None
+    from .spec import folder_stem
+
+    return folder_stem(str(folder), split_name(name)[1], folder_digest(folder))
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -245,8 +289,10 @@ def hf_spec_dict(name: str) -> dict:
         transformers is not installed (``pip install 'featx[export]'``).
     """
     model, tower = split_name(name)
-    if Path(model).is_dir():  # the record names the folder wherever the export runs from
+    digest = None
+    if Path(model).is_dir():  # the record names the folder wherever the export runs from, and what it held
         model = str(Path(model).resolve())
+        digest = folder_digest(model)
     config = _config(model)
     model_type = str(getattr(config, "model_type", ""))
     base = {"name": name, "license": "see the Hugging Face model card", "dim": None}
@@ -256,7 +302,7 @@ def hf_spec_dict(name: str) -> dict:
             raise SpecError(f"{where} is a {model_type.upper()} dual encoder: name one tower, hf:{model}#image or "
                             f"hf:{model}#text (or classify zero-shot with featx.ZeroShotClassifier(model='hf:{model}'))")
         source = {"kind": "hf-clip", "model": model, "tower": tower, "family": model_type,
-                  "probabilities": DUAL_ENCODERS[model_type], "packages": ["transformers"]}
+                  "probabilities": DUAL_ENCODERS[model_type], "packages": ["transformers"]} | _digest_of(digest)
         description = f"{model_type.upper()} {tower} tower of {model!r}: projected features, L2-normalised"
         common = base | {"modality": tower, "pooling": "projection", "normalize": True, "source": source,
                          "description": description}
@@ -274,7 +320,7 @@ def hf_spec_dict(name: str) -> dict:
     if model_type in IMAGE_POOLING:
         pooling = IMAGE_POOLING[model_type]
         return base | {"modality": "image", "pooling": pooling, "normalize": False,
-                       "source": {"kind": "hf-image", "model": model, "packages": ["transformers"]},
+                       "source": {"kind": "hf-image", "model": model, "packages": ["transformers"]} | _digest_of(digest),
                        "preprocess": _image_preprocess(model),
                        "description": f"{model_type} image encoder {model!r}: {pooling} pooling"}
     if _read_json(model, "preprocessor_config.json") is not None:
@@ -290,10 +336,15 @@ def hf_spec_dict(name: str) -> dict:
     length = text_max_length(tok.model_max_length, getattr(config, "max_position_embeddings", None), model_type,
                              st_config.get("max_seq_length"))
     return base | {"modality": "text", "pooling": pooling, "normalize": normalize,
-                   "source": {"kind": "hf", "model": model, "packages": ["transformers"]},
+                   "source": {"kind": "hf", "model": model, "packages": ["transformers"]} | _digest_of(digest),
                    "preprocess": {"max_length": length},
                    "description": f"{model_type} text encoder {model!r}: {pooling} pooling"
                                   + (" + L2 normalisation" if normalize else "")}
+
+
+def _digest_of(digest: str | None) -> dict:
+    """The ``digest`` key of a source read from a local folder (its file stem depends on it)."""
+    return {"digest": digest} if digest else {}
 
 
 def source_name(source: dict) -> str:

@@ -159,8 +159,16 @@ class BackboneSpec:
 
     @property
     def file_stem(self) -> str:
-        """File-system safe name: ``timm:resnet50`` -> ``timm-resnet50``."""
-        return spec_file_stem(self.name)
+        """File-system safe name: ``timm:resnet50`` -> ``timm-resnet50``.
+
+        A model read from a local folder (its source records the folder's ``digest``) is named by
+        what it is, not by how it was called: ``hf-my-vit-<digest>``, so new weights saved into the
+        folder, or another folder called the same from elsewhere, give another file.
+        """
+        digest = self.source.get("digest") if isinstance(self.source, Mapping) else None
+        if not digest or not self.name.startswith("hf:"):  # a spec file's backbone keeps its name
+            return spec_file_stem(self.name)
+        return folder_stem(str(self.source.get("model", "")), self.source.get("tower"), str(digest))
 
     def to_dict(self) -> dict:
         return {
@@ -201,3 +209,15 @@ class BackboneSpec:
 def spec_file_stem(name: str) -> str:
     """File-system safe name: ``timm:resnet50`` -> ``timm-resnet50`` (see :attr:`BackboneSpec.file_stem`)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def folder_stem(folder: str, tower: str | None, digest: str) -> str:
+    """The file stem of a model read from a local folder: ``hf-NAME[-TOWER]-DIGEST12`` (see :attr:`BackboneSpec.file_stem`).
+
+    Examples
+    --------
+    >>> folder_stem("/models/my-vit", None, "0123456789abcdef")
+    'hf-my-vit-0123456789ab'
+    """
+    name = folder.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return spec_file_stem(f"hf-{name}" + (f"-{tower}" if tower else "")) + f"-{digest[:12]}"

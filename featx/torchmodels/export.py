@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, MissingDependencyError, SpecError
-from ..extras import timm_problem
 from ..files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .hfexport import build_hf
@@ -405,3 +404,29 @@ def _fuse(spec, src, dst, shape, feeds, references, tolerance) -> dict:
     return record | {"fused_ops": fused, "max_abs_diff": diff}
 
 
+def timm_problem() -> str | None:
+    """Why ``timm:NAME`` backbones cannot be used here, with what to install; None when timm imports.
+
+    timm imports torchvision, and PyPI's torchvision wheels are built for PyPI's (CUDA) torch:
+    beside a CPU torch, ``import torchvision`` fails (``operator torchvision::nms does not exist``).
+    """
+    try:
+        importlib.import_module("torch")
+    except ImportError:
+        return "PyTorch is not installed: pip install 'featx[timm]' (install torch==2.13.0 first for the CPU build)"
+    try:
+        importlib.import_module("torchvision")
+    except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
+        torch = importlib.import_module("torch")
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        return (f"timm needs torchvision, which cannot import here ({type(e).__name__}: {reason}). Install the "
+                f"torchvision built for this torch ({torch.__version__}): for a CPU torch, pip install torchvision "
+                "--index-url https://download.pytorch.org/whl/cpu; for a CUDA torch, the torchvision release of "
+                "the same PyTorch release")
+    try:
+        importlib.import_module("timm")
+    except ImportError:
+        return "timm is not installed: pip install 'featx[timm]'"
+    except Exception as e:
+        return f"timm does not import here ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+    return None

@@ -21,9 +21,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ExportError, ParameterError
+from ..errors import ExportError, ParameterError, SpecError
 from .export import DEFAULT_OPSET, ExportResult, export
-from ..specs.exported import ModelFile, find_onnx, locate_onnx
+from ..specs.exported import ModelFile, exported_dir, find_onnx, locate_onnx
+from ..specs.hfspec import local_folder, split_name
+from ..specs.record import read_spec_file
 from .quantize import DEFAULT_CALIBRATION_SIZE, QuantizeResult, quantize as make_variant
 from ..validation import check_choice
 
@@ -127,7 +129,27 @@ def resolve_onnx(name_or_path, *, export_if_missing: bool = True) -> Path:
     """
     if not export_if_missing:
         return locate_onnx(name_or_path)
-    return find_onnx(name_or_path) or export_backbone(str(name_or_path)).onnx_path
+    found = find_onnx(name_or_path)
+    if found is None:
+        _say_why_a_folder_is_exported_again(str(name_or_path))
+        found = export_backbone(str(name_or_path)).onnx_path
+    return found
+
+
+def _say_why_a_folder_is_exported_again(name: str) -> None:
+    """A local ``hf:`` folder exported before under other content: say that it changed (it is exported again)."""
+    folder = local_folder(name)
+    if folder is None:
+        return
+    for record_path in sorted(exported_dir().glob("hf-*.json")):
+        try:
+            source = read_spec_file(record_path)["spec"].get("source", {})
+        except SpecError:
+            continue
+        if source.get("model") == str(folder) and source.get("tower") == split_name(name)[1]:
+            log.warning("%s: the folder %s changed since it was exported as %s (config, weights or tokenizer); "
+                        "exporting it again", name, folder, record_path.with_suffix(".onnx").name)
+            return
 
 
 def resolve_precision(name_or_path, precision: str = "fp32", *, gpu: bool = False) -> Path:

@@ -28,7 +28,7 @@ default for static int8, 7-bit weights) avoids it at little cost on VNNI CPUs, s
 works everywhere. Measured on Lite0 on a Zen 3 CPU (no VNNI), cosine vs fp32 on Fashion-MNIST
 test images: 0.84 with 8-bit weights, 0.94 with ``reduce_range``. Without VNNI, int8 is still
 faster than fp32 (Lite0 ~1.7x on 2 Zen 3 cores, AVX2 kernels) but gains less than with it;
-:func:`featx.engine.doctor.has_vnni` says whether this CPU has it. fp16 is for GPUs: on a CPU it is
+:func:`featx.machine.has_vnni` says whether this CPU has it. fp16 is for GPUs: on a CPU it is
 slower than fp32.
 
 Examples

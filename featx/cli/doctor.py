@@ -8,9 +8,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from ..extras import timm_problem
 from ..machine import has_vnni
-from .runtime import cuda_status, default_threads, resolve_providers
+from ..engine.runtime import cuda_status, default_threads, resolve_providers
 
 
 def installed_ort_packages() -> list[str]:
@@ -180,6 +179,8 @@ def diagnose() -> dict[str, str]:
     report["threads"] = str(default_threads())
     report["cpu int8 (VNNI)"] = ("yes" if has_vnni() else
                                  "no: int8 is less accurate and gains less speed than on VNNI CPUs")
+    from ..torchmodels.export import timm_problem
+
     problem = timm_problem()  # optional: a line that says why and what to install, never a PROBLEM
     report["timm backbones"] = "usable" if problem is None else f"unavailable: {problem}"
     return report
