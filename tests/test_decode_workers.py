@@ -80,7 +80,7 @@ def test_the_first_bad_item_in_order_is_named_whatever_thread_fails_first(tiny_i
         assert out.positions.tolist() == [0, 2] and [f.id for f in out.failures] == ["#1", "#3"]
 
 
-def test_default_decode_workers_and_batch_size():
+def test_device_defaults_decode_workers_and_batch_size():
     cores = default_threads()
     assert device_defaults(Session("unused.onnx", providers="cpu", threads=1)).decode_workers == max(1, cores - 1)
     assert device_defaults(Session("unused.onnx", providers="cpu")).decode_workers == max(1, cores // 4)

@@ -290,3 +290,26 @@ def test_new_weights_in_a_folder_are_exported_again_and_a_name_is_not_an_identit
     np.testing.assert_allclose(other.embed(sample_rgbs), reference(second).numpy(), atol=1e-4)
     monkeypatch.chdir(first.parent)
     assert featx.load_backbone("hf:./my-vit").onnx_path == after.onnx_path  # unchanged: found, not exported
+
+
+def test_a_layered_export_sits_beside_the_plain_one_whose_caches_stay_valid(tmp_path):
+    from tiny_hf import build_vit
+
+    from featx.torchmodels.provision import export_backbone
+
+    name = f"hf:{build_vit(tmp_path / 'vit')}"
+    plain = featx.load_backbone(name)
+    plain_sha = plain.sha256
+    first = featx.extract("builtin:digits:test", plain, tmp_path / "digits.cache", progress=False)
+    assert first.embedded == len(featx.open_dataset("builtin:digits:test"))
+    made = export_backbone(name, layers="block0")
+    assert made.onnx_path != plain.onnx_path and made.onnx_path.name.endswith(".layers-block0.onnx")
+    again = featx.load_backbone(name)
+    assert again.onnx_path == plain.onnx_path and again.sha256 == plain_sha and not again.layers
+    assert featx.extract("builtin:digits:test", name, tmp_path / "digits.cache", progress=False).embedded == 0
+    layered = featx.load_backbone(f"{name}@block0")
+    assert layered.onnx_path == made.onnx_path and list(layered.layers) == ["block0"]
+    assert layered.name == f"{name}@block0" and layered.fingerprint_id != plain.fingerprint_id
+    X, _, _ = featx.load_features(tmp_path / "digits.cache", model=plain.name)
+    np.testing.assert_allclose(layered.embed(list(featx.open_dataset("builtin:digits:test").items[i].ref
+                                                 for i in range(4))), X[:4], atol=1e-5)

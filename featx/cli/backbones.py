@@ -102,6 +102,9 @@ def cmd_export(args) -> int:
         say(f"sha256    {result.sha256}")
         say(f"parity    max |onnxruntime - torch| = {result.max_abs_diff:.2e} on real inputs (tolerance 1e-4)")
         record = read_spec_file(result.spec_path)
+        if record["spec"]["name"] != args.name:  # layers: a model of its own, beside the plain export
+            say(f"name      {record['spec']['name']} (use it as --model '{record['spec']['name']}'; "
+                "the plain export, and the caches and heads made with it, are unchanged)")
         for layer, diff in record["parity"].get("layers", {}).items():
             dim = record["spec"].get("layers", {}).get(layer, record["spec"]["dim"])
             say(f"layer     {layer} (dim {dim}): max |onnxruntime - torch| = {diff:.2e}")

@@ -89,7 +89,7 @@ class Backbone(ItemPreparation):
     providers, threads :
         Passed to :class:`featx.engine.runtime.Session`.
     jpeg_draft : bool
-        Images: decode JPEGs at a reduced scale (see :class:`featx.specs.registry.ImagePreprocess`).
+        Images: decode JPEGs at a reduced scale (see :class:`featx.specs.spec.ImagePreprocess`).
     """
 
     def __init__(self, onnx_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False):

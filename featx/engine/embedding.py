@@ -33,9 +33,10 @@ items out, :class:`~featx.estimators.transformer.EmbeddingTransformer` gives the
 batch steps have no per-item failure other than a non-finite row, which is found row by row,
 so no batch is re-run item by item.
 
-Used by :func:`featx.extraction.extract`, :meth:`featx.Backbone.embed`,
-:class:`~featx.estimators.transformer.EmbeddingTransformer` and :func:`featx.pipeline.embed_dataset`.
-A backbone here is anything with ``decode``, ``prepare``, ``run``, ``dim``, ``modality``,
+:func:`embed` is the one routine behind every in-memory path: :meth:`featx.Backbone.embed` (the
+public call), :class:`~featx.estimators.transformer.EmbeddingTransformer`, pipelines, ``featx
+predict`` and deployed files; :func:`featx.extraction.extract` streams the same batch steps
+(:func:`prepare_batches`, :func:`run_batches`) shard by shard. A backbone here is anything with ``decode``, ``prepare``, ``run``, ``dim``, ``modality``,
 ``spec`` and ``session`` (:class:`featx.Backbone`).
 
 Examples

@@ -83,7 +83,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         or gives a row of NaN (with a warning) so that the rows stay aligned with the input.
     jpeg_draft : bool, default=False
         Image backbones: decode JPEGs at a reduced scale (faster on photos, slightly different
-        features; see :class:`featx.specs.registry.ImagePreprocess`).
+        features; see :class:`featx.specs.spec.ImagePreprocess`).
     layer : str, optional
         An intermediate layer the backbone's export carries (``featx export NAME --layers ...``,
         see :mod:`featx.specs.layers`): its pooled features instead of the final ones (None or ``"final"``).

@@ -158,7 +158,7 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
     jpeg_draft : bool
         Images: decode JPEGs at a reduced scale, 2-3x faster decoding of photo-sized files;
         the features change slightly and are cached apart from full decoding's
-        (see :class:`featx.specs.registry.ImagePreprocess`). For a loaded ``model``, set it there.
+        (see :class:`featx.specs.spec.ImagePreprocess`). For a loaded ``model``, set it there.
     precision : {"fp32", "fp16", "auto"}
         ``"fp16"``: the backbone's fp16 variant (for GPUs); ``"auto"``: fp16 on a GPU where its
         parity allows (see :func:`featx.load_backbone`). Cached apart from fp32 features.

@@ -38,6 +38,7 @@ from ..errors import SpecError
 from ..files import sha256_file, write_text_atomically
 from .record import ModelFile, read_spec_file, spec_path_for, tokenizer_name  # noqa: F401
 from .hfspec import local_stem
+from .layers import layered_suffix, split_layered
 from .registry import get_spec, is_recipe
 from ..files import featx_home
 from .spec import BackboneSpec, spec_file_stem
@@ -58,8 +59,9 @@ def exported_path(name: str) -> Path:
     A recipe name needs no look-up (an ``hf:`` model exported before is found offline); a local
     folder's is named by its content (:attr:`featx.specs.spec.BackboneSpec.file_stem`).
     """
-    stem = local_stem(name) or (spec_file_stem(name) if is_recipe(name) else get_spec(name, resolve=False).file_stem)
-    return exported_dir() / f"{stem}.onnx"
+    base, layers = split_layered(name)
+    stem = local_stem(base) or (spec_file_stem(base) if is_recipe(base) else get_spec(base, resolve=False).file_stem)
+    return exported_dir() / f"{stem}{layered_suffix(layers)}.onnx"
 
 
 def variant_stem(stem: str, mode: str) -> str:

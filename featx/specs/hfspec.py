@@ -278,7 +278,7 @@ def _tokenizer(model: str):
 def hf_spec_dict(name: str) -> dict:
     """The spec of ``hf:MODEL[#TOWER]``, derived from the model's configuration files.
 
-    Returns a dict in the bundled TOML format (``featx.specs.registry.BackboneSpec.from_dict`` reads it).
+    Returns a dict in the bundled TOML format (``featx.specs.spec.BackboneSpec.from_dict`` reads it).
 
     Raises
     ------

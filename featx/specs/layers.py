@@ -75,3 +75,37 @@ def parse_layers(text) -> tuple[str, ...]:
             raise SpecError(f"a layer name is a letter then letters, digits or '_', and not {FINAL!r} (the "
                             f"backbone's own output, always there). Got {name!r}.")
     return names
+
+
+#: Between a backbone's name and the layers its export carries: ``efficientnet-lite0@block4,block10``.
+LAYERED = "@"
+
+
+def layered_name(name: str, layers) -> str:
+    """The name of ``name``'s export that carries ``layers`` beside its final output.
+
+    A layered export is a model file of its own, beside the plain one: caches and heads made with
+    the plain export stay valid (see :mod:`featx.torchmodels.export`).
+
+    Examples
+    --------
+    >>> layered_name("efficientnet-lite0", "block4, block10")
+    'efficientnet-lite0@block4,block10'
+    >>> split_layered("efficientnet-lite0@block4,block10"), split_layered("all-minilm-l6-v2")
+    (('efficientnet-lite0', ('block4', 'block10')), ('all-minilm-l6-v2', ()))
+    """
+    return f"{name}{LAYERED}{','.join(parse_layers(layers))}"
+
+
+def split_layered(name: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME@L1,L2`` -> ``(NAME, (L1, L2))``; a name without layers -> ``(name, ())``."""
+    base, sep, layers = str(name).rpartition(LAYERED)
+    if not sep or not base or "/" in layers:
+        return str(name), ()
+    return base, parse_layers(layers)
+
+
+def layered_suffix(layers) -> str:
+    """What a layered export adds to its base's file stem: ``.layers-block4-block10`` ("" for none)."""
+    return f".layers-{'-'.join(layers)}" if layers else ""
+

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import SpecError
+from .layers import layered_suffix, split_layered
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -163,12 +164,16 @@ class BackboneSpec:
 
         A model read from a local folder (its source records the folder's ``digest``) is named by
         what it is, not by how it was called: ``hf-my-vit-<digest>``, so new weights saved into the
-        folder, or another folder called the same from elsewhere, give another file.
+        folder, or another folder called the same from elsewhere, give another file. An export with
+        intermediate layers (``NAME@L1,L2``) sits beside the plain one: ``NAME.layers-L1-L2``.
         """
+        base, layers = split_layered(self.name)
         digest = self.source.get("digest") if isinstance(self.source, Mapping) else None
-        if not digest or not self.name.startswith("hf:"):  # a spec file's backbone keeps its name
-            return spec_file_stem(self.name)
-        return folder_stem(str(self.source.get("model", "")), self.source.get("tower"), str(digest))
+        if digest and base.startswith("hf:"):  # a spec file's backbone keeps its name
+            stem = folder_stem(str(self.source.get("model", "")), self.source.get("tower"), str(digest))
+        else:
+            stem = spec_file_stem(base)
+        return stem + layered_suffix(layers)
 
     def to_dict(self) -> dict:
         return {

@@ -31,7 +31,7 @@ from ..files import sha256_file
 from .fuse import MODEL_TYPE, eager_attention, encoder_shape, fuse_encoder
 from .hfexport import build_hf
 from ..engine.inputs import InputChain
-from ..specs.layers import FINAL, output_name, parse_layers
+from ..specs.layers import FINAL, layered_name, output_name, parse_layers, split_layered
 from .layer_outputs import layered_module
 from ..specs.exported import (
     copy_tokenizer,
@@ -233,6 +233,9 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     layers : str or sequence of str, optional
         Intermediate layers whose pooled outputs the file also carries (``"block4,block10"``;
         names in :mod:`featx.specs.layers`), each checked against PyTorch like the final output.
+        A backbone given by name is then exported as ``NAME@L1,L2``, a model of its own beside the
+        plain export (``NAME.layers-L1-L2.onnx``), so the plain export, and the caches and heads
+        made with it, stay as they are. ``name`` may carry the layers itself (``"NAME@L1,L2"``).
 
     Returns
     -------
@@ -242,7 +245,16 @@ def export(name, out_dir=None, *, opset: int = DEFAULT_OPSET, force: bool = Fals
     --------
     featx.torchmodels.provision.export_backbone : the export and an int8/fp16 variant of it.
     """
-    spec = name if isinstance(name, BackboneSpec) else get_spec(name)
+    if isinstance(name, BackboneSpec):
+        spec = name
+    else:
+        base, named = split_layered(name)
+        if named and layers and parse_layers(layers) != named:
+            raise SpecError(f"{name!r} names the layers {', '.join(named)}, and layers={layers!r} others: give one")
+        layers = layers or named or None
+        spec = get_spec(base)
+        if layers:
+            spec = spec.replace(name=layered_name(spec.name, layers))
     out_dir = Path(out_dir) if out_dir else exported_dir()
     onnx_path = out_dir / f"{spec.file_stem}.onnx"
     if not force and onnx_path.exists() and spec_path_for(onnx_path).exists():
