@@ -54,10 +54,10 @@ QUICK = Sizes(jpegs=24, rounds=1)
 
 def decode_rate(bb, files, batch: int, workers: int) -> float:
     """Images/s of featx's preparing routine alone (load = decode + crop, collate = normalise), no model run."""
-    from featx.engine.embedding import prepare_batches, split
+    from featx.engine.embedding import in_batches, prepare_batches
 
     t = time.perf_counter()
-    n = sum(len(p.positions) for p in prepare_batches(bb, split(files, files, batch), workers=workers))
+    n = sum(len(p.positions) for p in prepare_batches(bb, in_batches(files, files, batch), workers=workers))
     assert n == len(files)
     return n / (time.perf_counter() - t)
 

@@ -20,7 +20,7 @@ import featx
 from featx.cli import main
 from featx.engine.decode import PixelBudget
 from featx.engine.defaults import device_defaults
-from featx.engine.embedding import embed, prepare_batches, run_batches, split
+from featx.engine.embedding import embed, prepare_batches, run_batches, in_batches
 from featx.errors import InputError, ModelInputError, SpecError
 from featx.engine.runtime import Session, cuda_status, default_threads, device_index, resolve_providers
 from featx.engine.staging import Staging, cuda_runtime, pin
@@ -139,7 +139,7 @@ def test_decoding_threads_hold_at_most_the_budget(tiny_image_onnx, tmp_path):
         Image.new("RGB", (300 + 10 * i, 200), (i * 30, 100, 50)).save(tmp_path / f"{i}.png")
         files.append(str(tmp_path / f"{i}.png"))
     budget = PixelBudget(2 * 400 * 200)  # two of these images at a time, never three
-    prepared = list(prepare_batches(bb, split(files, [str(i) for i in range(8)], 4), workers=6, budget=budget))
+    prepared = list(prepare_batches(bb, in_batches(files, [str(i) for i in range(8)], 4), workers=6, budget=budget))
     assert 300 * 200 <= budget.peak <= 2 * 400 * 200 and budget.held == 0
     got = np.concatenate([e.rows for e in run_batches(bb, prepared)])
     np.testing.assert_array_equal(got, bb.embed(files, decode_workers=1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import featx
-from featx.engine.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, split
+from featx.engine.embedding import NON_FINITE, Embedded, embed, prepare_batches, run_batches, in_batches
 from featx.errors import InputError, ItemFailedError, NonFiniteOutputError
 from featx.extraction.shard import ShardJob, ShardTask, compute_shard
 from featx.engine.runtime import DeviceBatch
@@ -58,7 +58,7 @@ def test_raise_names_the_first_bad_item(nan_image_onnx, mixed):
 
 def test_prefetch_threads_change_nothing(nan_image_onnx, mixed):
     bb = featx.load_backbone(nan_image_onnx)
-    batches = list(split(mixed * 3, [f"i{k}" for k in range(36)], 5))
+    batches = list(in_batches(mixed * 3, [f"i{k}" for k in range(36)], 5))
     plain = [r for r in run_batches(bb, prepare_batches(bb, batches, on_error="skip"), on_error="skip")]
     ahead = [r for r in run_batches(bb, prepare_batches(bb, batches, on_error="skip", workers=3, depth=2),
                                     on_error="skip")]
@@ -96,7 +96,7 @@ def test_io_bound_sessions_get_device_batches_from_the_prefetch_threads(tiny_ima
     for path, items in ((tiny_image_onnx, mixed), (tiny_text_onnx, ["a", "", "bb cc", "d " * 50, "e"] * 3)):
         plain, bound = featx.load_backbone(path), featx.load_backbone(path)
         bound.session.io_binding = True
-        batches = list(split(items, [f"#{i}" for i in range(len(items))], 4))
+        batches = list(in_batches(items, [f"#{i}" for i in range(len(items))], 4))
         prepared = list(prepare_batches(bound, batches, on_error="skip", workers=2))
         assert all(isinstance(p.feeds, DeviceBatch) for p in prepared if p.feeds is not None)
         got = Embedded.concat(list(run_batches(bound, prepared, on_error="skip")), bound.dim)

@@ -68,7 +68,7 @@ from ..errors import InputError, NonFiniteOutputError, UnreadableItemError
 from ..specs.layers import FINAL
 
 __all__ = ["Embedded", "Failure", "NON_FINITE", "ON_ERROR", "Prepared", "embed", "longest_first", "prepare_batches",
-           "raise_failures", "run_batches", "split"]
+           "raise_failures", "run_batches", "in_batches"]
 #: The reason recorded for an item whose features hold NaN or inf.
 NON_FINITE = "the model produced NaN/inf features"
 
@@ -343,7 +343,7 @@ def run_batches(backbone, prepared: Iterable[Prepared], *, on_error: str = "rais
             return
 
 
-def split(refs: Sequence, ids: Sequence[str], batch_size: int) -> Iterator[tuple[Sequence, Sequence[str]]]:
+def in_batches(refs: Sequence, ids: Sequence[str], batch_size: int) -> Iterator[tuple[Sequence, Sequence[str]]]:
     """``(refs, ids)`` in batches of ``batch_size``."""
     for start in range(0, len(refs), batch_size):
         yield refs[start:start + batch_size], ids[start:start + batch_size]
@@ -419,7 +419,7 @@ def embed(backbone, refs: Sequence, ids: Sequence[str] | None = None, *, batch_s
         order = longest_first(refs, backbone.tokenizer.count_tokens)
         refs, ids = [refs[i] for i in order], [ids[i] for i in order]
     parts = []
-    prepared = prepare_batches(backbone, split(refs, ids, batch_size), on_error=on_error, workers=workers)
+    prepared = prepare_batches(backbone, in_batches(refs, ids, batch_size), on_error=on_error, workers=workers)
     for part in run_batches(backbone, prepared, on_error=on_error):
         if on_error == "raise" and part.failures:
             raise_failures(part.failures)

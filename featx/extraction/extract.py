@@ -92,7 +92,7 @@ class ExtractReport:
 
 
 # ------------------------------------------------------------------- pure-ish pieces
-def plan(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
+def items_to_embed(dataset: Dataset, is_done, count_tokens=None) -> list[Item]:
     """Items still to embed; texts sorted longest first for dynamic padding.
 
     Texts are sorted by ``count_tokens(texts) -> counts`` when given (the backbone's tokenizer:
@@ -225,8 +225,8 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
         state = store.scan(backbone.name)
         for path, reason in state.damaged:
             store.quarantine(path, reason)
-        todo = plan(dataset, state.is_done,
-                    count_tokens=backbone.tokenizer.count_tokens if backbone.modality == "text" else None)
+        todo = items_to_embed(dataset, state.is_done,
+                              count_tokens=backbone.tokenizer.count_tokens if backbone.modality == "text" else None)
         report.cached = sum(1 for item in dataset.items if item.id in state.rows
                             and state.is_done(item.id, item.stamp or ""))
         report.failed_before = len(dataset) - len(todo) - report.cached
