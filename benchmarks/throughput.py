@@ -3,7 +3,7 @@
     python benchmarks/throughput.py            # full run, ~15 min on 2 cores -> results/throughput.json
     python benchmarks/throughput.py --quick    # small sizes, ~3 min           -> results/throughput.quick.json
 
-Sections (``--sections a,b,c``; all by default):
+Sections (``--sections a,b,c,d``; all by default):
 
 a. ONNX Runtime fp32 vs the frameworks, same inputs, same threads:
    EfficientNet-Lite0 on pre-made (n, 3, 224, 224) tensors vs PyTorch eager (goal >= 4x);
@@ -18,6 +18,8 @@ b. int8 vs fp32: static QDQ Lite0 calibrated on Fashion-MNIST train images, dyna
 c. featx.extract end to end vs the raw session on pre-made tensors: Fashion-MNIST written as
    PNG files (goal >= 0.9) and photo-sized JPEGs; cached re-run vs first run (goal >= 20x);
    HDF5 read throughput of the cache (``featx.load_features``).
+d. The CLI as whole commands (a fresh interpreter each run, medians): ``featx --help`` against
+   ``python -c pass``; ``featx extract`` of the PNGs of c, then its cached re-run (goal >= 20x).
 
 Timings: every comparison runs its sides alternately for ``--rounds`` rounds after a warm-up and
 reports the median items/s of each side; the ratio is of the medians. On shared cores the
@@ -673,11 +675,51 @@ def chosen_sizes(args, sizes_type, quick):
                                   if getattr(args, f.name) is not None})
 
 
+def command_seconds(argv: list[str], runs: int) -> list[float]:
+    """Wall-clock seconds of a whole command, ``runs`` times (a fresh interpreter each time)."""
+    import subprocess
+
+    # As a user runs it: bytecode cached (a PYTHONDONTWRITEBYTECODE inherited from a sandbox would
+    # recompile every featx module on every run); a first, untimed run writes the caches.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def section_d(b: Bench, models):
+    """The CLI as a user runs it: start-up, and a cached re-run of a folder of small PNGs, as whole commands."""
+    s = b.sizes
+    featx_cli = [sys.executable, "-m", "featx"]
+    runs = 7
+    b.log(f"d. CLI start-up: featx --help vs the bare interpreter, {runs} runs each (median)")
+    command_seconds(featx_cli + ["--help"], 1)  # writes the bytecode caches
+    bare = statistics.median(command_seconds([sys.executable, "-c", "pass"], runs))
+    helped = statistics.median(command_seconds(featx_cli + ["--help"], runs))
+    folder = write_pngs(b.workdir / "cli-png", s.png_images)
+    cache = b.workdir / "cli-cache"
+    extract = featx_cli + ["extract", str(folder), "--model", str(models["lite0"].onnx_path), "--cache", str(cache),
+                           "-q", "--threads", str(b.threads)]
+    b.log(f"d. featx extract of {s.png_images} PNGs as a command, then its cached re-run ({runs} runs, median)")
+    first = command_seconds(extract, 1)[0]
+    cached = statistics.median(command_seconds(extract, runs))
+    b.results["d"] = {"python_start_s": bare, "help_s": helped, "pngs": s.png_images, "first_run_s": first,
+                      "cached_rerun_s": cached, "runs": runs}
+    b.row("d", "featx --help, whole command (s; baseline: python -c pass)", helped, bare, "s",
+          note="ratio = start-up / bare interpreter")
+    b.row("d", f"featx extract, first run vs cached re-run, {s.png_images} PNGs, whole commands (speedup)", first,
+          cached, "s/s", goal=20.0, note="ratio = first-run time / re-run time")
+    b.log(f"  python {bare:.3f} s, featx --help {helped:.3f} s; extract {first:.2f} s, cached re-run {cached:.3f} s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (~3 min on 2 cores); writes throughput.quick.json")
-    p.add_argument("--sections", default="a,b,c", help="comma-separated subset of a,b,c (default: all)")
+    p.add_argument("--sections", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default: all)")
     p.add_argument("--threads", type=int, default=None, help="threads for ORT, PyTorch and BLAS (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/throughput[.quick].json)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary folder (images, caches, models)")
@@ -691,9 +733,9 @@ def main(argv=None) -> int:
     sizes = chosen_sizes(args, Sizes, QUICK)
     threads = args.threads or default_threads()
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
-    unknown = sections - {"a", "b", "c"}
+    unknown = sections - {"a", "b", "c", "d"}
     if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c")
+        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c, d")
     out = args.out or HERE / "results" / ("throughput.quick.json" if args.quick else "throughput.json")
     workdir = Path(tempfile.mkdtemp(prefix="featx-throughput-"))
     b = Bench(sizes, threads, workdir)
@@ -710,7 +752,8 @@ def main(argv=None) -> int:
         models["lite0_draft"] = featx.load_backbone(models["lite0"].onnx_path, providers="cpu", threads=threads,
                                                     jpeg_draft=True)
         steps = [("ceiling", section_ceiling, False)]
-        steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c))
+        steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c),
+                                                            ("d", section_d))
                   if name in sections]
         with blas_limit(threads):  # numpy/scikit-learn BLAS gets the same threads as ORT and PyTorch
             for name, fn, needs_models in steps:

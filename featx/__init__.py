@@ -4,16 +4,16 @@ Export a frozen backbone to ONNX, cache a dataset's embeddings in HDF5 with
 ONNX Runtime, and train scikit-learn heads on them.
 """
 
-from .version import __version__
-from .engine.backbone import Backbone
-from .factory import load_backbone
-from .cache import FeatureReader, iter_features, load_features
 from .errors import FeatxError
-from .extraction.extract import ExtractReport, extract
-from .sources import Dataset, Item, open_dataset
+from .version import __version__
 
-# scikit-learn-based parts load on first use (importing sklearn costs ~2 s).
+# Everything else loads on first use, so that `featx --help` or a cached re-run pays only for what
+# it uses (h5py, scikit-learn ~1 s, onnx, torch: tests/test_startup.py checks which modules load).
 _LAZY = {
+    "Backbone": "engine.backbone", "load_backbone": "factory",
+    "FeatureReader": "cache", "iter_features": "cache", "load_features": "cache",
+    "ExtractReport": "extraction.extract", "extract": "extraction.extract",
+    "Dataset": "sources", "Item": "sources", "open_dataset": "sources",
     "EmbeddingTransformer": "estimators.transformer",
     "head_pipeline": "heads", "head_grid": "heads", "select_head": "heads", "train_heads": "heads",
     "SelectionResult": "heads",
@@ -26,14 +26,17 @@ _LAZY = {
 
 
 def __getattr__(name):
+    from importlib import import_module
+    from importlib.util import find_spec
+
     if name in _LAZY:
-        from importlib import import_module
-
         value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'featx' has no attribute {name!r}")
+    elif not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:  # a subpackage: featx.sources
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'featx' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-__all__ = ["Backbone", "Dataset", "FeatureReader", "iter_features", "ExtractReport", "FeatxError", "Item", "extract", "load_backbone",
-           "load_features", "open_dataset", "__version__", *_LAZY]
+__all__ = ["FeatxError", "__version__", *_LAZY]

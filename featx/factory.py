@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .engine.backbone import Backbone
 from .engine.runtime import requests_gpu
+from .specs.exported import find_onnx
 
 
 def load_backbone(name_or_path, *, providers=None, threads: int | None = None, jpeg_draft: bool = False,
@@ -54,7 +55,15 @@ def load_backbone(name_or_path, *, providers=None, threads: int | None = None, j
 
 
 def resolve_model_file(name_or_path, *, precision: str = "fp32", providers=None) -> Path:
-    """The exported ``.onnx`` file a name stands for at ``precision``, exported on first use."""
+    """The exported ``.onnx`` file a name stands for at ``precision``, exported on first use.
+
+    A backbone exported before is found without the torch side (:func:`featx.specs.exported.find_onnx`);
+    only a missing export or a variant imports it.
+    """
+    if precision == "fp32":
+        found = find_onnx(name_or_path)
+        if found is not None:
+            return found
     from .torchmodels.provision import resolve_onnx, resolve_precision
 
     if precision == "fp32":

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import sys
 
-from tqdm import tqdm
-
 __all__ = ["enabled", "progress_bar"]
 
 
@@ -45,8 +43,9 @@ def enabled(progress: bool | None, stream=None) -> bool:
 
 
 def progress_bar(total: int | None, desc: str, *, unit: str = "item", progress: bool | None = None,
-                 delay: float = 0.0, leave: bool = True, file=None) -> tqdm:
-    """A tqdm bar on stderr, disabled unless :func:`enabled` says so.
+                 delay: float = 0.0, leave: bool = True, file=None):
+    """A tqdm bar on stderr, or a bar that draws nothing unless :func:`enabled` says so (tqdm is then
+    not even imported: a quiet command pays nothing for bars).
 
     Parameters
     ----------
@@ -65,5 +64,27 @@ def progress_bar(total: int | None, desc: str, *, unit: str = "item", progress: 
         Default: ``sys.stderr`` at the time of the call.
     """
     file = sys.stderr if file is None else file
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(progress, file), smoothing=0.1,
-                dynamic_ncols=True, delay=delay, leave=leave, file=file)
+    if not enabled(progress, file):
+        return NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, smoothing=0.1, dynamic_ncols=True, delay=delay, leave=leave,
+                file=file)
+
+
+class NoBar:
+    """What :func:`progress_bar` gives when no bar is shown: tqdm's ``update``/``close``/context, drawing nothing."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "NoBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .doctor import diagnose
 from ..errors import UsageError
 from ..machine import has_vnni
-from ..specs.exported import exported_path, read_spec_file
-from ..torchmodels.provision import export_backbone
-from ..specs.registry import Registry, load_spec_file
 from .flags import add_json_flag, positive_int
 
 
@@ -54,6 +50,9 @@ def register(sub) -> None:
 
 
 def cmd_models(args) -> int:
+    from ..specs.exported import exported_path
+    from ..specs.registry import Registry
+
     registry = Registry.scan()
     rows = [("name", "modality", "dim", "source", "exported", "spec")]
     for name in sorted(registry.entries):
@@ -75,6 +74,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from ..specs.exported import read_spec_file
+    from ..specs.registry import load_spec_file
+    from ..torchmodels.provision import export_backbone
+
     say = args.console.result
     if (args.name is None) == (args.spec is None):
         raise UsageError("give a backbone NAME or --spec FILE.toml (one of them)")
@@ -131,6 +134,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    from .doctor import diagnose
+
     report = diagnose()
     problems = [key for key, value in report.items() if str(value).startswith("PROBLEM")]
     if args.json:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..cache.verify import info, verify
-from ..extraction.dispatch import process_pool
 from ..errors import UsageError
-from ..extraction.extract import extract
 from ..engine.runtime import default_threads
 from ..sources import open_dataset
 from .flags import add_batch_size_flag, add_json_flag, add_manifest_columns, dask_address, dask_logs, non_negative_int, positive_int
@@ -73,6 +70,9 @@ def register(sub) -> None:
 
 
 def cmd_extract(args) -> int:
+    from ..extraction.dispatch import process_pool
+    from ..extraction.extract import extract
+
     dataset = open_dataset(args.data, text_column=args.text_column, path_column=args.path_column,
                            label_column=args.label_column, id_column=args.id_column, limit=args.limit)
     if args.dask and args.workers:
@@ -118,6 +118,8 @@ def extract_document(report) -> dict:
 
 
 def cmd_info(args) -> int:
+    from ..cache.verify import info
+
     data = info(args.cache)
     if args.json:
         args.console.document(data)
@@ -140,6 +142,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from ..cache.verify import verify
+
     report = verify(args.cache)
     if args.json:
         args.console.document({"cache": str(report.cache), "ok": report.ok, "checked_shards": report.checked_shards,

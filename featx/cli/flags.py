@@ -9,7 +9,6 @@ import argparse
 from contextlib import nullcontext
 
 from ..engine.defaults import CPU_BATCH_SIZE, GPU_BATCH_SIZE
-from ..extraction.cluster import check_cluster, quiet_logs
 from ..errors import ParameterError
 
 
@@ -82,6 +81,8 @@ def jobs(text: str) -> int:
 
 def dask_address(text: str) -> str:
     """``local``, ``local:N`` or a Dask scheduler address (argparse ``type=``; :func:`featx.extraction.cluster.check_cluster`)."""
+    from ..extraction.cluster import check_cluster
+
     try:
         return check_cluster(text)
     except ParameterError:
@@ -91,4 +92,6 @@ def dask_address(text: str) -> str:
 
 def dask_logs(args):
     """With ``--dask`` and without ``-v``: Dask's own log is silenced (featx says what went wrong itself)."""
+    from ..extraction.cluster import quiet_logs
+
     return quiet_logs() if args.dask and not args.console.verbose else nullcontext()

@@ -17,15 +17,9 @@ import numpy as np
 from .. import interrupts
 from ..engine.backbone import Backbone
 from ..factory import load_backbone
-from ..cache import CacheStore, FeatureReader, load_features
-from ..extraction.cluster import joblib_on
 from ..errors import CacheError, DataSourceError, HeadError, UsageError
-from ..heads.evaluate import evaluate, save_report, to_markdown
-from ..extraction.extract import extract
 from ..files import write_atomically
-from ..heads.persist import load_head, read_metadata, save_head
 from ..sources import check_modality, labelled_mask, open_dataset
-from .cache import extract_document
 from .flags import (add_batch_size_flag, add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,
                     positive_int)
 
@@ -99,6 +93,8 @@ def register(sub) -> None:
 # ----------------------------------------------------------------------------- train
 def _cache_model(cache: Path, model: str | None) -> tuple[str, str]:
     """(name of the backbone in the cache, how to load it) from --model (name, .onnx path or None)."""
+    from ..cache import CacheStore
+
     store = CacheStore(cache)
     store.check_readable()
     if model is not None and (model.endswith(".onnx") or Path(model).is_file()):
@@ -120,11 +116,17 @@ def parse_size(text: str) -> int:
 
 def cmd_train(args) -> int:
     # --dask: joblib's Dask backend, so that the grid searches' fits run on the cluster's workers
+    from ..extraction.cluster import joblib_on
+
     with dask_logs(args), joblib_on(args.dask) if args.dask else nullcontext():
         return _train(args)
 
 
 def _train(args) -> int:
+    from ..cache import CacheStore
+    from ..cache import FeatureReader
+    from ..heads.persist import save_head
+
     from ..heads import SELECT_ROWS, resolve_heads, select_layer
     from ..pipeline import format_table
 
@@ -194,6 +196,8 @@ def _train(args) -> int:
 
 def _reader_with_rows(cache: Path, name: str, doing: str, layer: str | None = None) -> FeatureReader:
     """A reader of the cache's features (of ``layer``), or a :class:`CacheError` saying why it has none."""
+    from ..cache import FeatureReader
+
     reader = FeatureReader(cache, model=name, layer=layer)
     if not reader.n_rows:
         missing = reader.missing
@@ -230,6 +234,13 @@ def _check_dim(estimator, X, head_path) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from ..cache import CacheStore
+    from ..heads.evaluate import evaluate
+    from ..heads.evaluate import save_report
+    from ..heads.evaluate import to_markdown
+    from ..heads.persist import load_head
+    from ..heads.persist import read_metadata
+
     meta = read_metadata(args.head)
     estimator = load_head(args.head)
     store = CacheStore(args.cache)
@@ -322,6 +333,12 @@ class _Predicted:
 
 def _predict_with_head(args) -> _Predicted:
     """A saved head (.skops) and its backbone: embed (through the cache when given), then the head."""
+    from ..cache import load_features
+    from ..extraction.extract import extract
+    from ..heads.persist import load_head
+    from ..heads.persist import read_metadata
+    from .cache import extract_document
+
     console = args.console
     meta = read_metadata(args.head)
     estimator = load_head(args.head)

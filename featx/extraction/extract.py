@@ -203,8 +203,6 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
     else:
         backbone = load_backbone(model, providers=providers, threads=threads, jpeg_draft=jpeg_draft,
                                  precision=precision)
-    defaults = backbone.defaults  # the device's: each value is resolved here, once, and passed down
-    batch_size = batch_size or defaults.batch_size
     check_modality(dataset, backbone.modality, f"the {backbone.modality} backbone {backbone.name}")
     store = CacheStore(cache)
     store.create()
@@ -236,11 +234,13 @@ def extract(data, model, cache, *, batch_size: int | None = None, on_error: str 
         try:
             if not todo:
                 pass  # nothing to compute: no session, no worker
-            elif executor is None and dask is None:
-                _run_local(backbone, todo, _LocalRun(batch_size, on_error, shard_size,
+            elif executor is None and dask is None:  # the device's defaults, resolved here once and passed down
+                defaults = backbone.defaults
+                _run_local(backbone, todo, _LocalRun(batch_size or defaults.batch_size, on_error, shard_size,
                                                      decode_workers or defaults.decode_workers), commit, bar, report)
-            else:
-                job = ShardJob.of(backbone, batch_size=batch_size, on_error=on_error, decode_workers=decode_workers)
+            else:  # decode_workers None: each worker's own default
+                job = ShardJob.of(backbone, batch_size=batch_size or backbone.defaults.batch_size, on_error=on_error,
+                                  decode_workers=decode_workers)
                 tasks = (ShardTask.of(backbone.fingerprint_id, chunk) for chunk in batches(todo, shard_size))
                 _run_workers(job, tasks, executor, dask, gpus_per_worker, max_in_flight, _Landing(commit, bar))
         finally:
