@@ -3,7 +3,7 @@
     python benchmarks/throughput.py            # full run, ~15 min on 2 cores -> results/throughput.json
     python benchmarks/throughput.py --quick    # small sizes, ~3 min           -> results/throughput.quick.json
 
-Sections (``--sections a,b,c,d``; all by default):
+Sections (``--sections a,b,c,d,e``; all by default):
 
 a. ONNX Runtime fp32 vs the frameworks, same inputs, same threads:
    EfficientNet-Lite0 on pre-made (n, 3, 224, 224) tensors vs PyTorch eager (goal >= 4x);
@@ -19,7 +19,10 @@ c. featx.extract end to end vs the raw session on pre-made tensors: Fashion-MNIS
    PNG files (goal >= 0.9) and photo-sized JPEGs; cached re-run vs first run (goal >= 20x);
    HDF5 read throughput of the cache (``featx.load_features``).
 d. The CLI as whole commands (a fresh interpreter each run, medians): ``featx --help`` against
-   ``python -c pass``; ``featx extract`` of the PNGs of c, then its cached re-run (goal >= 20x).
+   ``python -c pass``; ``featx extract`` of the PNGs of c, then its cached re-run (goal >= 20x);
+   ``featx extract --decode-workers 1`` vs ``2`` on photo-sized JPEGs, start-up subtracted.
+e. fastembed as a peer (``--fastembed-python``: its own venv, ``benchmarks/fastembed_peer.py``): the
+   same MiniLM weights in fastembed's layout, the same texts, max_length and threads (goal >= 2x).
 
 Timings: every comparison runs its sides alternately for ``--rounds`` rounds after a warm-up and
 reports the median items/s of each side; the ratio is of the medians. On shared cores the
@@ -72,11 +75,13 @@ class Sizes:
     png_images: int = 1000
     jpeg_images: int = 200
     jpeg_side: int = 1600  # long side of the photo-sized JPEGs (1600 x 1067, ~1.7 MP)
+    decode_photos: int = 500  # photo JPEGs of the end-to-end decode-workers comparison (section d)
     gemm_n: int = 2048
 
 
 QUICK = Sizes(tensor_images=32, rounds=2, reviews=96, calibration=32, probe_image_train=200, probe_image_test=100,
-              probe_text_train=200, probe_text_test=100, unsorted_reviews=64, extract_rounds=1, png_images=96, jpeg_images=16, gemm_n=1024)
+              probe_text_train=200, probe_text_test=100, unsorted_reviews=64, extract_rounds=1, png_images=96, jpeg_images=16, gemm_n=1024,
+              decode_photos=32)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -420,6 +425,40 @@ def section_a_texts(b: Bench, models):
         b.results["a_minilm"]["extract_texts_s"] = t
         b.row("a", "MiniLM featx.extract (into a cache) vs sentence-transformers encode", statistics.median(t),
               rates["sentence_transformers"]["median"], "texts/s", goal=1.5)
+        in_memory_vs_extract(b, tb, ds)
+
+
+def in_memory_vs_extract(b: Bench, tb, ds):
+    """Every in-memory text path against ``featx.extract`` into a fresh cache, alternating, same texts."""
+    from featx.estimators.transformer import EmbeddingTransformer
+    from featx.pipeline import embed_dataset
+
+    s = b.sizes
+    texts = [str(item.ref) for item in ds.items]
+    transformer = EmbeddingTransformer(str(tb.onnx_path), batch_size=s.text_batch, threads=b.threads).fit()
+    fresh = iter(range(10 ** 6))
+    sides = {
+        "extract": lambda: featx_extract(ds, tb, b.workdir / f"paths-cache-{next(fresh)}", s.text_batch),
+        "Backbone.embed": lambda: tb.embed(texts, batch_size=s.text_batch),
+        "EmbeddingTransformer.transform": lambda: transformer.transform(texts),
+        "pipeline embed_dataset (featx predict, featx run)": lambda: embed_dataset(tb, ds, batch_size=s.text_batch),
+    }
+    few = texts[:s.text_batch]
+    warmup = {"extract": lambda: None, "Backbone.embed": lambda: tb.embed(few, batch_size=s.text_batch),
+              "EmbeddingTransformer.transform": lambda: transformer.transform(few),  # its own session
+              "pipeline embed_dataset (featx predict, featx run)": lambda: None}
+    rates = alternate(sides, len(texts), max(3, s.text_rounds), warmup=warmup)
+    b.results["a_paths"] = {"reviews": len(texts), "rates_texts_s": rates}
+    for name in list(sides)[1:]:
+        b.row("a", f"MiniLM {name} (in memory) vs featx.extract into a cache, same texts", rates[name]["median"],
+              rates["extract"]["median"], "texts/s", goal=0.9)
+    b.log("  in memory vs extract: " + ", ".join(f"{k} {v['median']:.1f}/s" for k, v in rates.items()))
+
+
+def featx_extract(ds, tb, cache, batch):
+    import featx
+
+    featx.extract(ds, model=tb, cache=cache, batch_size=batch, progress=False)
 
 
 def section_b(b: Bench, models):
@@ -714,12 +753,126 @@ def section_d(b: Bench, models):
           cached, "s/s", goal=20.0, note="ratio = first-run time / re-run time")
     b.log(f"  python {bare:.3f} s, featx --help {helped:.3f} s; extract {first:.2f} s, cached re-run {cached:.3f} s")
 
+    photos = write_jpegs(b.workdir / "cli-jpg", s.decode_photos, s.jpeg_side)
+    b.log(f"d. featx extract of {s.decode_photos} photo JPEGs with 1 vs 2 decode workers, whole commands, "
+          f"{s.extract_rounds} alternating rounds")
+    seconds = {1: [], 2: []}
+    startup = []
+    for r in range(s.extract_rounds):
+        for workers in (1, 2):
+            cache = b.workdir / f"cli-jpg-cache-{workers}-{r}"
+            run = featx_cli + ["extract", str(photos), "--model", str(models["lite0"].onnx_path), "--cache",
+                               str(cache), "-q", "--threads", str(b.threads), "--decode-workers", str(workers)]
+            seconds[workers].append(command_seconds(run, 1)[0])
+            startup += command_seconds(run, 1)  # the cached re-run: start-up and the cache check
+    fixed = statistics.median(startup)
+    marginal = {w: s.decode_photos / (statistics.median(t) - fixed) for w, t in seconds.items()}
+    b.results["d"]["decode_workers"] = {"photos": s.decode_photos, "side": s.jpeg_side, "seconds": seconds,
+                                        "startup_s": fixed, "marginal_items_s": marginal}
+    b.row("d", f"featx extract --decode-workers 2 vs 1, {s.decode_photos} photo JPEGs, whole commands, start-up "
+               "subtracted (items/s)", marginal[2], marginal[1], "items/s")
+    b.log(f"  1 worker {marginal[1]:.1f} items/s, 2 workers {marginal[2]:.1f} items/s (start-up {fixed:.2f} s subtracted)")
+
+
+def export_unpooled(text_backbone, folder: Path) -> Path:
+    """fastembed's layout of the same weights: an un-pooled ONNX export (``last_hidden_state``) beside the
+    model's tokenizer files, its ``model_max_length`` set to featx's ``max_length``."""
+    import importlib
+
+    import torch
+    import transformers
+
+    source = Path(importlib.import_module(text_backbone.spec.source["module"]).get_model_path())
+    folder.mkdir(parents=True, exist_ok=True)
+    bert = transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+
+    class Unpooled(torch.nn.Module):  # keyword arguments: transformers' forward takes others positionally
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    model = Unpooled().eval()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    feeds = text_backbone.inputs.prepare(["a short sentence", "another, slightly longer sentence"], names)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(torch.from_numpy(feeds[n]) for n in names), str(folder / "model.onnx"),
+                          input_names=names, output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]})
+    for name in ("tokenizer.json", "config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(source / name, folder / name)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config["model_max_length"] = text_backbone.spec.preprocess.max_length
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def section_e(b: Bench, models):
+    """fastembed as a peer on the same texts (its own venv: see benchmarks/fastembed_peer.py)."""
+    import subprocess
+
+    from featx.torchmodels.quantize import cosine_rows
+
+    if not b.fastembed_python:
+        b.results["e"] = {"skipped": "no --fastembed-python given (see benchmarks/fastembed_peer.py)"}
+        b.log("e. fastembed: skipped (no --fastembed-python)")
+        return
+    s = b.sizes
+    tb = models["minilm"]
+    texts = [str(item.ref) for item in fine_foods("test", s.reviews).items]
+    texts_file = b.workdir / "fastembed-texts.json"
+    texts_file.write_text(json.dumps(texts))
+    folder = export_unpooled(tb, b.workdir / "fastembed-minilm")
+    b.log(f"e. featx Backbone.embed vs fastembed on {len(texts)} reviews, {b.threads} threads, "
+          f"max_length {tb.spec.preprocess.max_length}")
+
+    def featx_rounds():
+        rates = []
+        for _ in range(s.text_rounds + 1):
+            t = time.perf_counter()
+            rows = tb.embed(texts, batch_size=s.text_batch)
+            rates.append(len(texts) / (time.perf_counter() - t))
+        return rates, rows
+
+    def peer(batch):
+        run = subprocess.run([b.fastembed_python, str(HERE / "fastembed_peer.py"), "--model-dir", str(folder),
+                              "--texts", str(texts_file), "--threads", str(b.threads), "--batch-size", str(batch),
+                              "--rounds", str(s.text_rounds + 1)], capture_output=True, text=True, check=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    featx_rates, rows = featx_rounds()
+    peer_default = peer(256)  # fastembed's default batch
+    featx_more, _ = featx_rounds()
+    peer_same = peer(s.text_batch)
+    featx_rates += featx_more + featx_rounds()[0]
+    agreement = float(cosine_rows(rows, np.asarray(peer_default["rows"], np.float32)).min())
+    ours = statistics.median(featx_rates)
+    b.results["e"] = {"reviews": len(texts), "featx_texts_s": featx_rates,
+                      "fastembed_batch256_texts_s": peer_default["rates_texts_s"],
+                      f"fastembed_batch{s.text_batch}_texts_s": peer_same["rates_texts_s"],
+                      "min_cosine_featx_vs_fastembed": agreement,
+                      "fairness": "same weights (fastembed's un-pooled ONNX layout, exported from the same "
+                                  "folder), same tokenizer files and max_length, same intra-op threads; "
+                                  "fastembed in its own venv (its onnxruntime CPU wheel), warmed up"}
+    for batch, peer_run in ((256, peer_default), (s.text_batch, peer_same)):
+        b.row("e", f"MiniLM featx Backbone.embed (batch {s.text_batch}) vs fastembed TextEmbedding.embed "
+                   f"(batch {batch}), same texts (texts/s)", ours, statistics.median(peer_run["rates_texts_s"]),
+              "texts/s", goal=2.0 if batch == 256 else None, note=f"min cosine {agreement:.6f}")
+    b.log(f"  featx {ours:.1f}/s, fastembed {statistics.median(peer_default['rates_texts_s']):.1f}/s (batch 256), "
+          f"{statistics.median(peer_same['rates_texts_s']):.1f}/s (batch {s.text_batch}); min cosine {agreement:.6f}")
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (~3 min on 2 cores); writes throughput.quick.json")
-    p.add_argument("--sections", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default: all)")
+    p.add_argument("--sections", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)")
+    p.add_argument("--fastembed-python", default=None, metavar="PYTHON",
+                   help="section e: the python of a venv with fastembed (see benchmarks/fastembed_peer.py)")
     p.add_argument("--threads", type=int, default=None, help="threads for ORT, PyTorch and BLAS (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/throughput[.quick].json)")
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary folder (images, caches, models)")
@@ -733,12 +886,13 @@ def main(argv=None) -> int:
     sizes = chosen_sizes(args, Sizes, QUICK)
     threads = args.threads or default_threads()
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
-    unknown = sections - {"a", "b", "c", "d"}
+    unknown = sections - {"a", "b", "c", "d", "e"}
     if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c, d")
+        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c, d, e")
     out = args.out or HERE / "results" / ("throughput.quick.json" if args.quick else "throughput.json")
     workdir = Path(tempfile.mkdtemp(prefix="featx-throughput-"))
     b = Bench(sizes, threads, workdir)
+    b.fastembed_python = args.fastembed_python
     started = dt.datetime.now(dt.timezone.utc)
     load_before = load_average()
     t0 = time.perf_counter()
@@ -753,7 +907,7 @@ def main(argv=None) -> int:
                                                     jpeg_draft=True)
         steps = [("ceiling", section_ceiling, False)]
         steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c),
-                                                            ("d", section_d))
+                                                            ("d", section_d), ("e", section_e))
                   if name in sections]
         with blas_limit(threads):  # numpy/scikit-learn BLAS gets the same threads as ORT and PyTorch
             for name, fn, needs_models in steps:
