@@ -437,15 +437,22 @@ def in_memory_vs_extract(b: Bench, tb, ds):
     texts = [str(item.ref) for item in ds.items]
     transformer = EmbeddingTransformer(str(tb.onnx_path), batch_size=s.text_batch, threads=b.threads).fit()
     fresh = iter(range(10 ** 6))
+
+    def cached_transform():  # transform(cache=...) into a fresh cache: the texts are embedded, then read back
+        return EmbeddingTransformer(str(tb.onnx_path), cache=b.workdir / f"transformer-cache-{next(fresh)}",
+                                    batch_size=s.text_batch, threads=b.threads).fit().transform(texts)
+
     sides = {
         "extract": lambda: featx_extract(ds, tb, b.workdir / f"paths-cache-{next(fresh)}", s.text_batch),
         "Backbone.embed": lambda: tb.embed(texts, batch_size=s.text_batch),
         "EmbeddingTransformer.transform": lambda: transformer.transform(texts),
+        "EmbeddingTransformer.transform (cache=, a fresh one)": cached_transform,
         "pipeline embed_dataset (featx predict, featx run)": lambda: embed_dataset(tb, ds, batch_size=s.text_batch),
     }
     few = texts[:s.text_batch]
     warmup = {"extract": lambda: None, "Backbone.embed": lambda: tb.embed(few, batch_size=s.text_batch),
               "EmbeddingTransformer.transform": lambda: transformer.transform(few),  # its own session
+              "EmbeddingTransformer.transform (cache=, a fresh one)": lambda: None,
               "pipeline embed_dataset (featx predict, featx run)": lambda: None}
     rates = alternate(sides, len(texts), max(3, s.text_rounds), warmup=warmup)
     b.results["a_paths"] = {"reviews": len(texts), "rates_texts_s": rates}
@@ -870,7 +877,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (~3 min on 2 cores); writes throughput.quick.json")
-    p.add_argument("--sections", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e (default: all)")
+    p.add_argument("--sections", default="a,b,c,d,e",
+                   help="comma-separated subset of a,b,c,d,e, or a-texts: a's texts alone (default: all)")
     p.add_argument("--fastembed-python", default=None, metavar="PYTHON",
                    help="section e: the python of a venv with fastembed (see benchmarks/fastembed_peer.py)")
     p.add_argument("--threads", type=int, default=None, help="threads for ORT, PyTorch and BLAS (default: all cores)")
@@ -886,9 +894,9 @@ def main(argv=None) -> int:
     sizes = chosen_sizes(args, Sizes, QUICK)
     threads = args.threads or default_threads()
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
-    unknown = sections - {"a", "b", "c", "d", "e"}
+    unknown = sections - {"a", "a-texts", "b", "c", "d", "e"}
     if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from a, b, c, d, e")
+        p.error(f"unknown sections {sorted(unknown)}; choose from a, a-texts (a without the images), b, c, d, e")
     out = args.out or HERE / "results" / ("throughput.quick.json" if args.quick else "throughput.json")
     workdir = Path(tempfile.mkdtemp(prefix="featx-throughput-"))
     b = Bench(sizes, threads, workdir)
@@ -906,7 +914,7 @@ def main(argv=None) -> int:
         models["lite0_draft"] = featx.load_backbone(models["lite0"].onnx_path, providers="cpu", threads=threads,
                                                     jpeg_draft=True)
         steps = [("ceiling", section_ceiling, False)]
-        steps += [(name, fn, True) for name, fn in (("a", section_a), ("b", section_b), ("c", section_c),
+        steps += [(name, fn, True) for name, fn in (("a", section_a), ("a-texts", section_a_texts), ("b", section_b), ("c", section_c),
                                                             ("d", section_d), ("e", section_e))
                   if name in sections]
         with blas_limit(threads):  # numpy/scikit-learn BLAS gets the same threads as ORT and PyTorch
