@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 
 from ..errors import SpecError
+from . import bounds
 from ..extras import require
 
 #: Image encoders: ``config.model_type`` -> pooling (``cls``: the first token of the last hidden
@@ -90,8 +91,25 @@ def preprocess_from_processor(d: dict) -> dict:
     Raises
     ------
     SpecError
-        A processor or a setting featx cannot reproduce exactly (named).
+        A processor or a setting featx cannot reproduce exactly (named), or one of the wrong type or
+        out of bounds (:mod:`featx.specs.bounds`).
     """
+    if not isinstance(d, dict):
+        raise SpecError(f"image processor config is a {type(d).__name__}, not a JSON object")
+    try:
+        out = _preprocess_from_processor(d)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        raise SpecError(f"image processor config (preprocessor_config.json): a setting has the wrong type or "
+                        f"is missing ({type(e).__name__}: {str(e)[:120]}); fix the file or write a spec file "
+                        "with an explicit [preprocess] section") from None
+    where = "image processor config (preprocessor_config.json)"
+    bounds.check_image_side(out["size"], "size/crop_size", where)
+    if out["resize"] is not None:
+        bounds.check_image_side(out["resize"], "size (the resize)", where)
+    return out
+
+
+def _preprocess_from_processor(d: dict) -> dict:
     kind = str(d.get("image_processor_type") or d.get("feature_extractor_type") or "")
     kind = kind.removesuffix("Pil").removesuffix("Fast").replace("FeatureExtractor", "ImageProcessor")
     if kind not in PROCESSORS:
@@ -127,15 +145,14 @@ def preprocess_from_processor(d: dict) -> dict:
             raise SpecError(f"{kind}: a resize to {side}x{side} followed by a centre crop is not reproduced by featx")
         resize, out_size = None, side
 
-    def triple(v, default):
-        v = default if v is None else v
-        return [float(x) for x in (v if isinstance(v, (list, tuple)) else [v] * 3)]
+    def triple(v, default, key):
+        return bounds.numbers(default if v is None else v, 3, key, f"image processor {kind}", positive=key == "image_std")
 
     normalize = d.get("do_normalize", True)
     return {
         "size": out_size, "resize": resize, "interpolation": PIL_FILTERS[resample], "resize_mode": "full",
-        "mean": triple(d.get("image_mean"), 0.0) if normalize else [0.0] * 3,
-        "std": triple(d.get("image_std"), 1.0) if normalize else [1.0] * 3,
+        "mean": triple(d.get("image_mean"), 0.0, "image_mean") if normalize else [0.0] * 3,
+        "std": triple(d.get("image_std"), 1.0, "image_std") if normalize else [1.0] * 3,
     }
 
 
@@ -188,6 +205,13 @@ def merge_spec(derived: dict, written: dict) -> dict:
     out = dict(derived) | {k: v for k, v in written.items() if k not in ("source", "preprocess")}
     out["source"] = dict(derived.get("source", {})) | dict(written.get("source", {}))
     out["preprocess"] = dict(derived.get("preprocess", {})) | dict(written.get("preprocess", {}))
+    length = dict(written.get("preprocess", {})).get("max_length")
+    source = out["source"]
+    if isinstance(length, int) and source.get("kind") in ("hf", "hf-clip") and isinstance(source.get("model"), str):
+        config = _config(source["model"])  # a written max_length must fit the model's position embeddings
+        text = getattr(config, "text_config", config)
+        bounds.check_positions(length, getattr(text, "max_position_embeddings", None),
+                               str(getattr(config, "model_type", "")), f"spec of hf:{source['model']}")
     return out
 
 
@@ -223,12 +247,42 @@ def _config(model: str):
 
 
 def _image_preprocess(model: str) -> dict:
-    processor = _transformers().AutoImageProcessor.from_pretrained(model)
+    if Path(model).is_dir():  # checked as JSON before transformers builds anything from it
+        raw = _read_json_checked(model, "preprocessor_config.json")
+        if raw is not None:
+            preprocess_from_processor(raw)
+    try:
+        processor = _transformers().AutoImageProcessor.from_pretrained(model)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SpecError(f"hf:{model}: its image processor cannot be loaded ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); fix preprocessor_config.json") from None
     return preprocess_from_processor(processor.to_dict())
 
 
+def _read_json_checked(model: str, filename: str):
+    try:
+        return _read_json(model, filename)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"hf:{model}: {filename} is not valid JSON ({str(e)[:120]}); download or save it again") \
+            from None
+
+
 def _tokenizer(model: str):
-    return _transformers().AutoTokenizer.from_pretrained(model)
+    if Path(model).is_dir():
+        bounds.check_text_folder(Path(model), f"hf:{model}")
+    return load_tokenizer(model)
+
+
+def load_tokenizer(model: str):
+    """transformers' ``AutoTokenizer`` for ``model``; a garbage tokenizer file is a SpecError, not a traceback."""
+    try:
+        return _transformers().AutoTokenizer.from_pretrained(model)
+    except Exception as e:  # the tokenizers library raises its own (Rust) exception types
+        if isinstance(e, (KeyboardInterrupt, MemoryError)):
+            raise
+        raise SpecError(f"hf:{model}: its tokenizer cannot be loaded ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); save the model's tokenizer again "
+                        "(tokenizer.save_pretrained(folder))") from None
 
 
 def hf_spec_dict(name: str) -> dict:
@@ -247,6 +301,8 @@ def hf_spec_dict(name: str) -> dict:
     model, tower = split_name(name)
     if Path(model).is_dir():  # the record names the folder wherever the export runs from
         model = str(Path(model).resolve())
+    if Path(model).is_dir():  # weights checked (safetensors, sane headers) before anything reads them
+        bounds.check_weights_folder(Path(model), f"hf:{model}")
     config = _config(model)
     model_type = str(getattr(config, "model_type", ""))
     base = {"name": name, "license": "see the Hugging Face model card", "dim": None}
