@@ -98,6 +98,8 @@ def preprocess_from_processor(d: dict) -> dict:
         raise SpecError(f"image processor config is a {type(d).__name__}, not a JSON object")
     try:
         out = _preprocess_from_processor(d)
+    except SpecError:
+        raise
     except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as e:
         raise SpecError(f"image processor config (preprocessor_config.json): a setting has the wrong type or "
                         f"is missing ({type(e).__name__}: {str(e)[:120]}); fix the file or write a spec file "
