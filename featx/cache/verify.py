@@ -68,6 +68,8 @@ def verify(cache) -> VerifyReport:
     except CacheCorruptError as e:  # a damaged marker: the rest can still be checked
         report.problems.append(str(e))
     except CacheError as e:
+        if not store.root.exists():  # nothing to verify: an error, not a damaged cache
+            raise
         report.problems.append(str(e))
         return report
     try:
