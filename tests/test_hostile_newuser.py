@@ -56,3 +56,26 @@ def test_raw_arrays_given_to_transform_are_featx_errors(tiny_image_onnx, X):
     except FeatxError:
         return
     assert out.shape == (2, 8) and np.isfinite(out).all()
+
+
+def test_a_hub_id_without_the_internet_fails_with_a_message(monkeypatch):
+    pytest.importorskip("transformers")
+    from featx.errors import SpecError
+    from featx.specs.registry import get_spec
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there: refused at once
+    with pytest.raises(SpecError, match=r"not in the Hugging Face cache, and the hub \(https://127.0.0.1:9\) "
+                                        r"cannot be reached"):
+        get_spec("hf:featx-tests/no-such-model-anywhere")
+
+
+def test_train_layer_all_on_a_cache_without_layers_says_so(tiny_image_onnx, tmp_path, capsys):
+    from featx.sources import open_dataset, subset
+
+    cache = tmp_path / "cache"
+    featx.extract(subset(open_dataset("builtin:digits:train"), 60, seed=0), tiny_image_onnx, cache, progress=False)
+    assert main(["train", str(cache), "--layer", "all", "--head", "logreg", "--cv", "3", "--jobs", "1",
+                 "--out", str(tmp_path / "heads"), "--model", str(tiny_image_onnx)]) == 0
+    out = capsys.readouterr()
+    assert "holds no intermediate layers, so only its final features are used" in out.out + out.err

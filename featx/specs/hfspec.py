@@ -235,12 +235,39 @@ def _read_json(model: str, filename: str) -> dict | list | None:
     return json.loads(Path(path).read_text()) if path else None
 
 
+#: Where a hub id is fetched from, probed once before transformers' retries (seconds, not ~30).
+HUB_HOST, HUB_PROBE_SECONDS = "huggingface.co", 3.0
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` (HF_ENDPOINT's host when set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    host = urlparse(endpoint).hostname or host if endpoint else host
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _config(model: str):
     transformers = _transformers()
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not Path(model).is_dir() and not offline:
+        try:  # a hub id already in the local cache needs no network
+            return transformers.AutoConfig.from_pretrained(model, local_files_only=True)
+        except (OSError, ValueError):
+            pass
+        if not hub_reachable():  # fail fast instead of waiting through the hub client's retries
+            raise SpecError(f"hf:{model}: not a folder, not in the Hugging Face cache, and the hub "
+                            f"({os.environ.get('HF_ENDPOINT') or HUB_HOST}) cannot be reached: connect to the "
+                            "internet once to download it, or give a local folder (hf:/path/to/folder)")
     try:
         return transformers.AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         where = ("not a folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set: unset it to download "
                  "once, which needs the internet)") if offline else "not a folder, and not loadable from the hub"
         if Path(model).is_dir():
