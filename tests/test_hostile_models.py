@@ -153,3 +153,18 @@ def test_the_parity_gate_is_relative_to_the_features_scale(tmp_path):
                         preprocess=ImagePreprocess(size=32, resize=36))
     result = export_module(Huge(), spec, tmp_path / "out", fuse=False)
     assert result.max_abs_diff <= 1e-4 * 4e6 and result.onnx_path.is_file()
+
+
+def test_zero_shot_refuses_duplicate_prompts_and_missing_labels(hf_models):
+    import featx
+    from featx.errors import InputError, ParameterError
+
+    model = f"hf:{hf_models['clip']}"
+    with pytest.raises(ParameterError, match=r"classes whose prompts differ \(several give 'a photo of a cat.'\)"):
+        featx.ZeroShotClassifier(model=model, classes={0: "cat", 1: "cat"}).fit()
+    with pytest.raises(ParameterError, match=r"not None/NaN \(a missing label is never a class\)"):
+        featx.ZeroShotClassifier(model=model, classes=["dog", None]).fit()
+    with pytest.raises(InputError, match=r"y holds None/NaN labels"):
+        featx.ZeroShotClassifier(model=model).fit(None, ["dog", None, "cat"])
+    fitted = featx.ZeroShotClassifier(model=model).fit(None, [3, 10, 2])
+    assert fitted.classes_.tolist() == [2, 3, 10]
