@@ -78,10 +78,8 @@ def chunk_rows(dim: int, itemsize: int) -> int:
 def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str, dtype: str = "float32",
                 durable: bool = True) -> Path:
     """Write ``data`` to ``final`` atomically (temporary file, fsync, rename, fsync of the folder)."""
-    emb = np.asarray(data.embeddings, dtype=dtype)
-    layers = {name: np.asarray(rows, dtype=dtype) for name, rows in data.layers.items()}
-    stored = ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons,
-                       data.failed_kinds, layers)
+    stored = as_stored(data, dtype)
+    emb, layers = stored.embeddings, stored.layers
 
     def fill(f) -> None:
         for name, rows in (("embeddings", emb), *((f"layers/{k}", v) for k, v in layers.items())):
@@ -102,6 +100,39 @@ def write_shard(final: Path, data: ShardData, *, model: str, fingerprint_id: str
         f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
     return write_h5_atomically(Path(final), fill, durable=durable)
+
+
+def as_stored(data: ShardData, dtype: str) -> ShardData:
+    """``data`` cast to the storage ``dtype``; a row that is not finite *as stored* becomes a failure.
+
+    A float32 row can be finite and still overflow float16 (above 65504): such an item is recorded
+    as a failure of its content (with a reason that says what to do), never stored as ``inf``.
+
+    Examples
+    --------
+    >>> d = ShardData(["a", "b"], ["s", "s"], np.array([[1.0, 2.0], [7e4, 0.0]], np.float32))
+    >>> s = as_stored(d, "float16")
+    >>> s.ids, s.failed_ids, s.embeddings.dtype
+    (['a'], ['b'], dtype('float16'))
+    """
+    with np.errstate(over="ignore"):  # an overflow is what this finds
+        emb = np.asarray(data.embeddings, dtype=dtype)
+        layers = {name: np.asarray(rows, dtype=dtype) for name, rows in data.layers.items()}
+    finite = np.isfinite(emb).all(axis=1) if emb.ndim == 2 else np.ones(len(data.ids), bool)
+    for rows in layers.values():
+        finite &= np.isfinite(rows).all(axis=1)
+    if finite.all():
+        return ShardData(data.ids, data.stamps, emb, data.failed_ids, data.failed_stamps, data.failed_reasons,
+                         data.failed_kinds, layers)
+    bad = np.flatnonzero(~finite)
+    reason = (f"its features are not finite when stored as {dtype} (a value beyond the type's range, "
+              f"{float(np.finfo(dtype).max):g}); extract with dtype float32 to keep it")
+    kinds = data.failed_kinds if data.failed_kinds is not None else [FAILED_RETRY] * len(data.failed_ids)
+    return ShardData([data.ids[i] for i in np.flatnonzero(finite)], [data.stamps[i] for i in np.flatnonzero(finite)],
+                     emb[finite], list(data.failed_ids) + [data.ids[i] for i in bad],
+                     list(data.failed_stamps) + [data.stamps[i] for i in bad],
+                     list(data.failed_reasons) + [reason] * len(bad), list(kinds) + [FAILED_CONTENT] * len(bad),
+                     {name: rows[finite] for name, rows in layers.items()})
 
 
 def _strings_dataset(f, name: str, values) -> None:

@@ -302,6 +302,8 @@ class CacheStore:
                     raise ValueError(f"fingerprint {attrs.get('fingerprint_id')} != model.json's {fingerprint_id}")
                 if verify and data.checksum() != attrs.get("checksum"):
                     raise ValueError("checksum mismatch (bit rot or a partial write)")
+                if verify and not all(np.isfinite(a).all() for a in (data.embeddings, *data.layers.values())):
+                    raise ValueError("rows that are not finite as stored (recomputed; such items become failures)")
             except Exception as e:  # any damage: unreadable, truncated, wrong content
                 state.damaged.append((path, f"{type(e).__name__}: {e}"))
                 continue

@@ -68,6 +68,8 @@ def verify(cache) -> VerifyReport:
     except CacheCorruptError as e:  # a damaged marker: the rest can still be checked
         report.problems.append(str(e))
     except CacheError as e:
+        if not store.root.exists():  # nothing to verify: an error, not a damaged cache
+            raise
         report.problems.append(str(e))
         return report
     try:
@@ -96,7 +98,7 @@ def verify(cache) -> VerifyReport:
             if data.checksum() != attrs.get("checksum"):
                 report.problems.append(f"{path}: checksum mismatch (damaged content)")
             if data.embeddings.size and not np.isfinite(data.embeddings).all():
-                report.problems.append(f"{path}: holds NaN/inf embeddings")
+                report.problems.append(f"{path}: holds NaN/inf embeddings; the next `featx extract` recomputes its items")
             expected = record["fingerprint"].get("layers", {})
             if sorted(data.layers) != sorted(expected):
                 report.problems.append(f"{path}: holds layers {sorted(data.layers)}, model.json says {sorted(expected)}")

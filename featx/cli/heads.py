@@ -140,6 +140,9 @@ def _train(args) -> int:
     readers = {reader.layer: reader}
     if args.layer == "all":  # the layer is chosen by CV like any hyper-parameter; "final" first wins ties
         readers |= {layer: FeatureReader(args.cache, model=name, layer=layer) for layer in reader.layers}
+        if len(readers) == 1:  # say so rather than silently train on the final layer only
+            console.note(f"--layer all: {name}'s cache holds no intermediate layers, so only its final features "
+                         f"are used; export with `featx export {name} --layers ...` and extract again to compare layers")
     y = reader.labels
     if y is None:
         raise DataSourceError(f"cache {args.cache} holds an unlabelled dataset; heads need labels "

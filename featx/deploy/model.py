@@ -35,6 +35,7 @@ from ..engine.runtime import Session
 from ..validation import check_choice, check_int
 from .compose import read_metadata_props
 from .head import LABEL, PROBABILITIES
+from .trust import check_metadata, graph_labels, tokenizer_path
 
 __all__ = ["DeployedModel", "Predictions", "FORMAT"]
 
@@ -100,18 +101,28 @@ class DeployedModel(ItemPreparation):
         if "raw" in self.metadata:
             raise DeployError(f"{self.path} is a raw-input variant (encoded bytes or a string in); run it with "
                               f"featx.deploy.raw.raw_session, or use {self.metadata['raw'].get('from')} here")
+        outputs = {o.name: o for o in self.session.session.get_outputs()}
+        width = outputs[PROBABILITIES].shape[-1] if PROBABILITIES in outputs and outputs[PROBABILITIES].shape else None
+        check_metadata(self.path, self.metadata, probabilities_width=width if isinstance(width, int) else None,
+                       graph_labels=graph_labels(self.path))
         modality = self.metadata["modality"]
         self.classes = [str(c) for c in self.metadata["classes"]]
         self._index = {c: i for i, c in enumerate(self.classes)}
-        self.has_probabilities = PROBABILITIES in [o.name for o in self.session.session.get_outputs()]
-        self.spec = BackboneSpec(name=(self.metadata.get("backbone") or {}).get("name", self.path.stem),
-                                 modality=modality, source={"kind": "deployed", "file": self.path.name},
-                                 preprocess=preprocess_from_dict(self.metadata["preprocess"], modality),
-                                 dim=1 + len(self.classes) * self.has_probabilities)
+        self.has_probabilities = PROBABILITIES in outputs
+        try:  # bounded (featx.specs.bounds) before anything is allocated from it
+            preprocess = preprocess_from_dict(self.metadata["preprocess"], modality)
+            backbone = self.metadata.get("backbone")
+            name = backbone.get("name", self.path.stem) if isinstance(backbone, dict) else self.path.stem
+            self.spec = BackboneSpec(name=str(name), modality=modality,
+                                     source={"kind": "deployed", "file": self.path.name},
+                                     preprocess=preprocess, dim=1 + len(self.classes) * self.has_probabilities)
+        except (SpecError, TypeError) as e:
+            raise DeployError(f"{self.path}: its featx.preprocess/backbone metadata is refused ({e}); deploy the "
+                              "head again (featx deploy HEAD --out FILE)") from None
         self.tokenizer_path = None
         if modality == "text":
             record = self.metadata.get("tokenizer") or {}
-            self.tokenizer_path = self.path.parent / str(record.get("file", f"{self.path.stem}.tokenizer.json"))
+            self.tokenizer_path = tokenizer_path(self.path, record)  # confined to the file's folder
             if not self.tokenizer_path.is_file():
                 raise DeployError(f"{self.path} is a text model; its tokenizer {self.tokenizer_path.name} must sit "
                                   "beside it (featx deploy writes both)")
@@ -145,6 +156,10 @@ class DeployedModel(ItemPreparation):
     def run(self, feeds) -> np.ndarray:
         """Model inputs -> float32 rows: the label's index in :attr:`classes`, then the probabilities."""
         labels, probabilities = self.predict_feeds(feeds)
+        unknown = sorted(set(labels) - set(self._index))
+        if unknown:
+            raise DeployError(f"{self.path}: its graph predicts {unknown[:3]}, not in its featx.classes; the file "
+                              "was edited or damaged: deploy the head again")
         index = np.array([[self._index[label]] for label in labels], np.float32).reshape(len(labels), 1)
         return index if probabilities is None else np.hstack([index, probabilities.astype(np.float32)])
 

@@ -247,6 +247,9 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         if isinstance(X, (str, bytes, os.PathLike)):
             raise InputError(f"{name} takes a sequence of items, got a single {type(X).__name__}; "
                              "wrap it in a list: [item]")
+        if type(X).__module__.startswith("scipy.sparse"):  # refused by fit as by transform
+            raise InputError(f"{name} cannot embed a sparse matrix: give image paths, uint8 images, texts, or a "
+                             "dense float32 (n, 3, S, S) model-ready batch")
         if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
             if X.shape[1] != 1:
                 raise InputError(f"{name} takes one column of items; got a DataFrame with {X.shape[1]} columns "

@@ -108,10 +108,23 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         elif y is None:
             raise invalid("classes", type(self).__name__, "given when fit() gets no y", None)
         else:
+            values = list(np.asarray(y, dtype=object).ravel())
+            if any(v is None or (isinstance(v, float) and v != v) for v in values):
+                raise InputError(f"{type(self).__name__}: y holds None/NaN labels; a missing label is never a class: "
+                                 "leave those items out, or give classes= explicitly")
             labels = list(np.unique(np.asarray(y)))
             names = [str(c) for c in labels]
+        owner = type(self).__name__
+        if any(c is None or (isinstance(c, float) and c != c) for c in labels):  # decided in #24
+            raise invalid("classes", owner, "labels that are not None/NaN (a missing label is never a class)",
+                          self.classes)
         if len(set(map(str, labels))) != len(labels):
-            raise invalid("classes", type(self).__name__, "a list of distinct classes", self.classes)
+            raise invalid("classes", owner, "a list of distinct classes", self.classes)
+        prompts = [self.template.format(name) for name in names]
+        repeated = sorted({p for p in prompts if prompts.count(p) > 1})
+        if repeated:  # two classes with one prompt score the same: the second could never be predicted
+            raise invalid("classes", owner, f"classes whose prompts differ (several give {repeated[0]!r}); "
+                          "name each class differently", self.classes)
         return np.asarray(labels), names
 
     def fit(self, X=None, y=None):

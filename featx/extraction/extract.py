@@ -31,6 +31,7 @@ from .. import interrupts
 from ..engine.backbone import Backbone
 from ..factory import load_backbone
 from ..cache import CacheStore, ShardData, WriterLock
+from ..cache.shards import as_stored
 from .dispatch import dispatch, window_for
 from ..engine.defaults import ON_ERROR
 from ..engine.embedding import longest_first
@@ -266,6 +267,7 @@ class _Committer:
             return False
         if not len(data):
             return False
+        data = as_stored(data, self.dtype)  # a row not finite as stored (float16 overflow) is the item's failure
         try:
             self.store.commit(self.backbone.name, data, fingerprint_id=self.backbone.fingerprint_id,
                               dtype=self.dtype, durable=self.durable)

@@ -122,6 +122,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
             km.train(np.ascontiguousarray(sample))
             self.centroids_ = np.ascontiguousarray(km.centroids, dtype=np.float32)
         self._index = None
+        self._get_index()  # built here, so that predict leaves the estimator as it was (check_dict_unchanged)
         return self
 
     def _prepare(self, X) -> np.ndarray:
@@ -198,6 +199,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return (D, I) if return_distance else I
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         D, I = self.kneighbors(X)
         if self.weights == "distance":
             with np.errstate(divide="ignore"):
@@ -211,6 +213,7 @@ class IVFKNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return votes / votes.sum(axis=1, keepdims=True)
 
     def predict(self, X):
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def to_exact(self):

@@ -268,6 +268,9 @@ def read_metadata(path) -> dict:
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
+        if not _head_path(path).is_file():  # name what the user gave, not the file beside it
+            raise HeadError(f"no saved head at {_head_path(path)}; `featx train CACHE --out DIR` writes DIR/HEAD.skops"
+                            ) from None
         raise HeadError(f"no metadata beside the head: {meta_file} is missing; heads saved by featx have one") from None
     except (ValueError, OSError) as e:
         raise HeadError(f"cannot read {meta_file}: {e}") from None

@@ -37,6 +37,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ..errors import InputError
 from ..extras import require
 
 #: Table parts (a Parquet row group's column, an Arrow record batch's) kept per process.
@@ -75,9 +76,24 @@ class TableCell:
         return f"{self.path} ({self.kind} part {self.part}, row {self.row}, column {self.column!r})"
 
 
+@dataclass(frozen=True)
+class BadMember:
+    """A sample whose listing found it bad (e.g. a WebDataset label member that is not UTF-8 or too large).
+
+    Reading it raises :class:`~featx.errors.InputError` with ``reason``, so the item follows
+    ``on_error`` like any bad item instead of refusing the whole source.
+    """
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.path
+
+
 def is_reference(ref) -> bool:
     """Whether ``ref`` is one of the references above (read with :func:`read_bytes`)."""
-    return isinstance(ref, (FileRange, TableCell))
+    return isinstance(ref, (FileRange, TableCell, BadMember))
 
 
 def read_bytes(ref: FileRange | TableCell) -> bytes | None:
@@ -88,6 +104,8 @@ def read_bytes(ref: FileRange | TableCell) -> bytes | None:
     OSError
         The file is missing or unreadable, ends early, or its table cannot be read.
     """
+    if isinstance(ref, BadMember):
+        raise InputError(ref.reason)
     if isinstance(ref, FileRange):
         with open(ref.path, "rb") as f:
             f.seek(ref.offset)

@@ -136,8 +136,8 @@ def open_parquet_table(path: Path, columns: dict) -> Dataset:
         parquet = pq.ParquetFile(path)
         for group in range(parquet.metadata.num_row_groups):
             parquet_group_rows(parquet, path, group, chosen, rows)
-    except OSError as e:  # pyarrow's errors derive from it
-        raise DataSourceError(f"cannot read {where}: {e}") from e
+    except (OSError, ValueError) as e:  # pyarrow's errors derive from them
+        raise DataSourceError(f"cannot read {where}: {e}") from None
     return rows.dataset(f"parquet:{path}")
 
 
@@ -260,8 +260,9 @@ def read_parquet_schema(path: Path):
     pq = pyarrow_parquet(f"reading the Parquet file {path}")
     try:
         return pq.read_schema(path)
-    except OSError as e:
-        raise DataSourceError(f"cannot read the Parquet file {path}: {e}") from e
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid (garbage, not Parquet) is a ValueError
+        raise DataSourceError(f"cannot read the Parquet file {path}: {e}; it is not a complete Parquet file: "
+                              "write or download it again") from None
 
 
 def read_json(path: Path) -> dict:

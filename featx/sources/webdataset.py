@@ -16,8 +16,9 @@ sample ``train/000123``). Shards are a path, or a brace pattern over several
   empty or absent label is no label;
 - stamp: the image member's ``size:mtime`` from its tar header.
 
-A sample without an image is listed with no image (the decoder reports it under ``on_error``); a
-damaged shard (a truncated tar, a bad header) is an error naming it.
+A sample without an image is listed with no image (the decoder reports it under ``on_error``), and
+so is a sample whose label member is bad (not UTF-8, over 1 MiB, not JSON): the item fails, not the
+source; a damaged shard (a truncated tar, a bad header) is an error naming it.
 
 Examples
 --------
@@ -41,7 +42,7 @@ from ..errors import DataSourceError
 from .folders import IMAGE_EXTENSIONS
 from .items import Dataset, Item, clean_label, make_dataset
 from .manifests import LABEL_COLUMNS, MAX_NAMED
-from .refs import FileRange
+from .refs import BadMember, FileRange
 
 #: Members read for a label, in this order, when ``label_column`` names none.
 LABEL_MEMBERS = ("cls", "txt", "json")
@@ -135,7 +136,12 @@ def sample_item(tar: tarfile.TarFile, shard: Path, key: str, members: dict, labe
     image = next((m for ext, m in members.items() if ext.rpartition(".")[2] in _IMAGE_SUFFIXES), None)
     label_names = (label_member,) if label_member is not None else LABEL_MEMBERS
     label_name = next((ext for ext in label_names if ext in members), None)
-    label = member_label(tar, shard, members[label_name], label_name) if label_name else None
+    try:
+        label = member_label(tar, shard, members[label_name], label_name) if label_name else None
+    except DataSourceError as e:  # one bad label member is that sample's failure, under on_error
+        member = members[label_name]
+        return Item(id=key, ref=BadMember(str(shard), f"sample {key}: {e}"), label=None,
+                    stamp=f"{member.size}:{int(member.mtime * 1_000_000_000)}")
     if image is None:
         return Item(id=key, ref=None, label=label)
     return Item(id=key, ref=FileRange(str(shard), image.offset_data, image.size), label=label,

@@ -40,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import SpecError
+from . import bounds
 from ..extras import require
 
 #: Image encoders: ``config.model_type`` -> pooling (``cls``: the first token of the last hidden
@@ -134,8 +135,27 @@ def preprocess_from_processor(d: dict) -> dict:
     Raises
     ------
     SpecError
-        A processor or a setting featx cannot reproduce exactly (named).
+        A processor or a setting featx cannot reproduce exactly (named), or one of the wrong type or
+        out of bounds (:mod:`featx.specs.bounds`).
     """
+    if not isinstance(d, dict):
+        raise SpecError(f"image processor config is a {type(d).__name__}, not a JSON object")
+    try:
+        out = _preprocess_from_processor(d)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        raise SpecError(f"image processor config (preprocessor_config.json): a setting has the wrong type or "
+                        f"is missing ({type(e).__name__}: {str(e)[:120]}); fix the file or write a spec file "
+                        "with an explicit [preprocess] section") from None
+    where = "image processor config (preprocessor_config.json)"
+    bounds.check_image_side(out["size"], "size/crop_size", where)
+    if out["resize"] is not None:
+        bounds.check_image_side(out["resize"], "size (the resize)", where)
+    return out
+
+
+def _preprocess_from_processor(d: dict) -> dict:
     kind = str(d.get("image_processor_type") or d.get("feature_extractor_type") or "")
     kind = kind.removesuffix("Pil").removesuffix("Fast").replace("FeatureExtractor", "ImageProcessor")
     if kind not in PROCESSORS:
@@ -171,15 +191,14 @@ def preprocess_from_processor(d: dict) -> dict:
             raise SpecError(f"{kind}: a resize to {side}x{side} followed by a centre crop is not reproduced by featx")
         resize, out_size = None, side
 
-    def triple(v, default):
-        v = default if v is None else v
-        return [float(x) for x in (v if isinstance(v, (list, tuple)) else [v] * 3)]
+    def triple(v, default, key):
+        return bounds.numbers(default if v is None else v, 3, key, f"image processor {kind}", positive=key == "image_std")
 
     normalize = d.get("do_normalize", True)
     return {
         "size": out_size, "resize": resize, "interpolation": PIL_FILTERS[resample], "resize_mode": "full",
-        "mean": triple(d.get("image_mean"), 0.0) if normalize else [0.0] * 3,
-        "std": triple(d.get("image_std"), 1.0) if normalize else [1.0] * 3,
+        "mean": triple(d.get("image_mean"), 0.0, "image_mean") if normalize else [0.0] * 3,
+        "std": triple(d.get("image_std"), 1.0, "image_std") if normalize else [1.0] * 3,
     }
 
 
@@ -232,6 +251,13 @@ def merge_spec(derived: dict, written: dict) -> dict:
     out = dict(derived) | {k: v for k, v in written.items() if k not in ("source", "preprocess")}
     out["source"] = dict(derived.get("source", {})) | dict(written.get("source", {}))
     out["preprocess"] = dict(derived.get("preprocess", {})) | dict(written.get("preprocess", {}))
+    length = dict(written.get("preprocess", {})).get("max_length")
+    source = out["source"]
+    if isinstance(length, int) and source.get("kind") in ("hf", "hf-clip") and isinstance(source.get("model"), str):
+        config = _config(source["model"])  # a written max_length must fit the model's position embeddings
+        text = getattr(config, "text_config", config)
+        bounds.check_positions(length, getattr(text, "max_position_embeddings", None),
+                               str(getattr(config, "model_type", "")), f"spec of hf:{source['model']}")
     return out
 
 
@@ -253,12 +279,39 @@ def _read_json(model: str, filename: str) -> dict | list | None:
     return json.loads(Path(path).read_text()) if path else None
 
 
+#: Where a hub id is fetched from, probed once before transformers' retries (seconds, not ~30).
+HUB_HOST, HUB_PROBE_SECONDS = "huggingface.co", 3.0
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` (HF_ENDPOINT's host when set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    host = urlparse(endpoint).hostname or host if endpoint else host
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _config(model: str):
     transformers = _transformers()
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not Path(model).is_dir() and not offline:
+        try:  # a hub id already in the local cache needs no network
+            return transformers.AutoConfig.from_pretrained(model, local_files_only=True)
+        except (OSError, ValueError):
+            pass
+        if not hub_reachable():  # fail fast instead of waiting through the hub client's retries
+            raise SpecError(f"hf:{model}: not a folder, not in the Hugging Face cache, and the hub "
+                            f"({os.environ.get('HF_ENDPOINT') or HUB_HOST}) cannot be reached: connect to the "
+                            "internet once to download it, or give a local folder (hf:/path/to/folder)")
     try:
         return transformers.AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         where = ("not a folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set: unset it to download "
                  "once, which needs the internet)") if offline else "not a folder, and not loadable from the hub"
         if Path(model).is_dir():
@@ -267,12 +320,42 @@ def _config(model: str):
 
 
 def _image_preprocess(model: str) -> dict:
-    processor = _transformers().AutoImageProcessor.from_pretrained(model)
+    if Path(model).is_dir():  # checked as JSON before transformers builds anything from it
+        raw = _read_json_checked(model, "preprocessor_config.json")
+        if raw is not None:
+            preprocess_from_processor(raw)
+    try:
+        processor = _transformers().AutoImageProcessor.from_pretrained(model)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SpecError(f"hf:{model}: its image processor cannot be loaded ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); fix preprocessor_config.json") from None
     return preprocess_from_processor(processor.to_dict())
 
 
+def _read_json_checked(model: str, filename: str):
+    try:
+        return _read_json(model, filename)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"hf:{model}: {filename} is not valid JSON ({str(e)[:120]}); download or save it again") \
+            from None
+
+
 def _tokenizer(model: str):
-    return _transformers().AutoTokenizer.from_pretrained(model)
+    if Path(model).is_dir():
+        bounds.check_text_folder(Path(model), f"hf:{model}")
+    return load_tokenizer(model)
+
+
+def load_tokenizer(model: str):
+    """transformers' ``AutoTokenizer`` for ``model``; a garbage tokenizer file is a SpecError, not a traceback."""
+    try:
+        return _transformers().AutoTokenizer.from_pretrained(model)
+    except Exception as e:  # the tokenizers library raises its own (Rust) exception types
+        if isinstance(e, (KeyboardInterrupt, MemoryError)):
+            raise
+        raise SpecError(f"hf:{model}: its tokenizer cannot be loaded ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); save the model's tokenizer again "
+                        "(tokenizer.save_pretrained(folder))") from None
 
 
 def hf_spec_dict(name: str) -> dict:
@@ -292,6 +375,7 @@ def hf_spec_dict(name: str) -> dict:
     digest = None
     if Path(model).is_dir():  # the record names the folder wherever the export runs from, and what it held
         model = str(Path(model).resolve())
+        bounds.check_weights_folder(Path(model), f"hf:{model}")  # weights checked before anything reads them
         digest = folder_digest(model)
     config = _config(model)
     model_type = str(getattr(config, "model_type", ""))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import SpecError
+from . import bounds
 from .layers import layered_suffix, split_layered
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,12 +71,15 @@ class ImagePreprocess:
             raise SpecError(
                 f"preprocess.resize must be None or an int >= size ({self.size}), got {self.resize!r}"
             )
+        bounds.check_image_side(self.size, "preprocess.size", "spec")  # before anything is allocated from it
+        if self.resize is not None:
+            bounds.check_image_side(self.resize, "preprocess.resize", "spec")
         if self.interpolation not in INTERPOLATIONS:
             raise SpecError(
                 f"preprocess.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
             )
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "mean", tuple(bounds.numbers(self.mean, 3, "preprocess.mean", "spec")))
+        object.__setattr__(self, "std", tuple(bounds.numbers(self.std, 3, "preprocess.std", "spec")))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise SpecError(f"preprocess.mean/std must be 3 values (std > 0), got {self.mean}, {self.std}")
         if not isinstance(self.jpeg_draft, bool):
@@ -113,6 +117,7 @@ class TextPreprocess:
     def __post_init__(self):
         if not (isinstance(self.max_length, int) and self.max_length >= 2):
             raise SpecError(f"preprocess.max_length must be an int >= 2, got {self.max_length!r}")
+        bounds.check_max_length(self.max_length, "spec")
         if self.padding not in PADDINGS:
             raise SpecError(f"preprocess.padding must be one of {PADDINGS}, got {self.padding!r}")
 

@@ -48,6 +48,7 @@ from ..specs.spec import BackboneSpec, ImagePreprocess
 from ..engine.runtime import Session
 from ..specs.samples import PARITY_SENTENCES, SAMPLE_PHOTOS, sample_photos
 
+#: Parity gate, relative to the features' scale: |ONNX - torch| <= PARITY_TOLERANCE * max(1, max |torch|).
 PARITY_TOLERANCE = 1e-4
 DEFAULT_OPSET = 17
 EXPORT_METHOD = "torch.onnx.export (TorchScript exporter, dynamo=False)"
@@ -390,13 +391,18 @@ def _parity(spec, onnx_path, feeds, references, tolerance) -> float:
     """Max abs difference of ONNX Runtime vs the PyTorch ``references`` over every output; raises over
     ``tolerance``, naming the output."""
     diffs = _output_diffs(onnx_path, feeds, references)
-    worst = int(np.argmax([d if np.isfinite(d) else np.inf for d in diffs]))
+    # relative to the features' scale: max |reference| of the output, at least 1 (features ~1e6 can export)
+    scales = [max(1.0, float(np.max(np.abs(r)))) if np.size(r) else 1.0 for r in references]
+    ratios = [d / s if np.isfinite(d) else np.inf for d, s in zip(diffs, scales)]
+    worst = int(np.argmax(ratios))
     diff = diffs[worst]
+    base, tolerance = tolerance, tolerance * scales[worst]
     if not np.isfinite(diff) or diff > tolerance:
         which = f" in output {worst} ({Session(onnx_path, providers='cpu').output_names[worst]})" if len(diffs) > 1 else ""
         raise ExportError(
             f"{spec.name}: ONNX Runtime and PyTorch differ by {diff:.3g} (max abs){which} on real inputs, "
-            f"over the tolerance {tolerance:g}; the export is not trustworthy and was not saved"
+            f"over the tolerance {tolerance:g}; the export is not trustworthy and was not saved (the tolerance is "
+            f"relative: {base:g} x max(1, max |features|))"
         )
     return diff
 

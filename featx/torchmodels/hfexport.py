@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ..errors import SpecError
 from ..extras import require
-from ..specs.hfspec import check_pooling
+from ..specs import bounds
+from ..specs.hfspec import check_pooling, load_tokenizer
 from ..specs.spec import BackboneSpec
 
 #: Text inputs every exported text module takes, in order (see :data:`featx.engine.inputs.TEXT_INPUTS`).
@@ -135,6 +136,11 @@ def _load(transformers, model: str):
         logging.disable_progress_bar()
     try:
         return transformers.AutoModel.from_pretrained(model).eval()
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError) as e:
+        # e.g. a config that disagrees with the weights (size mismatch), a truncated weights file
+        raise SpecError(f"hf:{model}: the model cannot be loaded from its config and weights ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:240]}); the folder's config.json and weights must come from "
+                        "the same save_pretrained") from None
     finally:
         if quiet:
             logging.enable_progress_bar()
@@ -149,7 +155,9 @@ def build_hf(spec: BackboneSpec):
     if kind == "hf-image":
         check_pooling("image", spec.pooling, f"backbone {spec.name!r}")
         return PooledImage(_load(transformers, folder), spec.pooling, spec.normalize).eval(), spec, None
-    tok = transformers.AutoTokenizer.from_pretrained(folder) if spec.modality == "text" else None
+    if spec.modality == "text" and Path(folder).is_dir():
+        bounds.check_text_folder(Path(folder), f"backbone {spec.name!r} (hf:{folder})")
+    tok = load_tokenizer(folder) if spec.modality == "text" else None
     inputs = tuple(tok.model_input_names) if tok is not None else ()
     if kind == "hf-clip":
         model = _load(transformers, folder)
@@ -165,10 +173,23 @@ def build_hf(spec: BackboneSpec):
         return TextTower(model, inputs).eval(), spec, _tokenizer_json(tok)
     pooling = {"mean over the attention mask": "mean"}.get(spec.pooling, spec.pooling)  # earlier bundled wording
     check_pooling("text", pooling, f"backbone {spec.name!r}")
-    module = PooledText(_load(transformers, folder), pooling, spec.normalize, inputs).eval()
+    model = _load(transformers, folder)
+    _cross_check_text(model, tok, spec, folder)
+    module = PooledText(model, pooling, spec.normalize, inputs).eval()
     if kind == "hf-package":
         return module, spec, Path(folder) / "tokenizer.json"
     limit = int(getattr(tok, "model_max_length", spec.preprocess.max_length) or spec.preprocess.max_length)
     if limit < spec.preprocess.max_length:
         spec = spec.replace(preprocess=type(spec.preprocess)(max_length=limit, padding=spec.preprocess.padding))
     return module, spec, _tokenizer_json(tok)
+
+
+def _cross_check_text(model, tok, spec: BackboneSpec, folder: str) -> None:
+    """The tokenizer's ids must index the model's embeddings, and ``max_length`` its position embeddings."""
+    where = f"backbone {spec.name!r} (hf:{folder})"
+    embeddings = model.get_input_embeddings()
+    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+        bounds.check_vocabulary(len(tok), int(embeddings.num_embeddings), where)
+    config = model.config
+    bounds.check_positions(spec.preprocess.max_length, getattr(config, "max_position_embeddings", None),
+                           str(getattr(config, "model_type", "")), where)
