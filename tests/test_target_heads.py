@@ -75,6 +75,16 @@ def test_multilabel_text_csv_trains_evaluates_and_predicts(multilabel_caches, ti
         picked = [x for x, cut in zip(meta["labels"], meta["threshold"]) if float(row[f"p_{x}"]) >= cut - 1e-6]
         assert json.loads(row["prediction"]) == picked
 
+    # deployed: one ONNX file, gated on the head's probabilities, predicting the same sets
+    assert main(["deploy", str(root / "heads" / "logreg.skops"), "--out", str(root / "ml.onnx"), "-q"]) == 0
+    deployed = root / "pred-onnx.csv"
+    assert main(["predict", str(root / "ml.onnx"), str(root / "test.csv"), "--out", str(deployed), "-q"]) == 0
+    onnx_rows = list(csv.DictReader(deployed.open()))
+    assert [r["id"] for r in onnx_rows] == [r["id"] for r in rows]
+    gap = max(abs(float(a[f"p_{x}"]) - float(b[f"p_{x}"])) for a, b in zip(rows, onnx_rows) for x in meta["labels"])
+    assert gap <= 1e-4
+    assert [r["prediction"] for r in onnx_rows] == [r["prediction"] for r in rows]
+
 
 def test_regression_csv_trains_ridge_svr_knn_and_reports_mae_r2(tmp_path, tiny_text_onnx, capsys):
     frame = tagged_texts(60, 2)
@@ -94,6 +104,9 @@ def test_regression_csv_trains_ridge_svr_knn_and_reports_mae_r2(tmp_path, tiny_t
     y, pred = np.array(report["true"]), np.array(report["predicted"])
     assert report["mae"] == pytest.approx(np.abs(y - pred).mean())
     assert np.allclose(sorted(y), sorted(frame["score"]))
+    with pytest.raises(Exception, match=r"numeric \(regression\) heads are not deployed yet"):
+        from featx.deploy import deploy_head
+        deploy_head(tmp_path / "heads" / "ridge.skops")
     for kind in ("ridge", "svr", "knn"):
         head = load_head(tmp_path / "heads" / f"{kind}.skops")  # through the trust checks
         assert head.predict(np.zeros((1, 16))).shape == (1,)

@@ -392,6 +392,14 @@ def _predict_deployed(args) -> _Predicted:
                                  on_error=args.on_error, warn=args.console.note, progress=args.console.progress)
     labels = dataset.labels()
     ids = np.asarray(dataset.ids(), dtype=object)[result.kept]
+    target = model.metadata.get("target") or {}
+    if target.get("kind") == "multi":  # the predicted set: the labels whose probability reaches the threshold
+        import json
+
+        picked = result.probabilities >= np.asarray(target["threshold"], dtype=np.float32) - 1e-6
+        sets = [json.dumps([c for c, on in zip(model.classes, row) if on], ensure_ascii=False) for row in picked]
+        return _Predicted(ids, sets, None if labels is None else labels[result.kept], result.probabilities,
+                          model.classes, model.spec.name, dataset.name, len(dataset), None, "multi")
     return _Predicted(ids, result.labels, None if labels is None else labels[result.kept], result.probabilities,
                       model.classes, model.spec.name, dataset.name, len(dataset))
 
