@@ -137,3 +137,30 @@ def test_a_damaged_regressor_is_refused(tmp_path):
     save_head(r.estimator, tmp_path / "h.skops")
     with pytest.raises(HeadError, match=r"coef_ has shape \(5,\), expected \(3,\)"):
         load_head(tmp_path / "h.skops")
+
+
+def test_multilabel_image_manifest_trains_predicts_and_deploys(tmp_path, tiny_image_onnx, capsys):
+    from PIL import Image
+
+    from featx.sources import open_dataset, subset
+
+    rows = []
+    for item in subset(open_dataset("builtin:digits:train"), 60, seed=0).items:
+        d, name = int(item.label), item.id.replace("/", "-") + ".png"
+        Image.fromarray(item.ref).save(tmp_path / name)
+        rows.append({"path": name, "label": json.dumps([t for t, on in (("even", d % 2 == 0), ("large", d >= 5))
+                                                        if on])})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    assert main(["extract", str(tmp_path / "m.csv"), "--model", str(tiny_image_onnx), "--cache", str(tmp_path / "c"),
+                 "-q"]) == 0
+    assert main(["train", str(tmp_path / "c"), "--model", str(tiny_image_onnx), "--head", "knn", "--cv", "3",
+                 "--threshold", "per-label", "--jobs", "1", "--out", str(tmp_path / "h"), "-q"]) == 0
+    head = tmp_path / "h" / "knn.skops"
+    assert read_metadata(head)["labels"] == ["even", "large"]
+    assert main(["predict", str(head), str(tmp_path / "m.csv"), "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert main(["deploy", str(head), "--out", str(tmp_path / "m.onnx"), "-q"]) == 0
+    assert main(["predict", str(tmp_path / "m.onnx"), str(tmp_path / "m.csv"), "--out", str(tmp_path / "q.csv"),
+                 "-q"]) == 0
+    by_head, by_onnx = (list(csv.DictReader((tmp_path / f).open())) for f in ("p.csv", "q.csv"))
+    assert len(by_head) == 60 and [r["prediction"] for r in by_head] == [r["prediction"] for r in by_onnx]
+    assert max(abs(float(a[c]) - float(b[c])) for a, b in zip(by_head, by_onnx) for c in ("p_even", "p_large")) <= 1e-4
