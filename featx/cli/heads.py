@@ -320,7 +320,8 @@ def cmd_predict(args) -> int:
     summary = (f"predicted {len(ids)} of {done.items} items" + (f" ({skipped} skipped)" if skipped else "")
                + f" in {seconds:.1f} s ({len(ids) / seconds if seconds > 0 else 0.0:.1f} items/s)"
                + (f" -> {args.out}" if args.out is not None else "")
-               + (f"; {'MAE' if done.target == 'numeric' else 'accuracy'} against the dataset's labels: {acc:.4f}"
+               + (f"; {dict(numeric='MAE', multi='exact-set accuracy').get(done.target, 'accuracy')} against the "
+                  f"dataset's labels: {acc:.4f}"
                   if acc is not None else "")
                + (f" ({len(ids) - int(scored.sum())} unlabelled)" if acc is not None and not scored.all() else ""))
     console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)

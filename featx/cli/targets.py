@@ -17,8 +17,6 @@ def train_targets(args, reader, y, kind: str, *, name: str, loader, record: dict
     """Select the heads of a multi-label or numeric target by CV, save each with its metadata."""
     from ..heads.persist import save_head
     from ..heads.targets import MULTILABEL_HEADS, REGRESSION_HEADS, train_target_heads
-    from ..pipeline import format_table
-
     console = args.console
     allowed = MULTILABEL_HEADS if kind == "multi" else REGRESSION_HEADS
     if args.head != "all" and args.head not in allowed:
@@ -56,10 +54,22 @@ def train_targets(args, reader, y, kind: str, *, name: str, loader, record: dict
                           "n": int(reader.n_rows), "unlabelled": unlabelled, "dim": int(reader.dim), "cv": args.cv,
                           "seed": args.seed, "seconds": time.perf_counter() - t0, "heads": rows, **extra,
                           "best": best["head"], "best_file": best["file"]})
-    console.result(format_table(rows))
+    console.result(_table(rows))
     console.result(f"best by CV: {best['head']} ({key[3:]} {best[key]:.4f}) -> {best['file']}; "
                    f"{len(rows)} head(s) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _table(rows: list[dict]) -> str:
+    """The heads as a Markdown table: the CV metrics, fit time, the parameters selected."""
+    metrics = [k for k in rows[0] if k.startswith("cv_")]
+    lines = ["| head | " + " | ".join(f"CV {k[3:].replace('_', '-')}" for k in metrics) + " | fit (s) | selected |",
+             "|---|" + "---:|" * (len(metrics) + 1) + "---|"]
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["best_params"].items())
+        lines.append(f"| {row['head']} | " + " | ".join(f"{row[k]:.4f}" for k in metrics)
+                     + f" | {row['fit_seconds']:.1f} | {params} |")
+    return "\n".join(lines)
 
 
 def evaluate_targets(args, estimator, meta: dict, X, y, *, name: str, test: str) -> int:
