@@ -52,6 +52,7 @@ def load_splits(config: BenchConfig) -> Splits:
     train = open_dataset(train_source(config.dataset))
     if train.classes is None:
         raise ParameterError(f"the benchmark needs a labelled dataset; {train.name} has no labels")
+    check_single_label(train, "featx bench")
     if config.test:
         test = open_dataset(config.test)
         note = f"{test.name}"
@@ -126,6 +127,28 @@ def size_label(size) -> str:
     ('5', 'all')
     """
     return "all" if size == "all" else str(size)
+
+
+def check_single_label(dataset, taker: str) -> None:
+    """A :class:`~featx.errors.ParameterError` when ``dataset``'s labels are label sets or numbers:
+    the benchmark's protocol (k items per class, accuracy) is defined for one label per item only.
+
+    Examples
+    --------
+    >>> from featx.sources import Item, make_dataset
+    >>> check_single_label(make_dataset("csv:t.csv", "text", [Item("a", "x", ["p", "q"])]), "featx bench")
+    Traceback (most recent call last):
+    ...
+    featx.errors.ParameterError: featx bench takes single-label data only (k items per class, accuracy); csv:t.csv holds multi-label targets: train and evaluate its heads with `featx train` / `featx evaluate`, which select multi-label and numeric heads by CV
+    """
+    from ..sources.targets import target_kind
+
+    kind = target_kind(dataset.classes or ())
+    if kind != "single":
+        raise ParameterError(f"{taker} takes single-label data only (k items per class, accuracy); {dataset.name} "
+                             f"holds {'multi-label' if kind == 'multi' else 'numeric'} targets: train and evaluate "
+                             "its heads with `featx train` / `featx evaluate`, which select multi-label and numeric "
+                             "heads by CV")
 
 
 def class_counts(dataset) -> dict[str, int]:

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import CacheCorruptError, CacheError
 from . import layout
 from .shards import FAILED_CONTENT, read_shard
+from ..sources.targets import describe_target, target_kind
 from .store import CacheStore
 
 
@@ -22,7 +23,10 @@ def info(cache) -> dict:
     if listing is not None:
         labelled = [] if listing.labels is None else [v for v in listing.labels if v is not None]
         out["dataset"] = {"name": listing.name, "modality": listing.modality, "items": len(listing.ids),
-                          "classes": sorted(set(labelled)) or None, "unlabelled": len(listing.ids) - len(labelled)}
+                          "classes": sorted(set(labelled)) or None, "unlabelled": len(listing.ids) - len(labelled),
+                          # the kind is written in the labels (featx.sources.targets), so under the checksum
+                          "target": target_kind(labelled) if labelled else None,
+                          "target_summary": describe_target(labelled) if labelled else None}
     current = {} if listing is None else dict(zip(listing.ids, listing.stamps))
     for name in store.model_names():
         record = store.read_model(name)

@@ -126,7 +126,8 @@ def cmd_info(args) -> int:
     ds = data["dataset"]
     lines = [f"cache    {data['cache']}"]
     if ds:
-        classes = f", {len(ds['classes'])} classes" if ds["classes"] else ", unlabelled"
+        classes = (", unlabelled" if not ds["classes"] else f", {len(ds['classes'])} classes"
+                   if ds["target"] == "single" else f", {ds['target_summary']}")
         classes += f", {ds['unlabelled']} unlabelled" if ds["classes"] and ds["unlabelled"] else ""
         lines.append(f"dataset  {ds['name']}: {ds['items']} {ds['modality']} items{classes}")
     for name, m in data["models"].items():

@@ -20,6 +20,7 @@ from ..factory import load_backbone
 from ..errors import CacheError, DataSourceError, HeadError, UsageError
 from ..files import write_atomically
 from ..sources import check_modality, labelled_mask, open_dataset
+from ..sources.targets import target_kind
 from .flags import (add_batch_size_flag, add_json_flag, add_manifest_columns, dask_address, dask_logs, folds, jobs, non_negative_int,
                     positive_int)
 
@@ -32,7 +33,14 @@ def register(sub) -> None:
     p.add_argument("cache", type=Path, help="cache directory written by `featx extract` (labelled dataset)")
     p.add_argument("--model", default=None,
                    help="backbone of the features (name or .onnx path); optional when the cache holds one")
-    p.add_argument("--head", default="all", choices=("logreg", "svm", "knn", "all"), help="head kind (default: all)")
+    p.add_argument("--head", default="all", choices=("logreg", "svm", "knn", "ridge", "svr", "all"),
+                   help="head kind (default: all); ridge and svr for numeric targets")
+    p.add_argument("--target", default="auto", choices=("auto", "single", "multi", "numeric"),
+                   help="what the labels are (default auto: label sets are multi-label, non-integral numbers numeric)")
+    p.add_argument("--label-delimiter", default=None, metavar="TEXT",
+                   help="labels written as one delimiter-separated string per item (e.g. '|'): multi-label")
+    p.add_argument("--threshold", default="global", choices=("global", "per-label"),
+                   help="multi-label: one threshold for all labels, or one per label, chosen on out-of-fold scores")
     p.add_argument("--layer", default=None, metavar="NAME|all",
                    help="features of an intermediate layer the export carries (`featx export NAME --layers ...`), "
                         "or 'all': each head on every layer, the layer chosen by CV (default: the final features)")
@@ -154,6 +162,12 @@ def _train(args) -> int:
         reader = readers[reader.layer]
         y = reader.labels
     train_name = listing.name if listing else str(args.cache)
+    target = "multi" if args.label_delimiter is not None else target_kind(y, args.target)
+    if target != "single":  # label sets or numbers: featx.heads.targets
+        from .targets import train_targets
+
+        return train_targets(args, reader, y, target, name=name, loader=loader, record=record, listing=listing,
+                             train_name=train_name, unlabelled=unlabelled)
     n_classes = len(set(y.tolist()))
     layers = ", ".join(f"{k} ({v.dim})" for k, v in readers.items())
     console.result(f"{name} features of {train_name}: {reader.n_rows} x {reader.dim} ({reader.dtype} on disk), "
@@ -261,6 +275,11 @@ def cmd_evaluate(args) -> int:
                               "(use `featx predict` for unlabelled data)")
     _check_dim(estimator, X, args.head)
     listing = store.read_listing()
+    if meta.get("target") in ("multi", "numeric"):
+        from .targets import evaluate_targets
+
+        return evaluate_targets(args, estimator, meta, X, y, name=name,
+                                test=listing.name if listing else str(args.cache))
     report = {"head": meta.get("kind", Path(args.head).stem), "head_file": str(args.head), "backbone": name,
               "test": listing.name if listing else str(args.cache), **evaluate(estimator, X, y)}
     out = args.out or Path(args.head).with_name(Path(args.head).stem + "-report")
@@ -301,7 +320,9 @@ def cmd_predict(args) -> int:
         write_atomically(args.out, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     acc = None
     scored = np.zeros(len(ids), bool) if labels is None else labelled_mask(labels)
-    if scored.any():  # against the items that have a label
+    if scored.any() and done.target == "numeric":  # the mean absolute error instead
+        acc = float(np.mean(np.abs(np.asarray(pred, float)[scored] - np.asarray(labels[scored], float))))
+    elif scored.any():  # against the items that have a label (label sets: the exact set)
         acc = float(np.mean(np.asarray(pred, dtype=object)[scored] == np.asarray(labels, dtype=object)[scored]))
     seconds = time.perf_counter() - t0
     skipped = done.items - len(ids)
@@ -313,7 +334,9 @@ def cmd_predict(args) -> int:
     summary = (f"predicted {len(ids)} of {done.items} items" + (f" ({skipped} skipped)" if skipped else "")
                + f" in {seconds:.1f} s ({len(ids) / seconds if seconds > 0 else 0.0:.1f} items/s)"
                + (f" -> {args.out}" if args.out is not None else "")
-               + (f"; accuracy against the dataset's labels: {acc:.4f}" if acc is not None else "")
+               + (f"; {dict(numeric='MAE', multi='exact-set accuracy').get(done.target, 'accuracy')} against the "
+                  f"dataset's labels: {acc:.4f}"
+                  if acc is not None else "")
                + (f" ({len(ids) - int(scored.sum())} unlabelled)" if acc is not None and not scored.all() else ""))
     console.note(summary)  # on stderr: predict's stdout is for the CSV (or the JSON document)
     return 0
@@ -332,6 +355,7 @@ class _Predicted:
     data: str
     items: int
     extraction: Any = None
+    target: str = "single"
 
 
 def _predict_with_head(args) -> _Predicted:
@@ -363,6 +387,12 @@ def _predict_with_head(args) -> _Predicted:
         X, labels, ids = embed_dataset(backbone, dataset, batch_size=args.batch_size, on_error=args.on_error,
                                        warn=console.note, progress=console.progress, layer=_head_layer(meta))
     _check_dim(estimator, X, args.head)
+    if meta.get("target") in ("multi", "numeric"):
+        from .targets import predict_targets
+
+        pred, proba, classes = predict_targets(estimator, meta, X)
+        return _Predicted(ids, pred, labels, proba, classes, backbone.name, dataset.name, len(dataset), extraction,
+                          meta["target"])
     pred = estimator.predict(X) if len(X) else np.empty(0, dtype=object)
     proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") and len(X) else None
     return _Predicted(ids, pred, labels, proba, [str(c) for c in getattr(estimator, "classes_", [])],
@@ -383,6 +413,14 @@ def _predict_deployed(args) -> _Predicted:
                                  on_error=args.on_error, warn=args.console.note, progress=args.console.progress)
     labels = dataset.labels()
     ids = np.asarray(dataset.ids(), dtype=object)[result.kept]
+    target = model.metadata.get("target") or {}
+    if target.get("kind") == "multi":  # the predicted set: the labels whose probability reaches the threshold
+        import json
+
+        picked = result.probabilities >= np.asarray(target["threshold"], dtype=np.float32) - 1e-6
+        sets = [json.dumps([c for c, on in zip(model.classes, row) if on], ensure_ascii=False) for row in picked]
+        return _Predicted(ids, sets, None if labels is None else labels[result.kept], result.probabilities,
+                          model.classes, model.spec.name, dataset.name, len(dataset), None, "multi")
     return _Predicted(ids, result.labels, None if labels is None else labels[result.kept], result.probabilities,
                       model.classes, model.spec.name, dataset.name, len(dataset))
 

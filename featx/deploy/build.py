@@ -19,6 +19,7 @@ from ..validation import check_choice, check_float, check_int
 from ..version import __version__
 from .compose import default_opset, fuse_graphs, set_metadata
 from .head import LABEL, PROBABILITIES, head_steps, head_to_onnx
+from .targets import MultiLabelAsClassifier, multilabel_to_onnx, target_head
 from .model import FORMAT, DeployedModel
 from .parity import (DEFAULT_PARITY_ITEMS, PARITY_TOLERANCE, ParityReport, gate_items, measure_parity,
                      memorises_training_items)
@@ -174,7 +175,7 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
     check_int(batch_size, "batch_size", "deploy_head", low=1, optional=True)
     check_float(tolerance, "tolerance", "deploy_head", low=0.0)
     meta = read_metadata(head)
-    estimator = load_head(head)
+    estimator = target_head(load_head(head), meta)  # a multi-label head: its classifier view (deploy.targets)
     head_path = Path(head)
     backbone = trained_backbone(meta, model)
     precision = _check_precision(precision, backbone, meta)
@@ -191,8 +192,11 @@ def deploy_head(head, out=None, *, precision: str | None = None, model=None, par
         raise ParameterError(f"--out {out} is the backbone's own file; choose another name")
     base = onnx.load(str(backbone.onnx_path))
     features = base.graph.output[0].name if layer == FINAL else output_name(layer)  # the final features come first
-    fused = fuse_graphs(base, head_to_onnx(estimator, made, opset=default_opset(base)), features=features)
+    to_onnx = multilabel_to_onnx if isinstance(estimator, MultiLabelAsClassifier) else head_to_onnx
+    fused = fuse_graphs(base, to_onnx(estimator, made, opset=default_opset(base)), features=features)
     facts = _facts(meta, head_path, estimator, backbone, precision)
+    if isinstance(estimator, MultiLabelAsClassifier):  # predict applies these to the probabilities
+        facts["target"] = {"kind": "multi", "threshold": meta["threshold"]}
     facts["backbone"]["layer"] = layer
     tokenizer_out = out.with_name(f"{out.stem}.tokenizer.json") if backbone.modality == "text" else None
     if tokenizer_out is not None:

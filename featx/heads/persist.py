@@ -78,6 +78,12 @@ _SKLEARN_TYPES = (
     "sklearn.linear_model._sgd_fast.Hinge",
     "sklearn.kernel_approximation.Nystroem",
     "sklearn.decomposition._pca.PCA",
+    # multi-label and numeric targets (featx.heads.targets)
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.multiclass._ConstantPredictor",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.svm._classes.SVR",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
 )
 # The kNN index holds plain arrays, checked before faiss reads them, and is rebuilt on load.
 _FEATX_TYPES = ("featx.heads.SignedSqrt", "featx.heads.IVFKNeighborsClassifier")

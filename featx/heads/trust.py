@@ -349,6 +349,66 @@ def _pipeline(est, width, where):
     return est, width
 
 
+def _one_vs_rest(est, width, where):
+    """OneVsRestClassifier of a multi-label head (featx.heads.targets): one checked binary head per label."""
+    from sklearn.multiclass import _ConstantPredictor
+
+    d = _width(est, width, where)
+    inner = getattr(est, "estimators_", None)
+    if not isinstance(inner, list) or not inner:
+        raise _Damaged(f"{where}: estimators_ must be a non-empty list")
+    if getattr(getattr(est, "label_binarizer_", None), "y_type_", None) != "multilabel-indicator":
+        raise _Damaged(f"{where}: not a multi-label head (its label binarizer is not multilabel-indicator)")
+    checked = []
+    for j, each in enumerate(inner):
+        if type(each) is _ConstantPredictor:
+            _array(each, "y_", f"{where} label {j}", (1,), "iuf")
+            checked.append(each)
+        else:
+            each, got = _check_step(each, d, f"label {j}", where + " ")
+            checked.append(each)
+    est.estimators_ = checked
+    return est, d
+
+
+def _ridge(est, width, where):
+    d = _width(est, width, where)
+    _array(est, "coef_", where, (d,))
+    if not isinstance(getattr(est, "intercept_", None), (numbers.Real, np.floating)):
+        raise _Damaged(f"{where}: intercept_ must be a number")
+    return est, d
+
+
+def _svr(est, width, where):
+    d = _width(est, width, where)
+    _choice(est, "kernel", where, SVC_KERNELS)
+    if getattr(est, "_sparse", False) is not False:
+        raise _Damaged(f"{where}: a head fitted on sparse data is not a featx head")
+    n_sv = len(_array(est, "support_vectors_", where, (None, d), dtype=np.float64))
+    _array(est, "_dual_coef_", where, (1, n_sv), dtype=np.float64)
+    _array(est, "_intercept_", where, (1,), dtype=np.float64)
+    _array(est, "support_", where, (n_sv,), "i", dtype=np.int32)
+    _positive_float(est, "_gamma", where)
+    return est, d
+
+
+def _knn_regressor(est, width, where):
+    """The exact kNN regressor, refitted on its stored vectors and targets."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    d = _width(est, width, where)
+    vectors = _array(est, "_fit_X", where, (None, d))
+    targets = _array(est, "_y", where, (len(vectors),))
+    _choice(est, "metric", where, KNN_METRICS)
+    k = getattr(est, "n_neighbors", None)
+    if not _is_int(k) or not 1 <= k <= len(vectors):
+        raise _Damaged(f"{where}: n_neighbors is {k!r}, expected an int in [1, {len(vectors)}] (the stored rows)")
+    try:
+        return KNeighborsRegressor(**{**est.get_params(), "n_jobs": None}).fit(vectors, targets), d
+    except (TypeError, ValueError) as e:
+        raise _Damaged(f"{where}: cannot be rebuilt from its stored vectors ({e})") from None
+
+
 def _families() -> dict[type, Callable]:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.decomposition import PCA
@@ -357,9 +417,13 @@ def _families() -> dict[type, Callable]:
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer, StandardScaler
-    from sklearn.svm import SVC, LinearSVC
+    from sklearn.linear_model import Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.svm import SVC, SVR, LinearSVC
 
-    return {Pipeline: _pipeline, SignedSqrt: _passthrough, StandardScaler: _standard_scaler,
+    return {OneVsRestClassifier: _one_vs_rest, Ridge: _ridge, SVR: _svr, KNeighborsRegressor: _knn_regressor,
+            Pipeline: _pipeline, SignedSqrt: _passthrough, StandardScaler: _standard_scaler,
             Normalizer: _normalizer, PCA: _pca, Nystroem: _nystroem, LogisticRegression: _linear,
             SGDClassifier: _linear, LinearSVC: _linear, SVC: _svc, CalibratedClassifierCV: _calibrated,
             KNeighborsClassifier: _knn, IVFKNeighborsClassifier: _ivf_knn}

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataSourceError
+from .targets import IllFormedLabel, list_cell
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,14 @@ def check_modality(dataset: Dataset, modality: str, taker: str) -> None:
 
 
 def _clean(item: Item) -> Item:
-    label = clean_label(item.label)
+    try:
+        label = clean_label(item.label)
+    except IllFormedLabel as e:
+        raise DataSourceError(f"item {item.id!r}: its label is ill-formed: {e}; fix the label column (or member) "
+                              "of that item") from None
     label = None if label is None else utf8_text(label)
     item_id = utf8_text(item.id) if isinstance(item.id, str) else item.id
-    if label == item.label and item_id == item.id:
+    if (item.label is None or isinstance(item.label, str)) and label == item.label and item_id == item.id:
         return item
     return dataclasses.replace(item, id=item_id, label=label)
 
@@ -166,13 +171,20 @@ def utf8_text(text: str) -> str:
 
 def clean_label(value) -> str | None:
     """A label as featx keeps it: a str, or None when it is missing (None, NaN, ``pandas.NA``, an empty
-    or blank string). Integral floats lose their ``.0`` (Parquet int columns with gaps).
+    or blank string). Integral floats lose their ``.0`` (Parquet int columns with gaps). A list (or a
+    str holding a JSON list) is a label set, kept as a canonical JSON list (:mod:`featx.sources.targets`).
 
     Examples
     --------
     >>> [clean_label(v) for v in ("cat", 3, 3.0, float("nan"), None, "", "  ", "None")]
     ['cat', '3', '3', None, None, None, None, 'None']
+    >>> clean_label(["dog", "night"]), clean_label('["night","dog"]')
+    ('["dog", "night"]', '["dog", "night"]')
     """
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list_cell(value)
+    if isinstance(value, str) and (kept := list_cell(value)) is not None:
+        return kept
     if is_missing(value) or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -184,6 +196,8 @@ def is_missing(value) -> bool:
     """None, NaN or ``pandas.NA`` (a value that refuses to be compared)."""
     if value is None:
         return True
+    if isinstance(value, (list, tuple, np.ndarray)):  # a label set (a Parquet list cell is an array)
+        return False
     try:
         return bool(value != value)  # NaN
     except (TypeError, ValueError):

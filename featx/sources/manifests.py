@@ -55,7 +55,7 @@ def open_manifest(
     chosen_id = find_column(names, id_column, (ID_COLUMN,), "id_column", where, exact=True)
     chosen_label = find_column(names, label_column, LABEL_COLUMNS, "label_column", where,
                                exclude={content_column, chosen_id})
-    labels = [clean_label(v) for v in table[chosen_label]] if chosen_label else [None] * len(table[content_column])
+    labels = list(table[chosen_label]) if chosen_label else [None] * len(table[content_column])
     name = f"{kind}:{path}"
     if chosen_path:
         written = [None if v is None else str(v) for v in table[chosen_path]]

@@ -341,6 +341,10 @@ def choose_columns(schema, features: dict, options: dict, where: str) -> Columns
         label = class_labels[0] if class_labels else find_column(
             names, None, LABEL_COLUMNS, "label_column", where, exclude={content, chosen_id})
     feature = (features.get(label) or {}) if label else {}
+    inner = feature.get("feature") if feature.get("_type") in ("Sequence", "List", "LargeList") else None
+    if isinstance(inner, list) and len(inner) == 1:  # datasets writes Sequence(ClassLabel) as [ClassLabel] too
+        inner = inner[0]
+    feature = inner if isinstance(inner, dict) and inner.get("_type") == "ClassLabel" else feature
     classes = feature.get("names") if feature.get("_type") == "ClassLabel" else None
     return Columns(content, form, label, tuple(map(str, classes)) if classes else None, chosen_id)
 
@@ -368,6 +372,8 @@ def table_label(value) -> str | None:
     """A label as str; None for a missing or blank one."""
     if isinstance(value, str) and not value.strip():
         return None
+    if isinstance(value, (list, tuple)):  # a label set: make_dataset reads it, and names the item when ill-formed
+        return value
     return clean_label(value)
 
 
@@ -409,7 +415,9 @@ class TableRows:
             return [table_label(v) for v in values]
         labels = []
         for row, value in enumerate(values, start=len(self.labels)):
-            if value is None or value == -1:
+            if isinstance(value, (list, tuple)):  # Sequence(ClassLabel): a label set of class indices
+                labels.append([self.class_name(row, v) for v in value])
+            elif value is None or value == -1:
                 labels.append(None)
             elif isinstance(value, (int, np.integer)) and 0 <= value < len(classes):
                 labels.append(classes[value])
@@ -418,6 +426,13 @@ class TableRows:
                     f"label column {self.columns.label!r} of {self.where}: row {row} holds {value!r}, not a class of "
                     f"its ClassLabel (0..{len(classes) - 1}, or -1 for none)")
         return labels
+
+    def class_name(self, row: int, value) -> str:
+        classes = self.columns.classes
+        if isinstance(value, (int, np.integer)) and 0 <= value < len(classes):
+            return classes[value]
+        raise DataSourceError(f"label column {self.columns.label!r} of {self.where}: row {row} holds {value!r} in its "
+                              f"label set, not a class of its Sequence(ClassLabel) (0..{len(classes) - 1})")
 
     def dataset(self, name: str) -> Dataset:
         c = self.columns

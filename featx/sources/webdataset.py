@@ -166,6 +166,6 @@ def member_label(tar: tarfile.TarFile, shard: Path, member: tarfile.TarInfo, ext
         raise DataSourceError(f"{where} is not valid JSON: {e}") from e
     if isinstance(value, dict):
         value = next((value[k] for k in LABEL_COLUMNS if k in value), None)
-    if isinstance(value, (dict, list)) or (isinstance(value, str) and not value.strip()):
+    if isinstance(value, dict) or (isinstance(value, str) and not value.strip()):
         return None
-    return clean_label(value)
+    return value if isinstance(value, list) else clean_label(value)  # a list: a label set, read by make_dataset
