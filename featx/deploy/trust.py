@@ -55,7 +55,12 @@ def check_metadata(path, metadata: dict, *, probabilities_width=None, graph_labe
     if isinstance(probabilities_width, int) and probabilities_width != len(names):
         raise DeployError(f"{path}: featx.classes names {len(names)} classes but the graph outputs "
                           f"{probabilities_width} probabilities; {_redeploy(path)}")
-    if graph_labels is not None and [str(c) for c in graph_labels] != names:
+    target = metadata.get("target") if isinstance(metadata.get("target"), dict) else {}
+    if target.get("kind") == "multi":  # one binary classifier per label (featx.deploy.targets): labels 0/1
+        if graph_labels is not None and not {str(c) for c in graph_labels} <= {"0", "1", "False", "True"}:
+            raise DeployError(f"{path}: a multi-label file's graph should hold binary classifiers, but it predicts "
+                              f"{[str(c) for c in graph_labels]}; {_redeploy(path)}")
+    elif graph_labels is not None and [str(c) for c in graph_labels] != names:
         raise DeployError(f"{path}: its featx.classes {names} are not the classes its graph predicts, in order "
                           f"({[str(c) for c in graph_labels]}); the metadata was edited: deploy the head again "
                           "(featx deploy HEAD --out FILE)")
