@@ -14,6 +14,16 @@ b. A synthetic float16 cache of 250,000 and 1,000,000 rows made from the real tr
    under a memory budget (default 1 GiB): streamed from the HDF5 shards, scored on the real test
    images. Peak memory should not grow with n past the ids and labels (~100 bytes a row).
 
+c. ``--all-heads`` (issue 29): at each n of ``--sizes`` (default 2,000 and 20,000), what
+   ``featx train --head all --cv 3`` runs (``train_heads``, strategy "auto", search "auto": successive
+   halving where the sample is large enough), timed per head with the selection's share, every head
+   scored on the 10,000 test images; then each head ``exact`` and ``approximate`` alone, so that the
+   strategy the plan chose is compared with the one it did not; ``--old-grid KIND`` also runs that head
+   with today's full grid at the largest n (search="grid"), the accuracy the new selection must stay
+   within 0.3 points of.
+
+    python benchmarks/heads_scaling.py --all-heads                 # -> results/heads_linear.json
+
 Every run is a child process (``--run-one``): its peak RSS (``VmHWM``) is read right after training,
 before the test set is loaded; a child that only imports featx and sklearn gives the baseline.
 Goals (issue 17): time per head grows at most linearly from 10k to 60k; each approximate head
@@ -68,8 +78,25 @@ def run_one(spec: dict) -> dict:
         X, y = reader.read(positions), reader.labels[positions]
     else:  # the whole cache, streamed when it does not fit the budget
         X, y = reader, reader.labels
+    if spec.get("all"):  # what featx train --head all runs
+        from featx.heads import train_heads
+
+        results = train_heads(X, y, "all", cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
+                              select_rows=spec["select_rows"], progress=False)
+        seconds = time.perf_counter() - t0
+        peak = peak_rss_mb()
+        Xt, yt, _ = featx.load_features(spec["test"])
+        heads = {r.kind: {"seconds": r.fit_seconds, "search_seconds": r.search_seconds, "search": r.search,
+                          "strategy": r.plan.strategy, "plan": r.plan.describe(), "best_params": r.best_params,
+                          "cv_mean": r.cv_mean, "test_accuracy": float(np.mean(r.best_estimator.predict(Xt) == yt)),
+                          "notes": r.notes} for r in results}
+        best = max(results, key=lambda r: r.cv_mean)
+        return {"train_seconds": seconds, "peak_rss_mb": peak, "n_train": int(len(y)), "heads": heads,
+                "best": best.kind, "test_accuracy": heads[best.kind]["test_accuracy"],
+                "search_share": sum(h["search_seconds"] for h in heads.values()) / seconds}
     result = select_head(spec["kind"], X, y, cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
-                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"])
+                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"],
+                         search=spec.get("search", "auto"))
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     Xt, yt, _ = featx.load_features(spec["test"])
@@ -78,7 +105,8 @@ def run_one(spec: dict) -> dict:
     return {"train_seconds": seconds, "peak_rss_mb": peak, "test_accuracy": accuracy,
             "predict_ms_per_item": 1000 * (time.perf_counter() - t1) / len(yt), "n_train": int(len(y)),
             "plan": result.plan.describe(), "strategy": result.plan.strategy, "streamed": result.plan.streamed,
-            "n_select": result.plan.n_select, "best_params": result.best_params, "cv_mean": result.cv_mean}
+            "n_select": result.plan.n_select, "best_params": result.best_params, "cv_mean": result.cv_mean,
+            "search": result.search, "search_seconds": result.search_seconds}
 
 
 def in_child(spec: dict, timeout: float | None) -> dict:
@@ -166,11 +194,15 @@ def main(argv=None) -> int:
                    help="most rows the grid is cross-validated on (default featx's 10,000; --quick: 2000)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per run")
+    p.add_argument("--all-heads", action="store_true", help="part c only (issue 29): --head all and per head, 2k -> 20k")
+    p.add_argument("--old-grid", default="", help="--all-heads: these heads also with the full grid at the largest n")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
         print(json.dumps(run_one(json.loads(args.run_one))))
         return 0
+    if args.all_heads:
+        return all_heads(args)
     from featx.machine import machine_facts, rounded_load_average
     from featx.specs.registry import featx_home
 
@@ -219,6 +251,65 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(result["table"])
     print(f"baseline peak RSS (imports only): {result['baseline_peak_rss_mb']:.0f} MB; wrote {out}")
+    return 0
+
+
+def all_heads(args) -> int:
+    """Part c: ``--head all`` (auto) and each head exact / approximate, at each size; -> results/heads_linear.json."""
+    from featx.heads import SELECT_ROWS
+    from featx.heads.plan import predicted_seconds
+    from featx.machine import machine_facts, rounded_load_average
+    from featx.specs.registry import featx_home
+
+    sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
+    started, machine = time.time(), machine_facts().to_dict()
+    train, test = fashion_caches(featx_home(), max(sizes), None)
+    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
+            "select_rows": args.select_rows or SELECT_ROWS}
+    runs, per_head = [], []
+    for n in sizes:
+        run = {"n": n, **in_child({**base, "all": True, "strategy": "auto", "size": n}, args.timeout)}
+        runs.append(run)
+        print(json.dumps({k: v for k, v in run.items() if k != "heads"}), flush=True)
+        for kind in HEADS:
+            for strategy in ("exact", "approximate"):
+                if strategy == "exact" and kind == "svm" and n > args.exact_svm_max:
+                    continue
+                row = {"n": n, "kind": kind, "strategy_asked": strategy,
+                       "predicted_seconds": predicted_seconds(kind, strategy, n),
+                       **in_child({**base, "kind": kind, "strategy": strategy, "size": n}, args.timeout)}
+                per_head.append(row)
+                print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
+                                                          "search_seconds", "test_accuracy")}), flush=True)
+    old = []
+    for kind in [k for k in args.old_grid.split(",") if k]:
+        n = max(sizes)
+        row = {"n": n, "kind": kind, "search_asked": "grid",
+               **in_child({**base, "kind": kind, "strategy": "auto", "size": n, "search": "grid"}, args.timeout)}
+        old.append(row)
+        print(json.dumps({k: row.get(k) for k in ("n", "kind", "train_seconds", "test_accuracy")}), flush=True)
+    checks = []
+    for run in runs:
+        for kind, head in run.get("heads", {}).items():
+            alone = {r["strategy_asked"]: r.get("train_seconds") for r in per_head if r["n"] == run["n"] and r["kind"] == kind}
+            chosen, other = alone.get(head["strategy"]), [v for s, v in alone.items() if s != head["strategy"] and v]
+            checks.append({"n": run["n"], "kind": kind, "chosen": head["strategy"], "chosen_seconds": chosen,
+                           "alternative_seconds": other[0] if other else None,
+                           "no_slower": None if chosen is None or not other else chosen <= 1.1 * other[0]})
+    small, large = runs[0], runs[-1]
+    result = {
+        "command": "python benchmarks/heads_scaling.py --all-heads" + (f" --old-grid {args.old_grid}" if old else ""),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine, "load_after": rounded_load_average()}, "seconds": time.time() - started,
+        "all_heads": runs, "per_head": per_head, "old_grid": old, "strategy_checks": checks,
+        "ratio_time": large.get("train_seconds", float("nan")) / small.get("train_seconds", float("nan")),
+        "ratio_rows": large["n"] / small["n"],
+        "best_accuracy": {str(r["n"]): r.get("test_accuracy") for r in runs},
+    }
+    out = HERE / "results" / "heads_linear.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({k: result[k] for k in ("ratio_time", "ratio_rows", "best_accuracy", "strategy_checks")}, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
