@@ -266,48 +266,58 @@ def all_heads(args) -> int:
     train, test = fashion_caches(featx_home(), max(sizes), None)
     base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
             "select_rows": args.select_rows or SELECT_ROWS}
-    runs, per_head = [], []
-    for n in sizes:
+    runs, per_head, old = [], [], []
+    out = HERE / "results" / "heads_linear.json"
+
+    def write(final=False):  # after every run: a cut-short benchmark keeps what it measured
+        checks = []
+        for run in runs:
+            for kind, head in run.get("heads", {}).items():
+                other = [r for r in per_head if r["n"] == run["n"] and r["kind"] == kind and "train_seconds" in r]
+                alt = other[0]["train_seconds"] if other else None
+                checks.append({"n": run["n"], "kind": kind, "chosen": head["strategy"], "chosen_seconds": head["seconds"],
+                               "alternative": other[0]["strategy_asked"] if other else None, "alternative_seconds": alt,
+                               "alternative_accuracy": other[0].get("test_accuracy") if other else None,
+                               "chosen_accuracy": head["test_accuracy"],
+                               "no_slower": None if alt is None else head["seconds"] <= 1.1 * alt})
+        done = [r for r in runs if "train_seconds" in r]
+        result = {
+            "command": "python benchmarks/heads_scaling.py --all-heads" + (f" --old-grid {args.old_grid}" if args.old_grid else ""),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "complete": final,
+            "machine": {**machine, "load_after": rounded_load_average()}, "seconds": time.time() - started,
+            "all_heads": runs, "per_head": per_head, "old_grid": old, "strategy_checks": checks,
+            "ratio_time": done[-1]["train_seconds"] / done[0]["train_seconds"] if len(done) > 1 else None,
+            "ratio_rows": done[-1]["n"] / done[0]["n"] if len(done) > 1 else None,
+            "best_accuracy": {str(r["n"]): r.get("test_accuracy") for r in done},
+        }
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
+    for n in sizes:  # first what featx train --head all does, at every size: the ratio
         run = {"n": n, **in_child({**base, "all": True, "strategy": "auto", "size": n}, args.timeout)}
         runs.append(run)
         print(json.dumps({k: v for k, v in run.items() if k != "heads"}), flush=True)
-        for kind in HEADS:
-            for strategy in ("exact", "approximate"):
-                if strategy == "exact" and kind == "svm" and n > args.exact_svm_max:
-                    continue
-                row = {"n": n, "kind": kind, "strategy_asked": strategy,
-                       "predicted_seconds": predicted_seconds(kind, strategy, n),
-                       **in_child({**base, "kind": kind, "strategy": strategy, "size": n}, args.timeout)}
-                per_head.append(row)
-                print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
-                                                          "search_seconds", "test_accuracy")}), flush=True)
-    old = []
+        write()
+    for run in runs:  # then each head alone with the strategy the plan did not choose
+        for kind, head in run.get("heads", {}).items():
+            other = "approximate" if head["strategy"] == "exact" else "exact"
+            if other == "exact" and kind == "svm" and run["n"] > args.exact_svm_max:
+                continue
+            row = {"n": run["n"], "kind": kind, "strategy_asked": other,
+                   "predicted_seconds": predicted_seconds(kind, other, run["n"]),
+                   **in_child({**base, "kind": kind, "strategy": other, "size": run["n"]}, args.timeout)}
+            per_head.append(row)
+            print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
+                                                      "search_seconds", "test_accuracy")}), flush=True)
+            write()
     for kind in [k for k in args.old_grid.split(",") if k]:
         n = max(sizes)
         row = {"n": n, "kind": kind, "search_asked": "grid",
                **in_child({**base, "kind": kind, "strategy": "auto", "size": n, "search": "grid"}, args.timeout)}
         old.append(row)
         print(json.dumps({k: row.get(k) for k in ("n", "kind", "train_seconds", "test_accuracy")}), flush=True)
-    checks = []
-    for run in runs:
-        for kind, head in run.get("heads", {}).items():
-            alone = {r["strategy_asked"]: r.get("train_seconds") for r in per_head if r["n"] == run["n"] and r["kind"] == kind}
-            chosen, other = alone.get(head["strategy"]), [v for s, v in alone.items() if s != head["strategy"] and v]
-            checks.append({"n": run["n"], "kind": kind, "chosen": head["strategy"], "chosen_seconds": chosen,
-                           "alternative_seconds": other[0] if other else None,
-                           "no_slower": None if chosen is None or not other else chosen <= 1.1 * other[0]})
-    small, large = runs[0], runs[-1]
-    result = {
-        "command": "python benchmarks/heads_scaling.py --all-heads" + (f" --old-grid {args.old_grid}" if old else ""),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine, "load_after": rounded_load_average()}, "seconds": time.time() - started,
-        "all_heads": runs, "per_head": per_head, "old_grid": old, "strategy_checks": checks,
-        "ratio_time": large.get("train_seconds", float("nan")) / small.get("train_seconds", float("nan")),
-        "ratio_rows": large["n"] / small["n"],
-        "best_accuracy": {str(r["n"]): r.get("test_accuracy") for r in runs},
-    }
-    out = HERE / "results" / "heads_linear.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write()
+    result = write(final=True)
     print(json.dumps({k: result[k] for k in ("ratio_time", "ratio_rows", "best_accuracy", "strategy_checks")}, indent=1))
     print(f"wrote {out}")
     return 0
