@@ -14,6 +14,16 @@ b. A synthetic float16 cache of 250,000 and 1,000,000 rows made from the real tr
    under a memory budget (default 1 GiB): streamed from the HDF5 shards, scored on the real test
    images. Peak memory should not grow with n past the ids and labels (~100 bytes a row).
 
+c. ``--all-heads`` (issue 29): at each n of ``--sizes`` (default 2,000 and 20,000), what
+   ``featx train --head all --cv 3`` runs (``train_heads``, strategy "auto", search "auto": successive
+   halving where the sample is large enough), timed per head with the selection's share, every head
+   scored on the 10,000 test images; then each head ``exact`` and ``approximate`` alone, so that the
+   strategy the plan chose is compared with the one it did not; ``--old-grid KIND`` also runs that head
+   with today's full grid at the largest n (search="grid"), the accuracy the new selection must stay
+   within 0.3 points of.
+
+    python benchmarks/heads_scaling.py --all-heads                 # -> results/heads_linear.json
+
 Every run is a child process (``--run-one``): its peak RSS (``VmHWM``) is read right after training,
 before the test set is loaded; a child that only imports featx and sklearn gives the baseline.
 Goals (issue 17): time per head grows at most linearly from 10k to 60k; each approximate head
@@ -68,8 +78,25 @@ def run_one(spec: dict) -> dict:
         X, y = reader.read(positions), reader.labels[positions]
     else:  # the whole cache, streamed when it does not fit the budget
         X, y = reader, reader.labels
+    if spec.get("all"):  # what featx train --head all runs
+        from featx.heads import train_heads
+
+        results = train_heads(X, y, "all", cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
+                              select_rows=spec["select_rows"], progress=False)
+        seconds = time.perf_counter() - t0
+        peak = peak_rss_mb()
+        Xt, yt, _ = featx.load_features(spec["test"])
+        heads = {r.kind: {"seconds": r.fit_seconds, "search_seconds": r.search_seconds, "search": r.search,
+                          "strategy": r.plan.strategy, "plan": r.plan.describe(), "best_params": r.best_params,
+                          "cv_mean": r.cv_mean, "test_accuracy": float(np.mean(r.best_estimator.predict(Xt) == yt)),
+                          "notes": r.notes} for r in results}
+        best = max(results, key=lambda r: r.cv_mean)
+        return {"train_seconds": seconds, "peak_rss_mb": peak, "n_train": int(len(y)), "heads": heads,
+                "best": best.kind, "test_accuracy": heads[best.kind]["test_accuracy"],
+                "search_share": sum(h["search_seconds"] for h in heads.values()) / seconds}
     result = select_head(spec["kind"], X, y, cv=spec["cv"], n_jobs=spec["jobs"], seed=0, strategy=spec["strategy"],
-                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"])
+                         memory_budget=spec.get("memory_budget"), select_rows=spec["select_rows"],
+                         search=spec.get("search", "auto"))
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     Xt, yt, _ = featx.load_features(spec["test"])
@@ -78,7 +105,8 @@ def run_one(spec: dict) -> dict:
     return {"train_seconds": seconds, "peak_rss_mb": peak, "test_accuracy": accuracy,
             "predict_ms_per_item": 1000 * (time.perf_counter() - t1) / len(yt), "n_train": int(len(y)),
             "plan": result.plan.describe(), "strategy": result.plan.strategy, "streamed": result.plan.streamed,
-            "n_select": result.plan.n_select, "best_params": result.best_params, "cv_mean": result.cv_mean}
+            "n_select": result.plan.n_select, "best_params": result.best_params, "cv_mean": result.cv_mean,
+            "search": result.search, "search_seconds": result.search_seconds}
 
 
 def in_child(spec: dict, timeout: float | None) -> dict:
@@ -166,11 +194,15 @@ def main(argv=None) -> int:
                    help="most rows the grid is cross-validated on (default featx's 10,000; --quick: 2000)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per run")
+    p.add_argument("--all-heads", action="store_true", help="part c only (issue 29): --head all and per head, 2k -> 20k")
+    p.add_argument("--old-grid", default="", help="--all-heads: these heads also with the full grid at the largest n")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
         print(json.dumps(run_one(json.loads(args.run_one))))
         return 0
+    if args.all_heads:
+        return all_heads(args)
     from featx.machine import machine_facts, rounded_load_average
     from featx.files import featx_home
 
@@ -219,6 +251,75 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(result["table"])
     print(f"baseline peak RSS (imports only): {result['baseline_peak_rss_mb']:.0f} MB; wrote {out}")
+    return 0
+
+
+def all_heads(args) -> int:
+    """Part c: ``--head all`` (auto) and each head exact / approximate, at each size; -> results/heads_linear.json."""
+    from featx.heads import SELECT_ROWS
+    from featx.heads.plan import predicted_seconds
+    from featx.machine import machine_facts, rounded_load_average
+    from featx.specs.registry import featx_home
+
+    sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
+    started, machine = time.time(), machine_facts().to_dict()
+    train, test = fashion_caches(featx_home(), max(sizes), None)
+    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
+            "select_rows": args.select_rows or SELECT_ROWS}
+    runs, per_head, old = [], [], []
+    out = HERE / "results" / "heads_linear.json"
+
+    def write(final=False):  # after every run: a cut-short benchmark keeps what it measured
+        checks = []
+        for run in runs:
+            for kind, head in run.get("heads", {}).items():
+                other = [r for r in per_head if r["n"] == run["n"] and r["kind"] == kind and "train_seconds" in r]
+                alt = other[0]["train_seconds"] if other else None
+                checks.append({"n": run["n"], "kind": kind, "chosen": head["strategy"], "chosen_seconds": head["seconds"],
+                               "alternative": other[0]["strategy_asked"] if other else None, "alternative_seconds": alt,
+                               "alternative_accuracy": other[0].get("test_accuracy") if other else None,
+                               "chosen_accuracy": head["test_accuracy"],
+                               "no_slower": None if alt is None else head["seconds"] <= 1.1 * alt})
+        done = [r for r in runs if "train_seconds" in r]
+        result = {
+            "command": "python benchmarks/heads_scaling.py --all-heads" + (f" --old-grid {args.old_grid}" if args.old_grid else ""),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "complete": final,
+            "machine": {**machine, "load_after": rounded_load_average()}, "seconds": time.time() - started,
+            "all_heads": runs, "per_head": per_head, "old_grid": old, "strategy_checks": checks,
+            "ratio_time": done[-1]["train_seconds"] / done[0]["train_seconds"] if len(done) > 1 else None,
+            "ratio_rows": done[-1]["n"] / done[0]["n"] if len(done) > 1 else None,
+            "best_accuracy": {str(r["n"]): r.get("test_accuracy") for r in done},
+        }
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
+    for n in sizes:  # first what featx train --head all does, at every size: the ratio
+        run = {"n": n, **in_child({**base, "all": True, "strategy": "auto", "size": n}, args.timeout)}
+        runs.append(run)
+        print(json.dumps({k: v for k, v in run.items() if k != "heads"}), flush=True)
+        write()
+    for run in runs:  # then each head alone with the strategy the plan did not choose
+        for kind, head in run.get("heads", {}).items():
+            other = "approximate" if head["strategy"] == "exact" else "exact"
+            if other == "exact" and kind == "svm" and run["n"] > args.exact_svm_max:
+                continue
+            row = {"n": run["n"], "kind": kind, "strategy_asked": other,
+                   "predicted_seconds": predicted_seconds(kind, other, run["n"]),
+                   **in_child({**base, "kind": kind, "strategy": other, "size": run["n"]}, args.timeout)}
+            per_head.append(row)
+            print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
+                                                      "search_seconds", "test_accuracy")}), flush=True)
+            write()
+    for kind in [k for k in args.old_grid.split(",") if k]:
+        n = max(sizes)
+        row = {"n": n, "kind": kind, "search_asked": "grid",
+               **in_child({**base, "kind": kind, "strategy": "auto", "size": n, "search": "grid"}, args.timeout)}
+        old.append(row)
+        print(json.dumps({k: row.get(k) for k in ("n", "kind", "train_seconds", "test_accuracy")}), flush=True)
+        write()
+    result = write(final=True)
+    print(json.dumps({k: result[k] for k in ("ratio_time", "ratio_rows", "best_accuracy", "strategy_checks")}, indent=1))
+    print(f"wrote {out}")
     return 0
 
 

@@ -14,6 +14,7 @@ from featx.cache import CacheStore, FeatureReader, ShardData, iter_features, loa
 from featx.cli import main
 from featx.errors import HeadError, ParameterError
 from featx.heads import IVFKNeighborsClassifier, plan_head, select_head, stratified_sample
+from featx.heads.plan import expected_seconds, predicted_seconds
 from featx.heads.stream import WINDOW_ROWS, epoch_order
 from featx.heads.persist import file_types, load_head, save_head
 
@@ -95,8 +96,26 @@ def test_plan_switches_by_size_both_ways():
     gib = 1 << 30
     assert plan_head("svm", 10_000, 1280, memory_budget=8 * gib).strategy == "exact"
     assert plan_head("svm", 10_001, 1280, memory_budget=8 * gib).strategy == "approximate"
-    assert plan_head("knn", 20_000, 1280, memory_budget=8 * gib).strategy == "exact"
+    assert plan_head("knn", 2000, 1280, memory_budget=8 * gib).strategy == "exact"  # cheaper there
     assert plan_head("knn", 20_001, 1280, memory_budget=8 * gib).strategy == "approximate"
+
+
+def test_plan_never_picks_an_approximation_predicted_slower(monkeypatch):
+    gib = 1 << 30
+    for kind in ("logreg", "svm", "knn"):
+        for n in (500, 2000, 5000, 10_000, 20_000, 60_000):
+            plan = plan_head(kind, n, 1280, memory_budget=8 * gib)
+            limit = featx.heads.plan.EXACT_ROWS[kind]
+            if plan.strategy == "approximate" and (limit is None or n <= limit):
+                assert predicted_seconds(kind, "approximate", n) < predicted_seconds(kind, "exact", n)
+                assert "predicted" in plan.reason
+            if plan.strategy == "exact":
+                assert predicted_seconds(kind, "exact", n) <= predicted_seconds(kind, "approximate", n)
+    # the model decides: make the approximate knn dearer and the plan goes back to exact
+    monkeypatch.setitem(featx.heads.plan.COSTS, ("knn", "approximate"), {2000: 80.0, 10_000: 800.0})
+    assert plan_head("knn", 10_000, 1280, memory_budget=8 * gib).strategy == "exact"
+    eta = expected_seconds(["logreg", "knn"], 10_000, 1280, memory_budget=8 * gib, layers=2)
+    assert eta["knn"] == pytest.approx(2 * predicted_seconds("knn", "exact", 10_000))
     big = plan_head("logreg", 60_000, 1280, memory_budget=8 * gib)
     assert (big.strategy, big.streamed, big.n_select) == ("exact", False, 10_000)
     over = plan_head("logreg", 1_000_000, 1280, memory_budget=gib)
@@ -265,3 +284,26 @@ def test_cli_train_says_what_it_did_per_head(tmp_path, capsys):
         main(["train", str(cache), "--head", "svm", "--memory-budget", "lots"])
     assert "not a size: 'lots' (examples: 4G, 512M, 1.5GiB, 100000)" in capsys.readouterr().err
 
+
+
+# --------------------------------------------------------------------------- successive halving
+def test_successive_halving_selects_on_growing_rows_and_says_so():
+    X, y = blobs(900, 10, classes=3)
+    grid = {"scale": ["standard", "l2"], "C": [0.001, 0.1, 10.0]}
+    halved = select_head("logreg", X, y, cv=3, n_jobs=1, grid=grid, search="halving")
+    full = select_head("logreg", X, y, cv=3, n_jobs=1, grid=grid, search="grid")
+    assert (halved.search, full.search) == ("halving", "grid")
+    assert halved.summary()["search"] == "halving" and 0 < halved.search_seconds <= halved.fit_seconds
+    note = next(n for n in halved.notes if "successive halving" in n)
+    assert "6 candidates on" in note and "of the rows of the full grid's 18 fits on 900 rows" in note
+    res = halved.cv_results
+    assert len(res["params"]) == 6 and len(res["n_resources"]) == 6 and sorted(res["rank_test_score"]) == list(range(1, 7))
+    best = res["params"][res["rank_test_score"].index(1)]
+    assert best == halved.best_params and res["n_resources"][res["rank_test_score"].index(1)] == max(res["n_resources"])
+    test_X, test_y = blobs(300, 10, classes=3, seed=0)
+    assert np.mean(halved.best_estimator.predict(test_X) == test_y) > 0.9
+    # auto: a first round of 900 / 9 = 100 rows holds 30 a class (3 classes): halving; of 450 / 9, not: the grid
+    assert select_head("logreg", X, y, cv=3, n_jobs=1, grid=grid).search == "halving"
+    assert select_head("logreg", X[:450], y[:450], cv=3, n_jobs=1, grid=grid).search == "grid"
+    with pytest.raises(ParameterError, match="search"):
+        select_head("logreg", X, y, cv=3, n_jobs=1, grid=grid, search="fast")

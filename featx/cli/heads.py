@@ -136,6 +136,7 @@ def _train(args) -> int:
     from ..heads.persist import save_head
 
     from ..heads import SELECT_ROWS, resolve_heads, select_layer
+    from ..heads.plan import expected_seconds
     from ..pipeline import format_table
 
     console = args.console
@@ -176,8 +177,16 @@ def _train(args) -> int:
                    + (f" on layers {layers}" if len(readers) > 1 else f", layer {reader.layer}"))
     t0 = time.perf_counter()
     rows = []
-    for kind in resolve_heads(args.head):
+    kinds = resolve_heads(args.head)
+    eta = expected_seconds(kinds, reader.n_rows, reader.dim, cv=args.cv, strategy=args.strategy,
+                           memory_budget=args.memory_budget, layers=len(readers))
+    for done, kind in enumerate(kinds):
         interrupts.check()  # between heads: a Ctrl-C swallowed by a callback stops here
+        left = [eta[k] for k in kinds[done:]]
+        if eta[kind] is not None:  # the cost model of featx.heads.plan: ETA per head and for the heads left
+            console.note(f"head {done + 1}/{len(kinds)} {kind}: expected ~{eta[kind]:.0f} s"
+                         + (f", ~{sum(left):.0f} s for the {len(left)} heads left" if len(left) > 1 and None not in left
+                            else "") + f" ({time.perf_counter() - t0:.0f} s elapsed)")
         chosen = select_layer(kind, readers, y, cv=args.cv, n_jobs=args.jobs, seed=args.seed,
                               progress=console.progress, strategy=args.strategy, memory_budget=args.memory_budget,
                               chunk=args.chunk, select_rows=SELECT_ROWS if args.select_rows is None else args.select_rows)

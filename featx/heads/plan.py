@@ -8,8 +8,10 @@
       n_select     rows of the stratified sample the grid is cross-validated on (all, up to SELECT_ROWS)
       streamed     the winner is refitted on every row read a chunk at a time from the cache
 
-"auto" picks by size; the thresholds are measured, documented in README, and overridable
-(``strategy=`` in :func:`~featx.heads.select_head`, ``--strategy`` in ``featx train``).
+"auto" picks by size and by predicted cost: exact up to :data:`EXACT_ROWS`, unless the
+approximate head is predicted cheaper there (:func:`predicted_seconds`, a model of measured times),
+approximate past it: never an approximation predicted slower than an exact head allowed at that n. Overridable (``strategy=`` in
+:func:`~featx.heads.select_head`, ``--strategy`` in ``featx train``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..validation import check_choice, check_int
 from .stream import WINDOW_ROWS
 
 __all__ = ["STRATEGIES", "SELECT_ROWS", "EXACT_ROWS", "BYTES_PER_VALUE", "HeadPlan", "plan_head",
-           "default_memory_budget", "sgd_epochs"]
+           "default_memory_budget", "sgd_epochs", "COSTS", "predicted_seconds", "expected_seconds"]
 
 STRATEGIES = ("auto", "exact", "approximate")
 #: Most rows the grid is cross-validated on; above it, a stratified sample of this size
@@ -37,6 +39,68 @@ EXACT_ROWS = {"svm": 10_000, "knn": 20_000, "logreg": None}
 #: Bytes per feature value an in-memory head needs: the float32 matrix and the copies its
 #: steps make (power, scale, the solver's float64).
 BYTES_PER_VALUE = 16
+
+
+#: The cost model: seconds of ``select_head`` (selection on ``min(n, SELECT_ROWS)`` rows, 3 folds,
+#: the default grid, refit on all n) measured by ``benchmarks/heads_scaling.py`` on 2 cores,
+#: Fashion-MNIST EfficientNet-Lite0 features (1280-d), per head, strategy and n. Between and past
+#: the measured sizes the time is interpolated on log-log axes (a power law in n); it is scaled
+#: by ``dim / 1280`` and ``cv / 3``. Only ratios matter to the plan; the ETA of ``featx train``
+#: is as good as the machine is like the one measured.
+COSTS: dict[tuple[str, str], dict[int, float]] = {
+    ("logreg", "exact"): {2000: 5.2, 10_000: 39.8, 60_000: 62.9},
+    ("logreg", "approximate"): {2000: 7.7, 10_000: 49.9, 60_000: 65.9},
+    ("svm", "exact"): {2000: 11.4, 10_000: 207.0},
+    ("svm", "approximate"): {2000: 40.5, 10_000: 288.8, 60_000: 505.1},
+    ("knn", "exact"): {2000: 4.9, 10_000: 62.8, 60_000: 68.4},
+    ("knn", "approximate"): {2000: 8.1, 10_000: 41.1, 60_000: 46.4},
+}
+
+
+def predicted_seconds(kind: str, strategy: str, n_rows: int, dim: int = 1280, cv: int = 3) -> float:
+    """Predicted seconds of ``select_head`` for one head and strategy at ``n_rows`` (the cost model).
+
+    Power-law interpolation between the measured sizes of :data:`COSTS` (extrapolation past
+    them with the slope of the nearest two), scaled by ``dim / 1280`` and ``cv / 3``.
+
+    Examples
+    --------
+    >>> predicted_seconds("svm", "exact", 2000) < predicted_seconds("svm", "approximate", 2000)
+    True
+    >>> round(predicted_seconds("logreg", "exact", 10_000, dim=640), 1)
+    19.9
+    """
+    points = sorted(COSTS[(kind, strategy)].items())
+    n = max(1, int(n_rows))
+    lo, hi = (points[0], points[1]) if n <= points[0][0] else (points[-2], points[-1])
+    for a, b in zip(points, points[1:]):
+        if a[0] <= n <= b[0]:
+            lo, hi = a, b
+            break
+    slope = math.log(hi[1] / lo[1]) / math.log(hi[0] / lo[0])
+    seconds = lo[1] * (n / lo[0]) ** slope
+    return float(seconds * dim / 1280 * max(2, cv) / 3)
+
+
+def expected_seconds(kinds, n_rows: int, dim: int, *, cv: int = 3, strategy: str = "auto",
+                     memory_budget: int | None = None, layers: int = 1) -> dict[str, float | None]:
+    """The cost model's seconds per head kind for ``featx train`` (its ETA); None where no plan is possible.
+
+    Examples
+    --------
+    >>> eta = expected_seconds(["logreg", "svm"], 2000, 1280, memory_budget=8 << 30)
+    >>> eta["logreg"] < eta["svm"]
+    True
+    """
+    out = {}
+    for kind in kinds:
+        try:
+            plan = plan_head(kind, n_rows, dim, strategy=strategy, memory_budget=memory_budget)
+        except (ParameterError, KeyError):
+            out[kind] = None
+            continue
+        out[kind] = predicted_seconds(kind, plan.strategy, n_rows, dim, cv) * max(1, layers)
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,8 +245,13 @@ def plan_head(kind: str, n_rows: int, dim: int, *, strategy: str = "auto", memor
     elif limit is not None and n_rows > limit:
         strategy, reason = "approximate", f"auto: {n_rows:,} rows > {limit:,} for an exact {kind}"
     else:
-        strategy = "exact"
-        reason = f"auto: {n_rows:,} rows <= {limit:,}" if limit else "auto: the matrix fits in memory"
+        exact_s, approx_s = (predicted_seconds(kind, s, n_rows, dim) for s in ("exact", "approximate"))
+        if approx_s < exact_s:
+            strategy, reason = "approximate", (f"auto: predicted {approx_s:.0f} s approximate < {exact_s:.0f} s exact "
+                                               f"at {n_rows:,} rows")
+        else:
+            strategy = "exact"
+            reason = f"auto: {n_rows:,} rows <= {limit:,}" if limit else "auto: the matrix fits in memory"
     rows = chunk or budget // 8 // max(1, dim * 4)
     rows = max(WINDOW_ROWS, rows // WINDOW_ROWS * WINDOW_ROWS)  # whole shuffling windows
     return HeadPlan(kind=kind, strategy=strategy, n_rows=int(n_rows), n_select=int(min(n_rows, select_rows)),

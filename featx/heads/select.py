@@ -5,7 +5,8 @@
     select_head(kind, X, y)       X: an array, or a featx.cache.FeatureReader (rows read as needed)
       plan_head                   exact or approximate; selection sample; in memory or streamed
       stratified_sample           at most SELECT_ROWS rows, every class kept
-      GridSearchCV                stratified, shuffled, seeded k-fold on the sample
+      GridSearchCV                stratified, shuffled, seeded k-fold on the sample; successive halving
+                                  (HalvingGridSearchCV) when the sample is large enough (search="auto")
       refit                       exact: the pipeline on the whole matrix;
                                   approximate: its transformers on the sample, its classifier on
                                   every row (SGD over batches, or a kernel map / PCA a chunk at a time);
@@ -28,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, ParameterError
-from .search import grid_search
+from .search import HALVING_FACTOR, grid_search
 from ..sources import labelled_mask
 from ..validation import check_int, invalid
 from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
@@ -36,7 +37,15 @@ from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_pa
 from .plan import SELECT_ROWS, HeadPlan, plan_head, sgd_epochs
 from .stream import ArrayRows, check_finite, fit_sgd, rows_of, transform_all
 
-__all__ = ["SelectionResult", "select_head", "train_heads", "resolve_heads", "check_n_jobs", "stratified_sample"]
+__all__ = ["SelectionResult", "select_head", "train_heads", "resolve_heads", "check_n_jobs", "stratified_sample",
+           "SEARCHES", "HALVING_ROWS_PER_CLASS", "use_halving"]
+
+#: How the grid is searched: "grid" (every point on every fold), "halving" (successive halving),
+#: "auto" (halving when its first round has :data:`HALVING_ROWS_PER_CLASS` rows a class, else grid).
+SEARCHES = ("auto", "grid", "halving")
+#: Rows per class the first round of successive halving needs under search="auto": below it the
+#: first round's scores are too noisy to drop two thirds of the candidates on (the full grid is cheap there).
+HALVING_ROWS_PER_CLASS = 30
 
 
 @dataclass
@@ -64,6 +73,10 @@ class SelectionResult:
         What was adapted to the data (fewer folds, pruned grid values, no CV...).
     plan : HeadPlan
         Exact or approximate, the selection sample, in memory or streamed.
+    search : str
+        How the grid was searched: ``"grid"`` or ``"halving"`` (``""`` without CV).
+    search_seconds : float
+        Wall-clock time of the cross-validated search alone (the selection's share of ``fit_seconds``).
     """
 
     kind: str
@@ -76,12 +89,15 @@ class SelectionResult:
     n_splits: int = 0
     notes: list = field(default_factory=list)
     plan: HeadPlan | None = None
+    search: str = ""
+    search_seconds: float = 0.0
 
     def summary(self) -> dict:
         """A JSON-ready summary (no estimator)."""
         out = {"kind": self.kind, "best_params": self.best_params, "cv_mean": _none_if_nan(self.cv_mean),
                "cv_std": _none_if_nan(self.cv_std), "fit_seconds": round(self.fit_seconds, 3),
-               "n_splits": self.n_splits, "notes": list(self.notes)}
+               "n_splits": self.n_splits, "notes": list(self.notes), "search": self.search,
+               "search_seconds": round(self.search_seconds, 3)}
         if self.plan is not None:
             out.update(strategy=self.plan.strategy, n_select=self.plan.n_select, streamed=self.plan.streamed,
                        plan=self.plan.describe())
@@ -179,11 +195,25 @@ def _prune_neighbors(grid: list[dict[str, list]], max_k: int, notes: list) -> li
     return out
 
 
+def use_halving(search: str, n_candidates: int, n_rows: int, n_classes: int) -> bool:
+    """Whether ``search`` means successive halving for this many candidates, rows and classes.
+
+    Examples
+    --------
+    >>> use_halving("auto", 18, 10_000, 10), use_halving("auto", 18, 2000, 10), use_halving("grid", 18, 10_000, 10)
+    (True, False, False)
+    """
+    if search != "auto":
+        return search == "halving" and n_candidates > 1
+    rounds = 1 + math.ceil(math.log(max(1, n_candidates), HALVING_FACTOR)) if n_candidates > 1 else 1
+    return n_candidates > 1 and n_rows / HALVING_FACTOR ** (rounds - 1) >= HALVING_ROWS_PER_CLASS * n_classes
+
+
 # ------------------------------------------------------------------------ selection
 def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0, grid=None,
                 scoring: str = "accuracy", calibrate: bool = True, strategy: str = "auto",
                 memory_budget: int | None = None, chunk: int | None = None,
-                select_rows: int = SELECT_ROWS, progress: bool | None = None) -> SelectionResult:
+                select_rows: int = SELECT_ROWS, progress: bool | None = None, search: str = "auto") -> SelectionResult:
     """Pick the best point of a head's grid by cross-validation and refit it on all the data.
 
     Parameters
@@ -220,6 +250,12 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         Most rows the grid is cross-validated on; above it, a stratified sample of this size.
     progress : bool or None
         A bar over the fits of the search (None: when stderr is a terminal; see :mod:`featx.progress`).
+    search : {"auto", "grid", "halving"}
+        "grid": every point on every fold. "halving": successive halving
+        (:class:`~sklearn.model_selection.HalvingGridSearchCV`, factor 3): every point on a few rows,
+        the best third on three times as many..., the last on the whole sample: a small multiple
+        of one fit's cost instead of points x folds. "auto": halving when its first round has
+        :data:`HALVING_ROWS_PER_CLASS` rows a class, else the grid. The notes say which was done.
 
     Returns
     -------
@@ -251,6 +287,8 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     check_int(cv, "cv", "select_head", low=2)
     check_int(seed, "seed", "select_head", low=0)
     check_n_jobs(n_jobs)
+    if search not in SEARCHES:
+        raise invalid("search", "select_head", f"one of {SEARCHES}", search)
     rows = rows_of(X) if hasattr(X, "read") else ArrayRows(_check_array(X))
     if not isinstance(rows, ArrayRows) and y is None:
         y = rows.labels
@@ -304,14 +342,23 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         pipe = fit.pipeline(point, n_train=n_fit, selecting=True)
         space.append({name: [step] for name, step in pipe.steps})
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    search = grid_search(fit.pipeline(points[0], n_train=n_fit, selecting=True), space, cv=splitter,
-                         scoring=scoring, n_jobs=n_jobs, refit=False, error_score="raise", progress=progress,
-                         label=f"featx {kind}")
+    halving = use_halving(search, len(points), len(ys), len(classes))
+    searcher = grid_search(fit.pipeline(points[0], n_train=n_fit, selecting=True), space, cv=splitter,
+                           scoring=scoring, n_jobs=n_jobs, refit=False, error_score="raise", progress=progress,
+                           label=f"featx {kind}", halving=halving, **({"random_state": seed} if halving else {}))
+    t_search = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # of grid points that are not chosen
-            search.fit(Xs, ys)
-        best = int(search.best_index_)
+            searcher.fit(Xs, ys)
+        search_seconds = time.perf_counter() - t_search
+        res, best = _per_point(searcher, space) if halving else (searcher.cv_results_, int(searcher.best_index_))
+        if halving:
+            notes.append(f"{kind}: successive halving: " + " -> ".join(
+                f"{c} candidates on {r:,} rows" for c, r in zip(searcher.n_candidates_, searcher.n_resources_))
+                + f" ({sum(searcher.n_candidates_) * n_splits} fits holding "
+                f"{sum(map(math.prod, zip(searcher.n_candidates_, searcher.n_resources_))) / (len(points) * len(ys)):.0%}"
+                f" of the rows of the full grid's {len(points) * n_splits} fits on {len(ys):,} rows)")
         params = _plain_params(points[best])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -322,7 +369,6 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     notes[:] = list(dict.fromkeys(notes))
-    res = search.cv_results_
     cv_results = {
         "params": [_plain_params(p) for p in points],
         "mean_test_score": [float(v) for v in res["mean_test_score"]],
@@ -330,9 +376,35 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
         "rank_test_score": [int(v) for v in res["rank_test_score"]],
         "mean_fit_time": [float(v) for v in res["mean_fit_time"]],
     }
+    if halving:
+        cv_results["n_resources"] = [int(v) for v in res["n_resources"]]
     return SelectionResult(kind, estimator, params, float(res["mean_test_score"][best]),
                            float(res["std_test_score"][best]), time.perf_counter() - t0, cv_results, n_splits, notes,
-                           plan)
+                           plan, "halving" if halving else "grid", search_seconds)
+
+
+def _per_point(searcher, space) -> tuple[dict, int]:
+    """A halving search's results, one row per grid point (its last round), and the best point's index.
+
+    Points are ranked by the rows of their last round, then by score: the survivors of the last round first.
+    """
+    res = searcher.cv_results_
+
+    def key(params):
+        return tuple(sorted((name, id(value)) for name, value in params.items()))
+
+    index = {key({name: values[0] for name, values in point.items()}): i for i, point in enumerate(space)}
+    last = {}
+    for row, params in enumerate(res["params"]):
+        last[index[key(params)]] = row  # rounds come in order: the last row of a point is its last round
+    rows = [last[i] for i in range(len(space))]
+    out = {name: [res[name][row] for row in rows]
+           for name in ("mean_test_score", "std_test_score", "mean_fit_time", "n_resources")}
+    order = sorted(range(len(rows)), key=lambda i: (-out["n_resources"][i], -out["mean_test_score"][i]))
+    out["rank_test_score"] = [0] * len(rows)
+    for rank, i in enumerate(order, 1):
+        out["rank_test_score"][i] = rank
+    return out, index[key(res["params"][int(searcher.best_index_)])]
 
 
 def _plain_params(params: Mapping[str, Any]) -> dict:
@@ -435,7 +507,7 @@ class _Refit:
 def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
                 grids: Mapping[str, Any] | None = None, strategy: str = "auto", memory_budget: int | None = None,
                 chunk: int | None = None, select_rows: int = SELECT_ROWS,
-                progress: bool | None = None) -> list[SelectionResult]:
+                progress: bool | None = None, search: str = "auto") -> list[SelectionResult]:
     """Select every head in ``heads`` on the same folds; see :func:`select_head`.
 
     Parameters
@@ -446,7 +518,7 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
         Labels (default: the reader's).
     heads : sequence of str, or "all"
         Head kinds, run in this order.
-    cv, n_jobs, seed, strategy, memory_budget, chunk, select_rows, progress :
+    cv, n_jobs, seed, strategy, memory_budget, chunk, select_rows, progress, search :
         As in :func:`select_head`.
     grids : dict, optional
         ``{kind: grid}`` replacing the default grid of some heads.
@@ -462,7 +534,8 @@ def train_heads(X, y=None, heads: Sequence[str] = HEADS, *, cv: int = 5, n_jobs:
     if unknown:
         raise ParameterError(f"grids given for head(s) {unknown} that are not trained; heads: {list(heads)}")
     return [select_head(kind, X, y, cv=cv, n_jobs=n_jobs, seed=seed, grid=grids.get(kind), strategy=strategy,
-                        memory_budget=memory_budget, chunk=chunk, select_rows=select_rows, progress=progress)
+                        memory_budget=memory_budget, chunk=chunk, select_rows=select_rows, progress=progress,
+                        search=search)
             for kind in heads]
 
 
