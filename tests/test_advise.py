@@ -107,3 +107,29 @@ def test_cli_advise_writes_reports(tmp_path, tiny_image_onnx, capsys, featx_home
         main(["advise", "builtin:digits", "--budget", "ten"])
     assert exit_.value.code == 2
     assert "a budget is a positive duration like 90s, 10m or 1h; got 'ten'" in capsys.readouterr().err
+
+
+def test_bench_conclusions_read_balanced_accuracy_on_imbalanced_test_sets():
+    from pathlib import Path
+
+    from featx.bench import conclude, read_result
+
+    result = read_result(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "fine-foods.json")
+    counts = result.splits.test_class_counts  # 329 great / 171 other
+    plain, _ = conclude(result.summary, cores=2, rows=result.rows)
+    balanced, _ = conclude(result.summary, cores=2, rows=result.rows, test_counts=counts)
+    assert plain[0].startswith("At 1 samples/class the best is majority class")  # what accuracy rewards
+    assert "balanced accuracy" in balanced[0] and "329/171" in balanced[0]
+    assert not balanced[1].startswith("At 1 samples/class the best is majority class")
+    # balanced test set: the sentences are unchanged
+    same, _ = conclude(result.summary, cores=2, rows=result.rows, test_counts={"a": 10, "b": 10})
+    assert same == plain
+
+
+def test_evaluate_report_names_the_score_to_read():
+    from featx.heads.evaluate import evaluate_predictions, to_markdown
+
+    imbalanced = to_markdown(evaluate_predictions(["a"] * 8 + ["b"] * 2, ["a"] * 10))
+    assert "score to read**: classes are imbalanced (largest/smallest = 8/2 = 4.00 > 1.5)" in imbalanced
+    balanced = to_markdown(evaluate_predictions(["a", "b", "a", "b"], ["a", "a", "a", "b"]))
+    assert "score to read**: classes are balanced" in balanced

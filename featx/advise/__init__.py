@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 from .advice import Advice, Forecast, decide
 from .curves import Curve, fit_curve
-from .pilot import Pilot, choose_metric, run_pilot
+from ..heads.evaluate import choose_metric
+from .pilot import Pilot, run_pilot
 
 
 def advise(data: str, *, model: str | None = None, budget_s: float = 600.0, test: str | None = None,

@@ -17,11 +17,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ParameterError
+from ..heads.evaluate import choose_metric
 
 #: Per-class sizes the pilot measures, in order (up to the data's size or the cap).
 LADDER = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-#: Class imbalance rule: the largest class over the smallest above this ratio -> balanced accuracy.
-IMBALANCE_RATIO = 1.5
 
 
 @dataclass
@@ -41,25 +40,6 @@ class Pilot:
     backbone: str = ""
     modality: str = ""
     notes: list[str] = field(default_factory=list)
-
-
-def choose_metric(counts: dict[str, int]) -> tuple[str, str]:
-    """``("balanced_accuracy", why)`` when the classes are imbalanced (largest / smallest class >
-    :data:`IMBALANCE_RATIO`), else ``("accuracy", why)``.
-
-    Examples
-    --------
-    >>> choose_metric({"a": 60, "b": 40})[0]
-    'accuracy'
-    >>> choose_metric({"great": 658, "other": 342})[0]
-    'balanced_accuracy'
-    """
-    big, small = max(counts.values()), min(counts.values())
-    ratio = big / max(small, 1)
-    if ratio > IMBALANCE_RATIO:
-        return "balanced_accuracy", (f"classes are imbalanced (largest/smallest = {big}/{small} = {ratio:.2f} > "
-                                     f"{IMBALANCE_RATIO}): scored by balanced accuracy (mean per-class recall)")
-    return "accuracy", f"classes are balanced (largest/smallest = {ratio:.2f} <= {IMBALANCE_RATIO}): scored by accuracy"
 
 
 def pilot_sizes(largest_class: int, cap: int | None = None) -> list:
