@@ -106,7 +106,11 @@ def run_pilot(data: str, *, model: str | None = None, budget_s: float = 600.0, t
     else:
         train_counts = counts
     n_full = sum(train_counts.values())
-    metric, reason = choose_metric(train_counts)
+    test_counts = class_counts(splits.test)
+    # the score must fit the data it is measured on: imbalanced training data or an imbalanced test set
+    metric, reason = max((choose_metric(train_counts), choose_metric(test_counts)), key=lambda m: m[0] != "accuracy")
+    if metric != "accuracy" and reason == choose_metric(test_counts)[1]:
+        reason = f"the test set's {reason}"
     say(f"advise: {data}, {len(splits.train)} training items ({n_full} advised on), test {len(splits.test)} items; "
         f"sizes {sizes} x {seeds} seeds; budget {budget_s:.0f} s")
     rows, done, skipped, last, costs = [], [], [], None, []
