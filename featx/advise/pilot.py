@@ -120,7 +120,10 @@ def run_pilot(data: str, *, model: str | None = None, budget_s: float = 600.0, t
         n_size = n_full if size == "all" or size == sizes[-1] else sum(min(size, c) for c in train_counts.values())
         if last is not None:
             seconds, n_last = last
-            projected = seconds * max(1.0, n_size / max(n_last, 1)) ** cost_exponent(costs)
+            # the rows' cost scales with the items; the extraction is paid once per new item (the test
+            # set's, the largest one-off, was paid by the first size)
+            projected = (max(seconds - extract_s, 0.0) * max(1.0, n_size / max(n_last, 1)) ** cost_exponent(costs)
+                         + per_item_s * seeds * max(n_size - n_last, 0))
             if elapsed + projected > budget_s:
                 skipped = [str(s) for s in sizes[sizes.index(size):]]
                 say(f"advise: size {size} would take ~{projected:.0f} s, past the budget "
@@ -132,6 +135,8 @@ def run_pilot(data: str, *, model: str | None = None, budget_s: float = 600.0, t
         backbone = result.backbone
         done.append(str(size))
         last = (time.perf_counter() - t, n_size)
+        extract_s = result.extraction.seconds if result.extraction else 0.0
+        per_item_s = result.extraction.per_item_s if result.extraction else 0.0
         costs.append(last)
         say(f"advise: size {size} done in {last[0]:.1f} s")
     return Pilot(rows=rows, sizes=done, skipped=skipped, class_counts=train_counts, n_full=n_full,
