@@ -22,6 +22,7 @@ _LAZY = {
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
     "deploy_head": "deploy", "DeployedModel": "deploy",
     "ZeroShotClassifier": "estimators.zeroshot",
+    "advise": "advise",
 }
 
 

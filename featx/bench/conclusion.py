@@ -10,8 +10,10 @@ it by CV gives, and which fine-tuned rows hit their step cap.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
+from ..heads.evaluate import choose_metric
 from .formatting import percent, percent_mean_std, span
 from .rows import BEST_BY_CV, BEST_LAYER, FT_MODE_LABELS, LAYER_HEAD, Summary, head_strategy
 from .splits import size_key
@@ -28,13 +30,19 @@ def _pm(entry: Summary) -> str:
 
 
 def conclude(summary: Sequence[Summary], *, cores, failures: int = 0, rows: Sequence | None = None,
-             selection=None) -> tuple[list[str], str | None]:
+             selection=None, test_counts: dict | None = None) -> tuple[list[str], str | None]:
     """Sentences computed from the summary, and the headline (the probe vs fine-tuning at the largest size).
 
     ``cores`` is what the costs were measured on; ``failures`` the number of rows that failed; ``rows``
     (the table's rows) say which fine-tuned rows hit their step cap, ``selection`` (the
-    :class:`~featx.bench.result.LrSelection`) which modes chose the most epochs allowed.
+    :class:`~featx.bench.result.LrSelection`) which modes chose the most epochs allowed. ``test_counts``
+    (items per class of the test set): when the classes are imbalanced
+    (:func:`featx.heads.evaluate.choose_metric`), every comparison reads balanced accuracy instead of
+    accuracy, and the first sentence says so.
     """
+    metric, why = choose_metric(test_counts) if test_counts else ("accuracy", "")
+    if metric != "accuracy":
+        summary = [dataclasses.replace(e, accuracy=getattr(e, metric)) for e in summary]
     by_size: dict = {}
     for e in summary:
         if e.accuracy is not None:
@@ -42,7 +50,9 @@ def conclude(summary: Sequence[Summary], *, cores, failures: int = 0, rows: Sequ
     if not by_size:
         return ["No row produced a result."], None
     sizes = sorted(by_size, key=size_key)
-    lines = _winners(by_size, sizes)
+    lines = [f"The test set's {why[0].lower()}{why[1:]}; below, 'accuracy' is balanced accuracy."] \
+        if metric != "accuracy" else []
+    lines += _winners(by_size, sizes)
     probe_name = _probe_name(summary)
     headline = _probe_vs_finetuning(lines, by_size, sizes, summary, probe_name, cores)
     for other in CHALLENGERS:

@@ -167,7 +167,8 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
     result.summary = summarize(result.rows)
     result.conclusion, result.headline = conclude(result.summary, cores=machine.usable_cores,
                                                   failures=len(result.errors), rows=result.rows,
-                                                  selection=result.lr_selection)
+                                                  selection=result.lr_selection,
+                                                  test_counts=result.splits.test_class_counts)
     result.best_probe = best_probe(result.rows)
     result.finished = _now()
     result.load_average_end = rounded_load_average()

@@ -33,6 +33,29 @@ from ..sources import labelled_mask
 __all__ = ["evaluate", "evaluate_predictions", "to_markdown", "save_report"]
 
 
+#: Class imbalance rule: the largest class over the smallest above this ratio -> read balanced accuracy.
+IMBALANCE_RATIO = 1.5
+
+
+def choose_metric(counts: Mapping[str, int]) -> tuple[str, str]:
+    """The score to read for classes of these sizes: ``("balanced_accuracy", why)`` when they are imbalanced
+    (largest / smallest class > :data:`IMBALANCE_RATIO`), else ``("accuracy", why)``.
+
+    Examples
+    --------
+    >>> choose_metric({"a": 60, "b": 40})[0]
+    'accuracy'
+    >>> choose_metric({"great": 658, "other": 342})[0]
+    'balanced_accuracy'
+    """
+    big, small = max(counts.values()), min(counts.values())
+    ratio = big / max(small, 1)
+    if ratio > IMBALANCE_RATIO:
+        return "balanced_accuracy", (f"classes are imbalanced (largest/smallest = {big}/{small} = {ratio:.2f} > "
+                                     f"{IMBALANCE_RATIO}): scored by balanced accuracy (mean per-class recall)")
+    return "accuracy", f"classes are balanced (largest/smallest = {ratio:.2f} <= {IMBALANCE_RATIO}): scored by accuracy"
+
+
 def evaluate_predictions(y_true, y_pred, labels: Sequence | None = None) -> dict:
     """Metrics of predictions against true labels.
 
@@ -130,6 +153,9 @@ def to_markdown(report: Mapping[str, Any], title: str | None = None) -> str:
             lines.append(f"- **{key}**: {value}")
     if report.get("unlabelled"):
         lines.append(f"- **unlabelled items left out**: {report['unlabelled']}")
+    support = {c: report["per_class"][c]["support"] for c in report["classes"] if report["per_class"][c]["support"]}
+    if support:
+        lines.append(f"- **score to read**: {choose_metric(support)[1]}")
     lines += [
         f"- **items**: {report['n']}",
         f"- **accuracy**: {report['accuracy']:.4f}",
