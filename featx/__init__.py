@@ -21,6 +21,7 @@ _LAZY = {
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
     "deploy_head": "deploy", "DeployedModel": "deploy",
     "ZeroShotClassifier": "estimators.zeroshot",
+    "audit": "audit",
 }
 
 
