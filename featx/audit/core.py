@@ -110,9 +110,10 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
             else:
                 first[h] = i
     # near-duplicates within the training cache
-    pairs = [(i, int(j), float(s)) for i, (row, srow) in enumerate(zip(idx, sim)) for j, s in zip(row, srow)
-             if j >= 0 and s >= threshold - (0.05 if method != "exact" else 0)]
-    pairs = {(min(i, j), max(i, j)): s for i, j, s in pairs}
+    rows, cols = np.nonzero((idx >= 0) & (sim >= threshold - (0.05 if method != "exact" else 0)))
+    other = idx[rows, cols]
+    pairs = {(int(min(i, j)), int(max(i, j))): float(s)
+             for i, j, s in zip(rows.tolist(), other.tolist(), sim[rows, cols].tolist())}
     if method != "exact" and pairs:  # candidates from the reduced index, kept on their exact cosine
         keys = np.array(list(pairs), dtype=np.int64)
         pairs = dict(zip(map(tuple, keys.tolist()), rescore(reader, reader, keys, mean).tolist()))
