@@ -27,6 +27,11 @@ data: | $(STAMP)
 	      { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
 	    else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist"; fi; }
 	$(BIN)/featx data fetch fine-foods
+	@# Chromium (Debian's) for the test that renders `featx audit`'s HTML report through playwright
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	    else echo "Chromium missing (the audit report test skips): sudo apt-get install chromium"; fi; }
 
 demo: install
 	$(BIN)/featx demo

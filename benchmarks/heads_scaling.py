@@ -259,7 +259,7 @@ def all_heads(args) -> int:
     from featx.heads import SELECT_ROWS
     from featx.heads.plan import predicted_seconds
     from featx.machine import machine_facts, rounded_load_average
-    from featx.specs.registry import featx_home
+    from featx.files import featx_home
 
     sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
     started, machine = time.time(), machine_facts().to_dict()

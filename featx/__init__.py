@@ -23,6 +23,7 @@ _LAZY = {
     "deploy_head": "deploy", "DeployedModel": "deploy",
     "ZeroShotClassifier": "estimators.zeroshot",
     "advise": "advise",
+    "audit": "audit",
 }
 
 

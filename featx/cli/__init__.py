@@ -21,7 +21,7 @@ from .console import CONTRACT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Console
 from .flags import add_common_flags
 
 #: Modules that register subcommands, in the order they appear in --help.
-COMMAND_MODULES = ("backbones", "cache", "heads", "deploy", "bench", "advise", "data", "demo")
+COMMAND_MODULES = ("backbones", "cache", "heads", "deploy", "bench", "advise", "audit", "data", "demo")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -63,6 +63,8 @@ def register(sub) -> None:
     p.add_argument("--dask", type=dask_address, default=None, metavar="ADDRESS",
                    help="run the cross-validation fits on a Dask cluster through joblib: local[:N] or a scheduler "
                         "address, tcp://HOST:8786 (--jobs -1: every thread of the cluster; pip install 'featx[dask]')")
+    p.add_argument("--exclude", type=Path, default=None, metavar="CSV",
+                   help="leave out the items of a findings.csv written by `featx audit` (or any CSV with an id column)")
     add_json_flag(p)
     p.set_defaults(func=cmd_train)
 
@@ -160,6 +162,15 @@ def _train(args) -> int:
     unlabelled = int((~labelled).sum())
     if unlabelled:  # a missing label is never a class: those items are left out, and counted
         readers = {key: each.take(np.flatnonzero(labelled)) for key, each in readers.items()}
+        reader = readers[reader.layer]
+        y = reader.labels
+    if args.exclude is not None:  # featx audit's findings: retrain without the flagged items
+        from ..audit import read_excluded
+
+        excluded = read_excluded(args.exclude)
+        keep = np.flatnonzero([i not in excluded for i in reader.ids])
+        console.result(f"--exclude {args.exclude}: {reader.n_rows - len(keep)} flagged item(s) left out")
+        readers = {key: each.take(keep) for key, each in readers.items()}
         reader = readers[reader.layer]
         y = reader.labels
     train_name = listing.name if listing else str(args.cache)

@@ -1,0 +1,30 @@
+"""Auditing a dataset from its cached embeddings: label issues, duplicates, leaks, outliers.
+
+::
+
+    audit(cache, test=None, ...) -> AuditResult        featx.audit.core
+      label issues      a head's out-of-fold probabilities (featx's folds), ranked by cleanlab
+      near-duplicates   cosine similarity of centred, normalised rows: exact or faiss (neighbours)
+      exact duplicates  sha1 of each item's bytes, pixels or text (from the cache's listing)
+      leaks             test items nearly copying a training item
+      outliers          largest mean distance to the k nearest rows
+    write_report(result, path)                            featx.audit.report: one self-contained HTML file
+    AuditResult.to_csv / to_json; read_excluded(csv)      featx.audit.findings
+"""
+
+from .core import OUTLIER_FRACTION, THRESHOLD, audit
+from .findings import ISSUES, AuditResult, Finding, read_excluded
+from .report import write_report
+
+__all__ = ["ISSUES", "OUTLIER_FRACTION", "THRESHOLD", "AuditResult", "Finding", "audit", "read_excluded",
+           "write_report"]
+
+
+class _CallableModule(type(__import__("sys"))):
+    """``featx.audit(...)`` calls :func:`audit` even once ``featx.audit`` is this package (imported by the CLI)."""
+
+    def __call__(self, *args, **kwargs):
+        return audit(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
