@@ -254,3 +254,26 @@ def test_fuzz_deployed_metadata(metadata, width):
         return
     assert metadata["modality"] in ("image", "text")
     assert isinstance(metadata["classes"], list) and (width is None or len(metadata["classes"]) == width)
+
+
+def test_fuzz_readers_under_an_address_space_limit():
+    """The metadata fuzzers again, in a child whose address space is capped at 8 GiB (the acceptance's bound):
+    a reader that allocated from what a file says would die here instead of raising a featx error."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    if os.environ.get("FEATX_FUZZ_CHILD"):
+        pytest.skip("already the child")
+    limit = 8 << 30
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    selected = "fuzz_spec_toml or fuzz_processor_configs or fuzz_deployed_metadata"
+    out = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                          "-k", f"({selected}) and not long"],
+                         env=os.environ | {"FEATX_FUZZ_CHILD": "1"}, preexec_fn=cap, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "3 passed" in out.stdout
