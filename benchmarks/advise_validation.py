@@ -30,9 +30,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from featx.advise import advise  # noqa: E402
-from featx.advise.curves import power_law  # noqa: E402
-from featx.advise.report import to_dict  # noqa: E402
+from featx.strategy import advise  # noqa: E402
+from featx.strategy.curves import power_law  # noqa: E402
+from featx.strategy.report import to_dict  # noqa: E402
 from featx.machine import machine_facts  # noqa: E402
 
 DATASETS = {"fashion-mnist": "fashion-mnist.json", "fine-foods": "fine-foods.json"}

@@ -22,7 +22,7 @@ _LAZY = {
     "load_pipeline": "pipeline", "run_pipeline": "pipeline",
     "deploy_head": "deploy", "DeployedModel": "deploy",
     "ZeroShotClassifier": "estimators.zeroshot",
-    "advise": "advise",
+    "advise": "strategy",
     "audit": "audit",
 }
 

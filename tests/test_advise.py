@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from featx.advise import advise, choose_metric, fit_curve
-from featx.advise.pilot import pilot_sizes
-from featx.advise.report import summary_text, to_dict, write_reports
+from featx.strategy import advise, choose_metric, fit_curve
+from featx.strategy.pilot import pilot_sizes
+from featx.strategy.report import summary_text, to_dict, write_reports
 from featx.cli import main
 from featx.errors import ParameterError
 

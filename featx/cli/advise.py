@@ -40,8 +40,8 @@ def register(sub) -> None:
 
 
 def cmd_advise(args) -> int:
-    from ..advise import advise
-    from ..advise.report import summary_text, to_dict, write_reports
+    from ..strategy import advise
+    from ..strategy.report import summary_text, to_dict, write_reports
     from ..bench.config import slug
 
     console = args.console

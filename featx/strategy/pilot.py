@@ -83,7 +83,7 @@ def run_pilot(data: str, *, model: str | None = None, budget_s: float = 600.0, t
               threads: int = 2, say: Callable[[str], None] | None = None) -> Pilot:
     """Measure frozen probes (every head, every exported layer) and the simple baselines on nested subsets.
 
-    Parameters are those of :func:`featx.advise.advise`.
+    Parameters are those of :func:`featx.strategy.advise`.
     """
     from ..bench import load_splits, preset, run_benchmark
     from ..bench.splits import class_counts

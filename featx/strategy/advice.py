@@ -1,7 +1,7 @@
 """The advice, computed from the pilot's numbers and nothing else.
 
 Per strategy (every frozen head and layer, the simple baselines; the majority class is left out): the
-learning curve of its score (:mod:`featx.advise.curves`) over training items, its prediction and interval
+learning curve of its score (:mod:`featx.strategy.curves`) over training items, its prediction and interval
 at the full size and at 2x and 5x as many labels, and its measured costs at the largest size measured.
 The recommendation is the highest predicted score at the full size; it is called *undecided* when the
 runner-up's interval reaches the recommendation's prediction (the pilot cannot separate them).
