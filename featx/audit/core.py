@@ -111,20 +111,23 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
                 first[h] = i
     # near-duplicates within the training cache
     rows, cols = np.nonzero((idx >= 0) & (sim >= threshold - (0.05 if method != "exact" else 0)))
-    other = idx[rows, cols]
-    pairs = {(int(min(i, j)), int(max(i, j))): float(s)
-             for i, j, s in zip(rows.tolist(), other.tolist(), sim[rows, cols].tolist())}
-    if method != "exact" and pairs:  # candidates from the reduced index, kept on their exact cosine
-        keys = np.array(list(pairs), dtype=np.int64)
-        pairs = dict(zip(map(tuple, keys.tolist()), rescore(reader, reader, keys, mean).tolist()))
-    for (i, j), s in sorted(pairs.items(), key=lambda p: -p[1]):
-        if s >= threshold and (i, j) not in byte_pairs:
-            findings.append(Finding(str(ids[j]), "near_duplicate", s, "train", _label(labels, j), None, [str(ids[i])]))
+    a, b = rows, idx[rows, cols]
+    keys = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1).reshape(-1, 2)
+    keys, first = np.unique(keys, axis=0, return_index=True)
+    scores = sim[rows, cols][first]
+    if method != "exact" and len(keys):  # candidates from the reduced index, kept on their exact cosine
+        scores = rescore(reader, reader, keys, mean)
+    kept = np.flatnonzero(scores >= threshold)
+    for n in kept[np.argsort(-scores[kept], kind="stable")]:
+        i, j = int(keys[n, 0]), int(keys[n, 1])
+        if (i, j) not in byte_pairs:
+            findings.append(Finding(str(ids[j]), "near_duplicate", float(scores[n]), "train", _label(labels, j), None,
+                                    [str(ids[i])]))
     # leaks: test items whose nearest training item is a copy
     if testr is not None:
         tidx, tsim, _ = neighbours(testr, k, mean, base=reader, exact_max=exact_max, seed=seed)
         if method != "exact" and len(testr.ids):
-            keys = np.stack([np.arange(len(tidx)), tidx[:, 0]], axis=1)
+            keys = np.stack([np.arange(len(tidx)), np.clip(tidx[:, 0], 0, None)], axis=1)
             tsim[:, 0] = rescore(testr, reader, keys, mean)
         by_hash = {} if hashes is None or test_hashes is None else {h: i for i, h in enumerate(hashes)}
         for t, tid in enumerate(testr.ids):

@@ -136,10 +136,12 @@ def neighbours(reader, k: int, mean, *, base=None, exact_max: int = EXACT_MAX, s
     return idx, sim, "faiss-ivf"
 
 
-def rescore(reader, base, pairs: np.ndarray, mean) -> np.ndarray:
+def rescore(reader, base, pairs: np.ndarray, mean, block: int = 16_384) -> np.ndarray:
     """Exact cosine similarity of row pairs ``(i in reader, j in base)``, read from the cache."""
-    if len(pairs) == 0:
-        return np.zeros(0, np.float32)
-    a = _normalise(reader.read(pairs[:, 0]) - mean)
-    b = _normalise(base.read(pairs[:, 1]) - mean)
-    return np.einsum("ij,ij->i", a, b)
+    out = np.zeros(len(pairs), np.float32)
+    for lo in range(0, len(pairs), block):  # a block of pairs at a time: memory bounded by the block
+        part = pairs[lo:lo + block]
+        a = _normalise(reader.read(part[:, 0]) - mean)
+        b = _normalise(base.read(part[:, 1]) - mean)
+        out[lo:lo + block] = np.einsum("ij,ij->i", a, b)
+    return out
