@@ -164,7 +164,7 @@ def retrained(train_cache, test_cache, result, params) -> dict:
 
 def planted_part(kind: str, work: Path, n_train: int, n_test: int, model: str) -> dict:
     import featx
-    from featx.audit import audit
+    from featx.quality import audit
 
     rng = np.random.default_rng(0)
     if kind == "images":
@@ -258,7 +258,7 @@ def main() -> None:
         out["fine_foods"] = planted_part("texts", args.work / "foods", args.n_train, args.n_test, "all-minilm-l6-v2")
         path.write_text(json.dumps(out, indent=1, default=str))
     if "scale" in parts:
-        base = subprocess.run([sys.executable, "-c", "import featx, featx.audit, sklearn, faiss, cleanlab\n"
+        base = subprocess.run([sys.executable, "-c", "import featx, featx.quality, sklearn, faiss, cleanlab\n"
                                "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"],
                               capture_output=True, text=True, check=True)
         out["scale"] = {"baseline_import_rss_mb": round(int(base.stdout) / 1024, 1), "dim": 384, "dtype": "float16"}

@@ -23,7 +23,7 @@ _LAZY = {
     "deploy_head": "deploy", "DeployedModel": "deploy",
     "ZeroShotClassifier": "estimators.zeroshot",
     "advise": "strategy",
-    "audit": "audit",
+    "audit": "quality",
 }
 
 

@@ -225,7 +225,7 @@ STAGES = (
     ("extraction", ("featx.extraction",)),
     ("heads", ("featx.heads",)),
     ("estimators and deployment", ("featx.estimators", "featx.deploy")),
-    ("jobs", ("featx.pipeline", "featx.bench", "featx.strategy", "featx.audit")),
+    ("jobs", ("featx.pipeline", "featx.bench", "featx.strategy", "featx.quality")),
     ("interface", ("featx.cli", "featx.__main__", "featx")),
 )
 #: Libraries of the torch side: the engine must never reach a module that imports one of them.

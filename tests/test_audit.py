@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import featx
-from featx.audit import ISSUES, audit, read_excluded, write_report
+from featx.quality import ISSUES, audit, read_excluded, write_report
 from featx.cache import CacheStore, ShardData
 from featx.cli import main
 from featx.errors import ParameterError

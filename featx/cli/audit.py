@@ -29,8 +29,8 @@ def register(sub) -> None:
 
 
 def cmd_audit(args) -> int:
-    from ..audit import OUTLIER_FRACTION, THRESHOLD, audit, write_report
-    from ..audit.core import item_refs
+    from ..quality import OUTLIER_FRACTION, THRESHOLD, audit, write_report
+    from ..quality.core import item_refs
 
     console = args.console
     result = audit(args.cache, args.test, model=args.model, head=args.head, cv=args.cv, k=args.neighbours,

@@ -165,7 +165,7 @@ def _train(args) -> int:
         reader = readers[reader.layer]
         y = reader.labels
     if args.exclude is not None:  # featx audit's findings: retrain without the flagged items
-        from ..audit import read_excluded
+        from ..quality import read_excluded
 
         excluded = read_excluded(args.exclude)
         keep = np.flatnonzero([i not in excluded for i in reader.ids])

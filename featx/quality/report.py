@@ -58,7 +58,7 @@ def _item(ref, item_id: str, size: int, text_len: int) -> str:
 
 
 def write_report(result, path, *, train_refs=None, test_refs=None, show: int = SHOW) -> Path:
-    """Write the findings of an :class:`~featx.audit.AuditResult` as one HTML file.
+    """Write the findings of an :class:`~featx.quality.AuditResult` as one HTML file.
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ def write_report(result, path, *, train_refs=None, test_refs=None, show: int = S
 
     Examples
     --------
-    >>> from featx.audit import AuditResult, Finding
+    >>> from featx.quality import AuditResult, Finding
     >>> r = AuditResult([Finding("a", "label", 0.9, given="cat", suggested="dog", neighbours=["b"])], n_train=2)
     >>> p = write_report(r, "report.html", train_refs={"a": "a text", "b": "another"})
     >>> text = p.read_text()

@@ -48,7 +48,7 @@ class Finding:
 
 @dataclass
 class AuditResult:
-    """The outcome of :func:`featx.audit.audit`.
+    """The outcome of :func:`featx.quality.audit`.
 
     Attributes
     ----------
