@@ -32,18 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from featx.machine import peak_rss_mb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
 N_COPIES = 50
 
 
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def jpeg_copy(pixels: np.ndarray, path: Path) -> None:

@@ -44,18 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
+from featx.machine import peak_rss_mb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 HEADS = ("logreg", "svm", "knn")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (``VmHWM``), MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # --------------------------------------------------------------------------- one run, in a child

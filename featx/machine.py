@@ -123,6 +123,18 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (``VmHWM``), MB; NaN where ``/proc`` has no such line."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def library_versions(distributions=LIBRARIES) -> dict[str, str]:
     """``{distribution: version}`` of those installed, in the order asked."""
     versions = {}
