@@ -52,3 +52,11 @@ def test_info_and_a_cached_extract_load_hdf5_and_no_more(tmp_path, tiny_image_on
 @pytest.mark.parametrize("name", ["load_features", "Backbone", "EmbeddingTransformer", "sources"])
 def test_the_package_still_offers_its_names(name):
     assert getattr(featx, name) is not None
+
+
+def test_advise_and_audit_stay_functions_once_their_packages_are_imported():
+    import featx.quality.core  # noqa: F401  (what the CLI imports)
+    import featx.strategy.curves  # noqa: F401
+
+    assert featx.audit is featx.quality.audit and callable(featx.audit)
+    assert featx.advise is featx.strategy.advise and callable(featx.advise)

@@ -19,12 +19,3 @@ from .report import write_report
 __all__ = ["ISSUES", "OUTLIER_FRACTION", "THRESHOLD", "AuditResult", "Finding", "audit", "read_excluded",
            "write_report"]
 
-
-class _CallableModule(type(__import__("sys"))):
-    """``featx.audit(...)`` calls :func:`audit` even once ``featx.audit`` is this package (imported by the CLI)."""
-
-    def __call__(self, *args, **kwargs):
-        return audit(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
