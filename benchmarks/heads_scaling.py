@@ -24,6 +24,12 @@ c. ``--all-heads`` (issue 29): at each n of ``--sizes`` (default 2,000 and 20,00
 
     python benchmarks/heads_scaling.py --all-heads                 # -> results/heads_linear.json
 
+d. ``--intelex`` (issue 29): the same ``--head all`` with and without scikit-learn-intelex
+   (``patch_sklearn()`` in the child), at each n of ``--sizes``; the time ratio per head and the
+   share of the 10,000 test predictions that are equal (parity). Needs ``pip install scikit-learn-intelex``.
+
+    python benchmarks/heads_scaling.py --intelex                   # -> results/heads_intelex.json
+
 Every run is a child process (``--run-one``): its peak RSS (``VmHWM``) is read right after training,
 before the test set is loaded; a child that only imports featx and sklearn gives the baseline.
 Goals (issue 17): time per head grows at most linearly from 10k to 60k; each approximate head
@@ -62,6 +68,10 @@ def run_one(spec: dict) -> dict:
     from featx.heads import select_head, stratified_sample
 
     warnings.simplefilter("ignore")
+    if spec.get("intelex"):  # before featx imports any estimator: they are looked up in sklearn's modules
+        from sklearnex import patch_sklearn
+
+        patch_sklearn(verbose=False)
     if spec.get("baseline"):
         import sklearn.linear_model  # noqa: F401  (what every run imports)
 
@@ -81,6 +91,8 @@ def run_one(spec: dict) -> dict:
         seconds = time.perf_counter() - t0
         peak = peak_rss_mb()
         Xt, yt, _ = featx.load_features(spec["test"])
+        if spec.get("predictions"):  # every head's test predictions, for a parity check in the parent
+            np.savez(spec["predictions"], **{r.kind: r.best_estimator.predict(Xt).astype(str) for r in results})
         heads = {r.kind: {"seconds": r.fit_seconds, "search_seconds": r.search_seconds, "search": r.search,
                           "strategy": r.plan.strategy, "plan": r.plan.describe(), "best_params": r.best_params,
                           "cv_mean": r.cv_mean, "test_accuracy": float(np.mean(r.best_estimator.predict(Xt) == yt)),
@@ -191,11 +203,22 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per run")
     p.add_argument("--all-heads", action="store_true", help="part c only (issue 29): --head all and per head, 2k -> 20k")
     p.add_argument("--old-grid", default="", help="--all-heads: these heads also with the full grid at the largest n")
+    p.add_argument("--cost-sizes", default="",
+                   help="--all-heads: also every head both exact and approximate at these sizes (the cost model's "
+                   "points between the --sizes; featx.heads.plan.COSTS)")
+    p.add_argument("--old-grid-only", action="store_true",
+                   help="--all-heads: only the --old-grid and --cost-sizes rows, added to the results/heads_linear.json "
+                   "of an earlier run (the full-grid rows' accuracy is the reference, their time is not compared)")
+    p.add_argument("--intelex", action="store_true",
+                   help="part d: --head all with and without scikit-learn-intelex's patch_sklearn, at each --sizes "
+                   "(default 2000,20000), with the parity of the test predictions -> results/heads_intelex.json")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
         print(json.dumps(run_one(json.loads(args.run_one))))
         return 0
+    if args.intelex:
+        return intelex(args)
     if args.all_heads:
         return all_heads(args)
     from featx.machine import machine_facts, rounded_load_average
@@ -261,8 +284,13 @@ def all_heads(args) -> int:
     train, test = fashion_caches(featx_home(), max(sizes), None)
     base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
             "select_rows": args.select_rows or SELECT_ROWS}
-    runs, per_head, old = [], [], []
+    runs, per_head, old, cost_points = [], [], [], []
     out = HERE / "results" / "heads_linear.json"
+    if args.old_grid_only:  # keep the earlier run's timed parts as they are
+        earlier = json.loads(out.read_text())
+        runs, per_head, machine = earlier["all_heads"], earlier["per_head"], earlier["machine"]
+        cost_points = earlier.get("cost_points", [])
+        started -= earlier["seconds"]
 
     def write(final=False):  # after every run: a cut-short benchmark keeps what it measured
         checks = []
@@ -277,10 +305,13 @@ def all_heads(args) -> int:
                                "no_slower": None if alt is None else head["seconds"] <= 1.1 * alt})
         done = [r for r in runs if "train_seconds" in r]
         result = {
-            "command": "python benchmarks/heads_scaling.py --all-heads" + (f" --old-grid {args.old_grid}" if args.old_grid else ""),
+            "command": "python benchmarks/heads_scaling.py --all-heads"
+                       + (f" then --old-grid {args.old_grid} --old-grid-only" if args.old_grid_only else
+                          f" --old-grid {args.old_grid}" if args.old_grid else ""),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "complete": final,
             "machine": {**machine, "load_after": rounded_load_average()}, "seconds": time.time() - started,
-            "all_heads": runs, "per_head": per_head, "old_grid": old, "strategy_checks": checks,
+            "all_heads": runs, "per_head": per_head, "old_grid": old, "cost_points": cost_points,
+            "strategy_checks": checks,
             "ratio_time": done[-1]["train_seconds"] / done[0]["train_seconds"] if len(done) > 1 else None,
             "ratio_rows": done[-1]["n"] / done[0]["n"] if len(done) > 1 else None,
             "best_accuracy": {str(r["n"]): r.get("test_accuracy") for r in done},
@@ -288,12 +319,12 @@ def all_heads(args) -> int:
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")
         return result
 
-    for n in sizes:  # first what featx train --head all does, at every size: the ratio
+    for n in [] if args.old_grid_only else sizes:  # first what featx train --head all does, at every size: the ratio
         run = {"n": n, **in_child({**base, "all": True, "strategy": "auto", "size": n}, args.timeout)}
         runs.append(run)
         print(json.dumps({k: v for k, v in run.items() if k != "heads"}), flush=True)
         write()
-    for run in runs:  # then each head alone with the strategy the plan did not choose
+    for run in [] if args.old_grid_only else runs:  # then each head alone with the strategy the plan did not choose
         for kind, head in run.get("heads", {}).items():
             other = "approximate" if head["strategy"] == "exact" else "exact"
             if other == "exact" and kind == "svm" and run["n"] > args.exact_svm_max:
@@ -305,6 +336,15 @@ def all_heads(args) -> int:
             print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
                                                       "search_seconds", "test_accuracy")}), flush=True)
             write()
+    for n in [int(s) for s in args.cost_sizes.split(",") if s]:
+        for kind in HEADS:
+            for strategy in ("exact", "approximate"):
+                row = {"n": n, "kind": kind, "strategy_asked": strategy,
+                       **in_child({**base, "kind": kind, "strategy": strategy, "size": n}, args.timeout)}
+                cost_points.append(row)
+                print(json.dumps({k: row.get(k) for k in ("n", "kind", "strategy_asked", "train_seconds",
+                                                          "test_accuracy")}), flush=True)
+                write()
     for kind in [k for k in args.old_grid.split(",") if k]:
         n = max(sizes)
         row = {"n": n, "kind": kind, "search_asked": "grid",
@@ -314,6 +354,49 @@ def all_heads(args) -> int:
         write()
     result = write(final=True)
     print(json.dumps({k: result[k] for k in ("ratio_time", "ratio_rows", "best_accuracy", "strategy_checks")}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def intelex(args) -> int:
+    """Part d: ``--head all`` with and without scikit-learn-intelex, in alternation; -> results/heads_intelex.json."""
+    import tempfile
+
+    from featx.heads import SELECT_ROWS
+    from featx.machine import machine_facts, rounded_load_average
+    from featx.files import featx_home
+
+    sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
+    started, machine = time.time(), machine_facts().to_dict()
+    train, test = fashion_caches(featx_home(), max(sizes), None)
+    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
+            "select_rows": args.select_rows or SELECT_ROWS, "all": True, "strategy": "auto"}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            runs = {}
+            for name in ("scikit-learn", "intelex"):
+                saved = Path(tmp) / f"{name}-{n}.npz"
+                runs[name] = in_child({**base, "size": n, "intelex": name == "intelex", "predictions": str(saved)},
+                                      args.timeout)
+                runs[name].pop("peak_rss_mb", None)
+            plain, fast = (np.load(Path(tmp) / f"{name}-{n}.npz") for name in ("scikit-learn", "intelex"))
+            parity = {kind: float(np.mean(plain[kind] == fast[kind])) for kind in plain.files}
+            row = {"n": n, "runs": runs, "prediction_parity": parity,
+                   "speedup": runs["scikit-learn"]["train_seconds"] / runs["intelex"]["train_seconds"],
+                   "speedup_per_head": {k: runs["scikit-learn"]["heads"][k]["seconds"] / runs["intelex"]["heads"][k]["seconds"]
+                                        for k in runs["intelex"]["heads"]}}
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in ("n", "speedup", "speedup_per_head", "prediction_parity")}), flush=True)
+    from importlib.metadata import version
+
+    result = {"command": "python benchmarks/heads_scaling.py --intelex",
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {**machine, "load_after": rounded_load_average(),
+                          "scikit-learn-intelex": version("scikit-learn-intelex")},
+              "seconds": time.time() - started, "rows": rows}
+    out = HERE / "results" / "heads_intelex.json"
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -109,7 +109,7 @@ def test_cli_audit_images_then_train_without_findings(tmp_path, image_files, tin
     printed = capsys.readouterr().out
     assert "exact duplicate" in printed and "report:" in printed
     rows = (out / "findings.csv").read_text().splitlines()
-    assert rows[0] == "id,issue,score,split,given,suggested,neighbours"
+    assert rows[0] == "id,issue,score,split,given,suggested,neighbours,signal"
     assert any(",exact_duplicate,1.0," in row and "china" in row for row in rows)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2 and "Exact duplicates (1)" in html
@@ -118,6 +118,55 @@ def test_cli_audit_images_then_train_without_findings(tmp_path, image_files, tin
                  "--out", str(tmp_path / "heads"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["n"] == 8 - len(excluded)
+
+
+def small_image_folders(root: Path, rng) -> tuple[Path, Path, set, set]:
+    """28-px grayscale images (three random ellipses or boxes on black) in class folders, train and test; 4
+    training and 3 test images copied into training as JPEGs (quality 75) resized to 32 px."""
+    from PIL import Image, ImageDraw
+
+    def image():
+        img = Image.new("L", (28, 28))
+        draw = ImageDraw.Draw(img)
+        for _ in range(3):
+            x0, y0 = rng.integers(0, 20, 2)
+            box = (int(x0), int(y0), int(x0 + rng.integers(6, 16)), int(y0 + rng.integers(6, 16)))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=int(rng.integers(80, 255)))
+        return img
+
+    def copy(img, path):
+        img.resize((32, 32), Image.Resampling.BILINEAR).save(path, quality=75)
+
+    pairs, leaks = set(), set()
+    for split, n in (("train", 40), ("test", 12)):
+        for i in range(n):
+            label = "ab"[i % 2]
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            img = image()
+            img.save(root / split / label / f"{i:02d}.png")
+            if split == "train" and i < 4:
+                copy(img, root / "train" / label / f"copy-{i:02d}.jpg")
+                pairs.add((f"{label}/copy-{i:02d}.jpg", f"{label}/{i:02d}.png"))
+            if split == "test" and i < 3:
+                copy(img, root / "train" / label / f"leak-{i:02d}.jpg")
+                leaks.add((f"{label}/{i:02d}.png", f"{label}/leak-{i:02d}.jpg"))
+    return root / "train", root / "test", pairs, leaks
+
+
+def test_pixel_hashes_find_the_resized_jpeg_copies_of_small_images(tmp_path, tiny_image_onnx):
+    train, test, pairs, leaks = small_image_folders(tmp_path / "images", np.random.default_rng(0))
+    caches = [featx.extract(str(folder), tiny_image_onnx, tmp_path / f"{folder.name}.cache", progress=False).cache
+              for folder in (train, test)]
+    # threshold=1.0: the embeddings flag only identical rows, so whatever is found here, the pixels found
+    r = audit(caches[0], caches[1], params={"C": 1.0}, cv=2, threshold=1.0)
+    assert r.settings["pixels"] == "pHash, at most 32 of 256 bits apart"
+    found = {(f.id, f.neighbours[0]) for f in r.findings if f.issue == "near_duplicate"}
+    assert found == pairs
+    assert {(f.id, f.neighbours[0]) for f in r.findings if f.issue == "leak"} == leaks
+    assert {f.signal for f in r.findings if f.issue in ("near_duplicate", "leak")} == {"pixels"}
+    assert all(1 - 32 / 256 <= f.score < 1 for f in r.findings if f.signal == "pixels")
+    off = audit(caches[0], caches[1], params={"C": 1.0}, cv=2, threshold=1.0, pixels=False)
+    assert "pixels" not in off.settings and not off.ids("near_duplicate") and not off.ids("leak")
 
 
 def _chromium() -> str:

@@ -132,6 +132,17 @@ def test_a_config_that_disagrees_with_the_weights_is_a_spec_error(hf_models, tmp
         featx.load_backbone(f"hf:{folder}")
 
 
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(tmp_path):
+    """MiniLM's 30,522-token tokenizer beside a model with 1,000 input embeddings: ids past 999 would index
+    nothing (or, in ONNX Runtime, garbage); refused at export, naming both sizes."""
+    import featx
+    from tiny_hf import build_bert
+
+    folder = build_bert(tmp_path / "bert-1000", vocab_size=1000)
+    with pytest.raises(SpecError, match=r"the tokenizer has 30522 tokens but the model only 1000 input embeddings"):
+        featx.load_backbone(f"hf:{folder}")
+    matched = build_bert(tmp_path / "bert-30522")  # the same folder with its own vocabulary exports
+    assert featx.load_backbone(f"hf:{matched}").embed(["a tokenizer that fits its model"]).shape == (1, 32)
 
 
 def test_the_parity_gate_is_relative_to_the_features_scale(tmp_path):

@@ -119,13 +119,16 @@ def build_convnext(folder: Path, seed: int = 0) -> Path:
                         hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
 
 
-def build_bert(folder: Path, seed: int = 0) -> Path:
-    """A tiny BERT with MiniLM's tokenizer and no sentence-transformers files."""
+def build_bert(folder: Path, seed: int = 0, vocab_size: int = 30522) -> Path:
+    """A tiny BERT with MiniLM's tokenizer and no sentence-transformers files.
+
+    ``vocab_size`` below the tokenizer's 30,522 makes a folder whose tokenizer is not its model's.
+    """
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=37, max_position_embeddings=128)
     transformers.BertModel(config).eval().save_pretrained(str(folder))
     _minilm_tokenizer(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from .flags import add_json_flag, folds, jobs, non_negative_int, positive_int
@@ -21,6 +22,9 @@ def register(sub) -> None:
                    help="cosine similarity from which two items are near-duplicates or a leak (default 0.9)")
     p.add_argument("--outliers", type=float, default=None, metavar="FRACTION",
                    help="share of the items flagged as outliers (default 0.01)")
+    p.add_argument("--pixels", action=argparse.BooleanOptionalAction, default=None,
+                   help="also compare images by a perceptual hash of their pixels (finds resized/re-encoded copies "
+                   "of small images that embeddings miss; default: image caches up to 50,000 items)")
     p.add_argument("-k", "--neighbours", type=positive_int, default=10, help="neighbours per item (default 10)")
     p.add_argument("--jobs", type=jobs, default=1, help="parallel fits (default 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and of the index")
@@ -36,7 +40,7 @@ def cmd_audit(args) -> int:
     result = audit(args.cache, args.test, model=args.model, head=args.head, cv=args.cv, k=args.neighbours,
                    threshold=THRESHOLD if args.threshold is None else args.threshold,
                    outlier_fraction=OUTLIER_FRACTION if args.outliers is None else args.outliers,
-                   seed=args.seed, n_jobs=args.jobs)
+                   pixels=args.pixels, seed=args.seed, n_jobs=args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = result.to_csv(args.out / "findings.csv"), result.to_json(args.out / "findings.json")
     refs = {}
@@ -55,7 +59,8 @@ def cmd_audit(args) -> int:
     counts = result.counts()
     console.result(f"audited {result.n_train} items" + (f" and {result.n_test} test items" if result.n_test else "")
                    + f" ({result.settings['model']}, neighbours {result.settings['neighbours']}, "
-                   f"{result.settings.get('probabilities', 'no labels')}) in {result.settings['seconds']:.1f} s")
+                   + (f"pixels {result.settings['pixels']}, " if "pixels" in result.settings else "")
+                   + f"{result.settings.get('probabilities', 'no labels')}) in {result.settings['seconds']:.1f} s")
     for issue, n in counts.items():
         console.result(f"  {issue.replace('_', ' '):<16} {n}")
     for pair in result.confused[:3]:

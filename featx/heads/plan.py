@@ -42,18 +42,20 @@ BYTES_PER_VALUE = 16
 
 
 #: The cost model: seconds of ``select_head`` (selection on ``min(n, SELECT_ROWS)`` rows, 3 folds,
-#: the default grid, refit on all n) measured by ``benchmarks/heads_scaling.py`` on 2 cores,
-#: Fashion-MNIST EfficientNet-Lite0 features (1280-d), per head, strategy and n. Between and past
-#: the measured sizes the time is interpolated on log-log axes (a power law in n); it is scaled
-#: by ``dim / 1280`` and ``cv / 3``. Only ratios matter to the plan; the ETA of ``featx train``
-#: is as good as the machine is like the one measured.
+#: the default grid searched as "auto" (successive halving where the sample allows), refit on all n)
+#: measured by ``benchmarks/heads_scaling.py --all-heads --cost-sizes 10000`` on 2 idle Zen 4 cores
+#: (2026-12-06, ``results/heads_linear.json``), Fashion-MNIST EfficientNet-Lite0 features (1280-d),
+#: per head, strategy and n. Between and past the measured sizes the time is interpolated on log-log
+#: axes (a power law in n); it is scaled by ``dim / 1280`` and ``cv / 3``. Only ratios matter to the
+#: plan (it switches the svm and knn to their approximate heads from about 6,000 rows); the ETA of
+#: ``featx train`` is as good as the machine is like the one measured.
 COSTS: dict[tuple[str, str], dict[int, float]] = {
-    ("logreg", "exact"): {2000: 5.2, 10_000: 39.8, 60_000: 62.9},
-    ("logreg", "approximate"): {2000: 7.7, 10_000: 49.9, 60_000: 65.9},
-    ("svm", "exact"): {2000: 11.4, 10_000: 207.0},
-    ("svm", "approximate"): {2000: 40.5, 10_000: 288.8, 60_000: 505.1},
-    ("knn", "exact"): {2000: 4.9, 10_000: 62.8, 60_000: 68.4},
-    ("knn", "approximate"): {2000: 8.1, 10_000: 41.1, 60_000: 46.4},
+    ("logreg", "exact"): {2000: 8.9, 20_000: 29.8},
+    ("logreg", "approximate"): {2000: 11.7, 20_000: 59.5},
+    ("svm", "exact"): {2000: 13.6, 10_000: 266.0},
+    ("svm", "approximate"): {2000: 67.2, 10_000: 116.1, 20_000: 150.0},
+    ("knn", "exact"): {2000: 4.9, 10_000: 87.7, 20_000: 95.1},
+    ("knn", "approximate"): {2000: 11.1, 10_000: 61.4, 20_000: 65.6},
 }
 
 
@@ -68,7 +70,7 @@ def predicted_seconds(kind: str, strategy: str, n_rows: int, dim: int = 1280, cv
     >>> predicted_seconds("svm", "exact", 2000) < predicted_seconds("svm", "approximate", 2000)
     True
     >>> round(predicted_seconds("logreg", "exact", 10_000, dim=640), 1)
-    19.9
+    10.4
     """
     points = sorted(COSTS[(kind, strategy)].items())
     n = max(1, int(n_rows))

@@ -32,7 +32,7 @@ from ..errors import InputError, ParameterError
 from .search import HALVING_FACTOR, grid_search
 from ..sources import labelled_mask
 from ..validation import check_int, invalid
-from .build import (CALIBRATION_FOLDS, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
+from .build import (calibration_folds, HEADS, check_grid, check_kind, default_params, grid_points, head_grid,
                     head_pipeline, plain)
 from .plan import SELECT_ROWS, HeadPlan, plan_head, sgd_epochs
 from .stream import ArrayRows, check_finite, fit_sgd, rows_of, transform_all
@@ -305,7 +305,7 @@ def select_head(kind: str, X, y=None, *, cv: int = 5, n_jobs: int | None = -1, s
     check_finite(Xs, sample)
     _, counts = np.unique(ys, return_counts=True)
     smallest = int(counts.min())
-    fit = _Refit(kind, plan, rows, y, classes, Xs, ys, seed, calibrate, notes)
+    fit = _Refit(kind, plan, rows, y, classes, Xs, ys, seed, calibrate, notes, n_jobs)
     if smallest < 2:
         lonely = np.unique(ys)[counts < 2][:5].tolist()
         msg = (f"{kind}: class(es) {lonely} have a single item, so no cross-validation is possible; "
@@ -425,6 +425,7 @@ class _Refit:
     seed: int
     calibrate: bool
     notes: list
+    n_jobs: Any = None  # the calibration's folds, fitted in parallel
 
     @property
     def approximate(self) -> bool:
@@ -494,12 +495,12 @@ class _Refit:
         """Wrap an SVM's classifier step in a sigmoid calibration (in place), when possible."""
         if self.kind != "svm" or not self.calibrate:
             return
-        folds = min(CALIBRATION_FOLDS, int(np.unique(self.y, return_counts=True)[1].min()))
+        folds = min(calibration_folds(len(self.y)), int(np.unique(self.y, return_counts=True)[1].min()))
         if folds >= 2:
             from sklearn.calibration import CalibratedClassifierCV
 
             pipe.steps[-1] = ("clf", CalibratedClassifierCV(pipe.steps[-1][1], method="sigmoid", cv=folds,
-                                                            ensemble=False))
+                                                            ensemble=False, n_jobs=self.n_jobs))
         else:
             self.notes.append("svm: too few items per class to calibrate probabilities; the head has no predict_proba")
 

@@ -14,6 +14,7 @@ from ..validation import check_int
 from .findings import ISSUES, AuditResult, Finding
 from .labels import LABEL_ROWS, head_probabilities, knn_probabilities, rank_label_issues
 from .neighbours import EXACT_MAX, column_mean, neighbours, rescore
+from .pixels import HASH_BITS, hash_pairs, perceptual_hashes
 
 log = logging.getLogger("featx")
 
@@ -22,11 +23,14 @@ log = logging.getLogger("featx")
 THRESHOLD = 0.9
 #: Share of the rows flagged as outliers (largest mean distance to their k nearest rows).
 OUTLIER_FRACTION = 0.01
+#: Rows of an image cache up to which the audit also hashes the pixels by default (it decodes every image).
+PIXEL_ROWS = 50_000
 
 
 def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", params=None, grid=None, cv: int = 5,
           k: int = 10, threshold: float = THRESHOLD, outlier_fraction: float = OUTLIER_FRACTION,
-          exact_max: int = EXACT_MAX, label_rows: int = LABEL_ROWS, seed: int = 0, n_jobs=1) -> AuditResult:
+          pixels: bool | None = None, pixel_bits: int = HASH_BITS, exact_max: int = EXACT_MAX,
+          label_rows: int = LABEL_ROWS, seed: int = 0, n_jobs=1) -> AuditResult:
     """Audit a labelled cache (and a test cache) from its embeddings.
 
     Parameters
@@ -51,6 +55,13 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
         Cosine similarity of centred rows at or above which two items are near-duplicates or a leak.
     outlier_fraction : float
         Share of rows flagged as outliers.
+    pixels : bool, optional
+        Also compare the images' pixels (a perceptual hash, :mod:`featx.quality.pixels`): finds the
+        resized or re-encoded copies of small images that their embeddings miss. Default (None): for
+        image caches of up to :data:`PIXEL_ROWS` rows whose files can be reopened (it decodes every
+        image again); True: at any size; False: never.
+    pixel_bits : int
+        Most of the 256 pHash bits that may differ between an image and its copy.
     exact_max : int
         Rows up to which neighbours are exact; above, a faiss PCA + IVF index.
     label_rows : int
@@ -78,6 +89,9 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
         raise ParameterError("The 'outlier_fraction' parameter of audit must be a float in [0, 1). "
                              f"Got {outlier_fraction!r} instead.")
     check_int(k, "k", "audit", low=1)
+    check_int(pixel_bits, "pixel_bits", "audit", low=0, high=255)
+    if pixels not in (None, True, False):
+        raise ParameterError(f"The 'pixels' parameter of audit must be True, False or None. Got {pixels!r} instead.")
     t0 = time.perf_counter()
     reader = FeatureReader(cache, model)
     if reader.n_rows < 3:
@@ -97,8 +111,10 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
         return [str(ids[j]) for j in row if j >= 0]
 
     # exact byte copies, by the content hash of each item (file bytes, pixels or text)
-    hashes = content_hashes(cache, ids)
-    test_hashes = content_hashes(test, testr.ids) if testr is not None else None
+    refs = item_refs(cache, ids)
+    test_refs = item_refs(test, testr.ids) if testr is not None else None
+    hashes = content_hashes(refs)
+    test_hashes = content_hashes(test_refs)
     byte_pairs = set()
     if hashes is not None:
         first: dict[str, int] = {}
@@ -106,9 +122,17 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
             if h in first:
                 byte_pairs.add((first[h], i))
                 findings.append(Finding(str(ids[i]), "exact_duplicate", 1.0, "train", _label(labels, i), None,
-                                        [str(ids[first[h]])]))
+                                        [str(ids[first[h]])], "bytes"))
             else:
                 first[h] = i
+    # copies by their pixels (image caches): {(i, j): bits apart} within training, {test row: (j, bits)} for leaks
+    pixel_pairs, pixel_leaks = {}, {}
+    if refs is not None and _modality(cache) == "image" and (pixels or (pixels is None and len(ids) <= PIXEL_ROWS)):
+        codes = perceptual_hashes(refs, ids)
+        pixel_pairs = _pixel_pairs(codes, pixel_bits)
+        if test_refs is not None:
+            pixel_leaks = _pixel_leaks(perceptual_hashes(test_refs, testr.ids), codes, pixel_bits)
+        settings["pixels"] = f"pHash, at most {pixel_bits} of 256 bits apart"
     # near-duplicates within the training cache
     rows, cols = np.nonzero((idx >= 0) & (sim >= threshold - (0.05 if method != "exact" else 0)))
     a, b = rows, idx[rows, cols]
@@ -121,8 +145,13 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
     for n in kept[np.argsort(-scores[kept], kind="stable")]:
         i, j = int(keys[n, 0]), int(keys[n, 1])
         if (i, j) not in byte_pairs:
+            signal = "embedding+pixels" if pixel_pairs.pop((i, j), None) is not None else "embedding"
             findings.append(Finding(str(ids[j]), "near_duplicate", float(scores[n]), "train", _label(labels, j), None,
-                                    [str(ids[i])]))
+                                    [str(ids[i])], signal))
+    for (i, j), bits in sorted(pixel_pairs.items(), key=lambda kv: kv[1]):  # the copies only the pixels found
+        if (i, j) not in byte_pairs:
+            findings.append(Finding(str(ids[j]), "near_duplicate", 1 - bits / 256, "train", _label(labels, j), None,
+                                    [str(ids[i])], "pixels"))
     # leaks: test items whose nearest training item is a copy
     if testr is not None:
         tidx, tsim, _ = neighbours(testr, k, mean, base=reader, exact_max=exact_max, seed=seed)
@@ -134,11 +163,21 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
             copy = by_hash.get(test_hashes[t]) if by_hash else None
             if copy is not None:
                 findings.append(Finding(str(tid), "leak", 1.0, "test", _label(testr.labels, t), _label(labels, copy),
-                                        [str(ids[copy])]))
+                                        [str(ids[copy])], "bytes"))
             elif tsim[t, 0] >= threshold:
                 near = [j for j, s in zip(tidx[t], tsim[t]) if j >= 0 and s >= threshold] or [tidx[t, 0]]
+                signal = "embedding"
+                if t in pixel_leaks:  # the pixels' copy first: the stronger evidence of which item was copied
+                    signal, copy = "embedding+pixels", pixel_leaks[t][0]
+                    near = [copy] + [j for j in near if j != copy]
                 findings.append(Finding(str(tid), "leak", float(tsim[t, 0]), "test", _label(testr.labels, t),
-                                        _label(labels, near[0]), names(near)))
+                                        _label(labels, near[0]), names(near), signal))
+            else:
+                continue
+            pixel_leaks.pop(t, None)
+        for t, (j, bits) in sorted(pixel_leaks.items(), key=lambda kv: kv[1][1]):  # the leaks only the pixels found
+            findings.append(Finding(str(testr.ids[t]), "leak", 1 - bits / 256, "test", _label(testr.labels, t),
+                                    _label(labels, j), [str(ids[j])], "pixels"))
     # outliers: far from everything (mean distance to the k nearest rows)
     distance = 1.0 - np.where(idx >= 0, sim, 0).mean(axis=1)
     n_out = int(round(outlier_fraction * len(ids)))
@@ -160,6 +199,24 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
     settings["train"] = listing.name if listing else str(cache)
     return AuditResult(findings, int(reader.n_rows), 0 if testr is None else int(testr.n_rows), float(threshold),
                        _per_class(findings, labels, ids), confused, settings)
+
+
+def _pixel_pairs(codes, bits: int) -> dict:
+    """``{(i, j): bits apart}`` (i < j) of the training images whose pHashes are at most ``bits`` apart."""
+    valid = np.flatnonzero(codes[1])
+    a, b, d = hash_pairs(codes[0][valid], bits)
+    return {(i, j): dist for i, j, dist in zip(valid[a].tolist(), valid[b].tolist(), d.tolist())}
+
+
+def _pixel_leaks(test_codes, codes, bits: int) -> dict:
+    """``{test row: (nearest training row, bits apart)}`` of the test images a training image nearly copies."""
+    rows, valid = np.flatnonzero(test_codes[1]), np.flatnonzero(codes[1])
+    a, b, d = hash_pairs(test_codes[0][rows], bits, base=codes[0][valid])
+    nearest: dict[int, tuple[int, int]] = {}
+    for t, j, dist in zip(rows[a].tolist(), valid[b].tolist(), d.tolist()):
+        if t not in nearest or dist < nearest[t][1]:
+            nearest[t] = (j, dist)
+    return nearest
 
 
 def _label(labels, i):
@@ -209,9 +266,15 @@ def _per_class(findings, labels, ids) -> dict:
     return dict(sorted(out.items()))
 
 
-def content_hashes(cache, ids):
-    """sha1 of each item's content (file bytes, pixels, text) when the cache's dataset can be reopened, else None."""
-    refs = item_refs(cache, ids)
+def _modality(cache) -> str | None:
+    from ..cache import CacheStore
+
+    listing = CacheStore(cache).read_listing()
+    return None if listing is None else listing.modality
+
+
+def content_hashes(refs):
+    """sha1 of each item's content (file bytes, pixels, text), or None without refs (see :func:`item_refs`)."""
     if refs is None:
         return None
     out = []

@@ -9,7 +9,9 @@ from pathlib import Path
 
 #: Issue types, in the order the report shows them.
 ISSUES = ("leak", "exact_duplicate", "near_duplicate", "label", "outlier")
-FIELDS = ("id", "issue", "score", "split", "given", "suggested", "neighbours")
+FIELDS = ("id", "issue", "score", "split", "given", "suggested", "neighbours", "signal")
+#: What found a duplicate or leak: the content hash, the embeddings, the pixels' perceptual hash, or both of the last.
+SIGNALS = ("bytes", "embedding", "pixels", "embedding+pixels")
 
 
 @dataclass
@@ -23,13 +25,18 @@ class Finding:
     issue : {"label", "near_duplicate", "exact_duplicate", "leak", "outlier"}
     score : float
         How sure: label issues, 1 - cleanlab's label quality; duplicates and leaks, the cosine
-        similarity (1.0 for byte copies); outliers, the mean cosine distance to the k nearest rows.
+        similarity (1.0 for byte copies; for a copy found by its pixels, the share of pHash bits that
+        agree); outliers, the mean cosine distance to the k nearest rows.
     split : {"train", "test"}
         Which cache the item is in (a leak names the test item; its neighbours are training items).
     given, suggested : str or None
         The label in the cache and the head's out-of-fold prediction.
     neighbours : list of str
         Ids of the nearest rows (of the training cache), nearest first.
+    signal : {"embedding", "bytes", "pixels", "embedding+pixels"}
+        What found it (see :data:`SIGNALS`): the embeddings for every issue; a duplicate or leak may
+        instead be found by the content hash (byte copies), by the pixels' perceptual hash
+        (:mod:`featx.quality.pixels`), or by both the embeddings and the pixels.
     """
 
     id: str
@@ -39,6 +46,7 @@ class Finding:
     given: str | None = None
     suggested: str | None = None
     neighbours: list = field(default_factory=list)
+    signal: str = "embedding"
 
     def row(self) -> dict:
         out = asdict(self)
