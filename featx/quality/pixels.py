@@ -14,7 +14,7 @@ median): their copies may differ in more bits and are missed.
 ::
 
     perceptual_hashes(refs)        -> (codes n x 32 uint8, valid n bool)   decode_image -> imagehash.phash
-    hash_pairs(codes, bits, base)  -> (i, j, distance)                     faiss binary index, range search
+    hash_pairs(codes, bits, base)  -> (i, j, distance)                     faiss binary index, k nearest
 """
 
 from __future__ import annotations
@@ -72,12 +72,14 @@ def perceptual_hashes(refs, ids=None) -> tuple[np.ndarray, np.ndarray]:
     return codes, valid
 
 
-def hash_pairs(codes: np.ndarray, bits: int = HASH_BITS, *, base: np.ndarray | None = None, block: int = 8192):
-    """Pairs of codes at most ``bits`` apart: ``(i, j, distance)`` arrays.
+def hash_pairs(codes: np.ndarray, bits: int = HASH_BITS, *, base: np.ndarray | None = None, k: int = 10,
+               block: int = 8192):
+    """Pairs of codes at most ``bits`` apart, among each code's ``k`` nearest: ``(i, j, distance)`` arrays.
 
     Within ``codes`` (``base=None``; each pair once, ``i < j``) or from each row of ``codes`` to the
-    rows of ``base``. A faiss binary flat index, searched ``block`` rows at a time: exact, and memory
-    bounded by the pairs found.
+    rows of ``base``. A faiss binary flat index (exact Hamming distances), searched ``block`` rows at a
+    time; keeping ``k`` neighbours a row bounds the pairs by ``n k`` even when thousands of images
+    share one hash (blank frames).
 
     Examples
     --------
@@ -94,10 +96,16 @@ def hash_pairs(codes: np.ndarray, bits: int = HASH_BITS, *, base: np.ndarray | N
         return tuple(np.zeros(0, np.int64) for _ in found)
     index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     index.add(np.ascontiguousarray(base))
+    kk = min(k + (1 if same else 0), len(base))
     for lo in range(0, len(codes), block):
-        lims, dist, idx = index.range_search(np.ascontiguousarray(codes[lo:lo + block]), bits + 1)
-        rows = lo + np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
-        keep = rows < idx if same else np.ones(len(idx), bool)
+        dist, idx = index.search(np.ascontiguousarray(codes[lo:lo + block]), kk)
+        rows = np.broadcast_to(lo + np.arange(len(idx))[:, None], idx.shape)
+        keep = (idx >= 0) & (dist <= bits) & ((idx != rows) if same else True)
         for out, part in zip(found, (rows[keep], idx[keep], dist[keep])):
             out.append(part.astype(np.int64))
-    return tuple(np.concatenate(part) for part in found)
+    i, j, d = (np.concatenate(part) for part in found)
+    if same:  # each pair once, as (smaller, larger)
+        i, j = np.minimum(i, j), np.maximum(i, j)
+        _, first = np.unique(np.stack([i, j], axis=1), axis=0, return_index=True)
+        i, j, d = i[first], j[first], d[first]
+    return i, j, d
