@@ -62,8 +62,11 @@ COSTS: dict[tuple[str, str], dict[int, float]] = {
 def predicted_seconds(kind: str, strategy: str, n_rows: int, dim: int = 1280, cv: int = 3) -> float:
     """Predicted seconds of ``select_head`` for one head and strategy at ``n_rows`` (the cost model).
 
-    Power-law interpolation between the measured sizes of :data:`COSTS` (extrapolation past
-    them with the slope of the nearest two), scaled by ``dim / 1280`` and ``cv / 3``.
+    Power-law interpolation between the measured sizes of :data:`COSTS` (extrapolation past the
+    largest with the slope of the last two), scaled by ``dim / 1280`` and ``cv / 3``. Below the
+    smallest measured size the time shrinks in proportion to the rows for every head and strategy
+    alike, so the ranking measured there holds (two slopes extrapolated downwards would cross at
+    sizes nobody measured).
 
     Examples
     --------
@@ -71,10 +74,14 @@ def predicted_seconds(kind: str, strategy: str, n_rows: int, dim: int = 1280, cv
     True
     >>> round(predicted_seconds("logreg", "exact", 10_000, dim=640), 1)
     10.4
+    >>> predicted_seconds("logreg", "exact", 400) < predicted_seconds("logreg", "approximate", 400)
+    True
     """
     points = sorted(COSTS[(kind, strategy)].items())
     n = max(1, int(n_rows))
-    lo, hi = (points[0], points[1]) if n <= points[0][0] else (points[-2], points[-1])
+    if n <= points[0][0]:
+        return float(points[0][1] * n / points[0][0] * dim / 1280 * max(2, cv) / 3)
+    lo, hi = points[-2], points[-1]
     for a, b in zip(points, points[1:]):
         if a[0] <= n <= b[0]:
             lo, hi = a, b
