@@ -272,18 +272,26 @@ def main(argv=None) -> int:
     return 0
 
 
-def all_heads(args) -> int:
-    """Part c: ``--head all`` (auto) and each head exact / approximate, at each size; -> results/heads_linear.json."""
-    from featx.heads import SELECT_ROWS
-    from featx.heads.plan import predicted_seconds
-    from featx.machine import machine_facts, rounded_load_average
+def fashion_setup(args):
+    """Parts c and d: ``(sizes, start time, machine facts, the child's base spec)`` on the Fashion-MNIST caches."""
     from featx.files import featx_home
+    from featx.heads import SELECT_ROWS
+    from featx.machine import machine_facts
 
     sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
     started, machine = time.time(), machine_facts().to_dict()
     train, test = fashion_caches(featx_home(), max(sizes), None)
     base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
             "select_rows": args.select_rows or SELECT_ROWS}
+    return sizes, started, machine, base
+
+
+def all_heads(args) -> int:
+    """Part c: ``--head all`` (auto) and each head exact / approximate, at each size; -> results/heads_linear.json."""
+    from featx.heads.plan import predicted_seconds
+    from featx.machine import rounded_load_average
+
+    sizes, started, machine, base = fashion_setup(args)
     runs, per_head, old, cost_points = [], [], [], []
     out = HERE / "results" / "heads_linear.json"
     if args.old_grid_only:  # keep the earlier run's timed parts as they are
@@ -362,15 +370,10 @@ def intelex(args) -> int:
     """Part d: ``--head all`` with and without scikit-learn-intelex, in alternation; -> results/heads_intelex.json."""
     import tempfile
 
-    from featx.heads import SELECT_ROWS
-    from featx.machine import machine_facts, rounded_load_average
-    from featx.files import featx_home
+    from featx.machine import rounded_load_average
 
-    sizes = [int(s) for s in (args.sizes or "2000,20000").split(",")]
-    started, machine = time.time(), machine_facts().to_dict()
-    train, test = fashion_caches(featx_home(), max(sizes), None)
-    base = {"train": str(train), "test": str(test), "cv": args.cv, "jobs": args.jobs,
-            "select_rows": args.select_rows or SELECT_ROWS, "all": True, "strategy": "auto"}
+    sizes, started, machine, base = fashion_setup(args)
+    base = {**base, "all": True, "strategy": "auto"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:

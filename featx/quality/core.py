@@ -111,7 +111,8 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
         return [str(ids[j]) for j in row if j >= 0]
 
     # exact byte copies, by the content hash of each item (file bytes, pixels or text)
-    refs = item_refs(cache, ids)
+    listing = CacheStore(cache).read_listing()  # read once: the contents, the modality, the report's name
+    refs = listing_refs(listing, ids, cache)
     test_refs = item_refs(test, testr.ids) if testr is not None else None
     hashes = content_hashes(refs)
     test_hashes = content_hashes(test_refs)
@@ -127,7 +128,7 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
                 first[h] = i
     # copies by their pixels (image caches): {(i, j): bits apart} within training, {test row: (j, bits)} for leaks
     pixel_pairs, pixel_leaks = {}, {}
-    if refs is not None and _modality(cache) == "image" and (pixels or (pixels is None and len(ids) <= PIXEL_ROWS)):
+    if refs is not None and listing.modality == "image" and (pixels or (pixels is None and len(ids) <= PIXEL_ROWS)):
         codes = perceptual_hashes(refs, ids)
         pixel_pairs = _pixel_pairs(codes, pixel_bits)
         if test_refs is not None:
@@ -195,7 +196,6 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
     order = {issue: n for n, issue in enumerate(ISSUES)}
     findings.sort(key=lambda f: (order[f.issue], -f.score))
     settings["seconds"] = round(time.perf_counter() - t0, 3)
-    listing = CacheStore(cache).read_listing()
     settings["train"] = listing.name if listing else str(cache)
     return AuditResult(findings, int(reader.n_rows), 0 if testr is None else int(testr.n_rows), float(threshold),
                        _per_class(findings, labels, ids), confused, settings)
@@ -266,13 +266,6 @@ def _per_class(findings, labels, ids) -> dict:
     return dict(sorted(out.items()))
 
 
-def _modality(cache) -> str | None:
-    from ..cache import CacheStore
-
-    listing = CacheStore(cache).read_listing()
-    return None if listing is None else listing.modality
-
-
 def content_hashes(refs):
     """sha1 of each item's content (file bytes, pixels, text), or None without refs (see :func:`item_refs`)."""
     if refs is None:
@@ -298,10 +291,15 @@ def item_refs(cache, ids):
     """Each id's ref (a file path, a pixel array or the text), from the dataset the cache's listing names;
     None when it cannot be reopened (a synthetic cache, a moved folder)."""
     from ..cache import CacheStore
+
+    return listing_refs(CacheStore(cache).read_listing(), ids, cache)
+
+
+def listing_refs(listing, ids, cache):
+    """:func:`item_refs` from a listing already read (``cache`` names it in the log)."""
     from ..errors import FeatxError
     from ..sources import open_dataset
 
-    listing = CacheStore(cache).read_listing()
     if listing is None:
         return None
     source = listing.name  # "builtin:NAME[:split]" opens as is; "folder:/path", "txt:/path"... by their path

@@ -28,22 +28,27 @@ SHOW = 60  # cards shown per issue type (every finding is in the CSV/JSON)
 
 
 def _thumb(ref, size: int) -> str | None:
+    """A PNG data URL of an image ref, decoded by featx's one decode chain; None for texts and unreadable items."""
     from PIL import Image
 
-    try:
-        if isinstance(ref, np.ndarray):
-            img = Image.fromarray(ref)
-        elif isinstance(ref, str) and ref.startswith("/"):
-            img = Image.open(ref)
-        else:
-            return None
-        img = img.convert("RGB")
-        img.thumbnail((size, size))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-    except (OSError, ValueError):
+    from ..engine.decode import decode_image
+    from ..errors import InputError
+
+    if ref is None or (isinstance(ref, str) and not ref.startswith("/")):  # a text, not a file
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+    def png(image):
+        image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+
+    try:
+        data = decode_image(ref, reduce=png)
+    except InputError:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _item(ref, item_id: str, size: int, text_len: int) -> str:
