@@ -34,7 +34,6 @@ def register(sub) -> None:
 
 def cmd_audit(args) -> int:
     from ..quality import OUTLIER_FRACTION, THRESHOLD, audit, write_report
-    from ..quality.core import item_refs
 
     console = args.console
     result = audit(args.cache, args.test, model=args.model, head=args.head, cv=args.cv, k=args.neighbours,
@@ -43,15 +42,7 @@ def cmd_audit(args) -> int:
                    pixels=args.pixels, seed=args.seed, n_jobs=args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = result.to_csv(args.out / "findings.csv"), result.to_json(args.out / "findings.json")
-    refs = {}
-    for key, cache in (("train_refs", args.cache), ("test_refs", args.test)):
-        if cache is not None:
-            from ..cache import FeatureReader
-
-            ids = FeatureReader(cache, result.settings["model"]).ids
-            found = item_refs(cache, ids)
-            refs[key] = dict(zip(ids.tolist(), found)) if found is not None else None
-    report = write_report(result, args.out / "report.html", **refs)
+    report = write_report(result, args.out / "report.html")  # thumbnails from the refs the audit read
     if console.json:
         console.document({**result.summary(), "findings_csv": str(csv_path), "findings_json": str(json_path),
                           "report": str(report)})

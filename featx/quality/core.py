@@ -197,8 +197,16 @@ def audit(cache, test=None, *, model: str | None = None, head: str = "logreg", p
     findings.sort(key=lambda f: (order[f.issue], -f.score))
     settings["seconds"] = round(time.perf_counter() - t0, 3)
     settings["train"] = listing.name if listing else str(cache)
+    shown = {f.id for f in findings if f.split == "train"} | {n for f in findings for n in f.neighbours}
     return AuditResult(findings, int(reader.n_rows), 0 if testr is None else int(testr.n_rows), float(threshold),
-                       _per_class(findings, labels, ids), confused, settings)
+                       _per_class(findings, labels, ids), confused, settings, _refs_of(ids, refs, shown),
+                       _refs_of(testr.ids if testr is not None else [], test_refs,
+                                {f.id for f in findings if f.split == "test"}))
+
+
+def _refs_of(ids, refs, wanted: set) -> dict:
+    """``{id: ref}`` of the ``wanted`` ids (what the report shows), or {} without refs."""
+    return {} if refs is None else {str(i): r for i, r in zip(ids, refs) if str(i) in wanted}
 
 
 def _pixel_pairs(codes, bits: int) -> dict:

@@ -71,6 +71,10 @@ class AuditResult:
         ``{"given", "suggested", "count"}``: the class pairs of the label issues, most frequent first.
     settings : dict
         How the audit ran (head, folds, neighbour index, outlier fraction, seconds).
+    train_refs, test_refs : dict
+        ``{id: ref}`` (file path, pixel array or text) of the flagged items and their neighbours, for
+        the report's thumbnails and texts; empty when the datasets could not be reopened. Not written
+        to the CSV or JSON.
     """
 
     findings: list
@@ -80,6 +84,8 @@ class AuditResult:
     per_class: dict = field(default_factory=dict)
     confused: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    train_refs: dict = field(default_factory=dict, repr=False)
+    test_refs: dict = field(default_factory=dict, repr=False)
 
     def counts(self) -> dict:
         """``{issue: number of findings}`` for every issue type."""

@@ -71,8 +71,8 @@ def write_report(result, path, *, train_refs=None, test_refs=None, show: int = S
     path : path
         The ``.html`` file.
     train_refs, test_refs : dict, optional
-        ``{id: ref}`` (file path, pixel array or text) of the items, for thumbnails and texts;
-        without them the report shows ids.
+        ``{id: ref}`` (file path, pixel array or text) of the items, for thumbnails and texts; default
+        the result's own (:attr:`AuditResult.train_refs`); without any the report shows ids.
     show : int
         Cards per issue type (the CSV/JSON hold every finding).
 
@@ -85,7 +85,8 @@ def write_report(result, path, *, train_refs=None, test_refs=None, show: int = S
     >>> "Label issues" in text and "a text" in text
     True
     """
-    train_refs, test_refs = train_refs or {}, test_refs or {}
+    train_refs = result.train_refs if train_refs is None else train_refs
+    test_refs = result.test_refs if test_refs is None else test_refs
     counts = result.counts()
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>featx audit</title>",
              f"<style>{CSS}</style></head><body>",
