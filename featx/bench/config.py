@@ -45,7 +45,9 @@ DEFAULT_LAYERS = {"efficientnet-lite0": ("block2", "block4", "block7", "block10"
 class BenchConfig:
     """What one benchmark table runs. :func:`preset` gives the stated defaults.
 
-    Sizes are samples per class (``"all"``: the whole training split). ``finetune_sizes``
+    Sizes are samples per class (``"all"``: the whole training split); with ``proportional`` a size is the
+    largest class's items and every other class takes its share (see :func:`featx.bench.splits.class_take`),
+    so each subset keeps the training split's class proportions. ``finetune_sizes``
     and ``finetune_seeds`` restrict the (costly) fine-tuned rows; every other row runs at
     every size and seed.
     """
@@ -80,12 +82,15 @@ class BenchConfig:
     layers: tuple[str, ...] | None = None  # intermediate layers of the frozen rows; None: DEFAULT_LAYERS, () none
     setfit_model: str | None = None  # a sentence-transformers folder; default: the backbone's package folder
     setfit_max_steps: int | None = None  # the cap of SetFit's contrastive steps (its recipe: one epoch of pairs)
+    proportional: bool = False  # subsets keep the classes' proportions: size n = the largest class's n items
 
     def to_dict(self) -> dict:
         """The configuration as recorded in a report (the backbone by its label)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["backbone"] = backbone_label(self.backbone)
         d["lrs"] = {k: list(v) for k, v in self.lrs.items()}
+        if not self.proportional:  # the default, left out: reports written before the field read back unchanged
+            del d["proportional"]
         return json.loads(json.dumps(d, default=str))
 
     @classmethod

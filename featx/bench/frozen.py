@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import time
 import warnings
@@ -54,12 +56,27 @@ class Features:
         return X[[self.rows[i.id] for i in items]]
 
 
+def default_cache(dataset: str) -> Path:
+    """``$FEATX_HOME/bench-cache/<slug>``; a dataset that is not a builtin adds a hash of its name as given, so
+    that two folders of the same name (``a/photos``, ``b/photos``) never meet in one cache.
+
+    Examples
+    --------
+    >>> default_cache("builtin:fine-foods").name, default_cache("a/photos").name, default_cache("b/photos").name
+    ('fine-foods', 'photos-d8bd312d', 'photos-7a2c7f2c')
+    """
+    name = slug(dataset)
+    if not dataset.startswith("builtin:"):
+        name += "-" + hashlib.sha256(dataset.encode()).hexdigest()[:8]
+    return featx_home() / "bench-cache" / name
+
+
 def extract_features(ctx: Context, positions: Sequence[int], bb: BenchBackbone) -> tuple[Features, Extraction]:
     """Extract (or reuse) the features of the training items at ``positions`` and of the test set."""
     config, splits = ctx.config, ctx.splits
     items = [splits.train.items[p] for p in positions] + list(splits.test.items)
     pool = make_dataset(f"featx-bench:{config.dataset}", splits.train.modality, items)
-    cache = Path(config.cache) if config.cache else featx_home() / "bench-cache" / slug(config.dataset)
+    cache = Path(config.cache) if config.cache else default_cache(config.dataset)
     ctx.say(f"extracting {len(pool)} items ({len(positions)} train + {len(splits.test)} test) with {bb.name} "
             f"-> {cache}")
     report = extract(pool, model=str(bb.onnx_path), cache=cache, batch_size=config.extract_batch_size,

@@ -37,6 +37,9 @@ from .table import Context, Table
 LATENCY_METHOD = ("wall time to predict the whole test set from raw items, divided by its size: frozen rows = "
                   "measured extraction time per item + head predict; fine-tuned rows = decode, preprocess and "
                   "forward in batches of 64; baselines = features + predict")
+PROPORTIONAL = ("; proportional subsets: a size is the largest class's items, every other class takes its share "
+                "(ceil(size x its size / the largest class's), at least 1), so each subset keeps the split's class "
+                "proportions")
 SAMPLING = ("per seed, each class shuffled once; a subset of n per class takes the first n of each class (nested "
             "subsets); 'all' = the whole training split, the same for every seed, so its baseline and frozen rows "
             "(deterministic given the subset) run for the first seed only")
@@ -106,7 +109,8 @@ def _run(config: BenchConfig, out_dir, command: str | None, say: Progress, write
                            test_items=len(splits.test), classes=list(splits.classes),
                            test_class_counts=class_counts(splits.test), sizes=[size_label(s) for s in sizes],
                            seeds=list(config.seeds), finetune_sizes=[size_label(s) for s in ft_sizes],
-                           finetune_seeds=ft_seeds if modes else [], sampling=SAMPLING),
+                           finetune_seeds=ft_seeds if modes else [],
+                           sampling=SAMPLING + (PROPORTIONAL if config.proportional else "")),
         finetune=finetune_setup(config, modes, batch_size))
     table = Table(say)
 

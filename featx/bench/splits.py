@@ -1,7 +1,8 @@
 """The training split, the fixed test set, and the nested training subsets of each seed.
 
 For each seed each class is shuffled once; the subset of ``n`` per class takes the first
-``n`` of each class, so larger subsets contain smaller ones. The test set is one stratified
+``n`` of each class, so larger subsets contain smaller ones (with ``proportional``, the largest class
+takes ``n`` and each other class its share: :func:`class_take`). The test set is one stratified
 subset of the test split (seed :data:`TEST_SEED`) for the whole table.
 """
 
@@ -25,6 +26,7 @@ class Splits:
     test_note: str
     orders: dict  # seed -> list (per class) of positions in train, shuffled
     classes: tuple[str, ...]
+    shares: tuple | None = None  # proportional subsets: each class's size over the largest class's (in order)
 
 
 @dataclass
@@ -82,14 +84,34 @@ def load_splits(config: BenchConfig) -> Splits:
     for seed in sorted(set(config.seeds) | set(config.finetune_seeds or ())):
         rng = np.random.default_rng(seed)
         orders[seed] = [list(np.asarray(by_class[c])[rng.permutation(len(by_class[c]))]) for c in train.classes]
-    return Splits(train, test, note, orders, tuple(train.classes))
+    largest = max(len(by_class[c]) for c in train.classes)
+    shares = tuple(len(by_class[c]) / largest for c in train.classes) if config.proportional else None
+    return Splits(train, test, note, orders, tuple(train.classes), shares)
+
+
+def class_take(size, available: int, share: float | None = None) -> int:
+    """How many items a class gives a subset of ``size``: ``size`` (per class), or with a ``share`` (its
+    size over the largest class's) ``ceil(size * share)``, at least 1; never more than it has.
+
+    Examples
+    --------
+    >>> class_take(10, 4), class_take(10, 600, share=0.5), class_take(2, 600, share=0.1)
+    (4, 5, 1)
+    """
+    if size == "all":
+        return available
+    want = int(size) if share is None else max(1, math.ceil(int(size) * share))
+    return min(want, available)
 
 
 def train_positions(splits: Splits, seed: int, size) -> list[int]:
-    """Positions (sorted) of the nested training subset: the first ``size`` of each class."""
+    """Positions (sorted) of the nested training subset: the first ``size`` of each class (proportional:
+    the first :func:`class_take` of each)."""
     if size == "all":
         return list(range(len(splits.train)))
-    return sorted(int(p) for order in splits.orders[seed] for p in order[:int(size)])
+    shares = splits.shares or (None,) * len(splits.orders[seed])
+    return sorted(int(p) for order, share in zip(splits.orders[seed], shares)
+                  for p in order[:class_take(size, len(order), share)])
 
 
 def training_subset(splits: Splits, seed: int, size) -> Subset:
@@ -111,7 +133,8 @@ def resolve_sizes(splits: Splits, sizes: Sequence) -> list:
     kept, seen = [], set()
     order = splits.orders[min(splits.orders)]
     for size in sorted(set(sizes), key=size_key):
-        n = len(splits.train) if size == "all" else sum(min(int(size), len(o)) for o in order)
+        shares = splits.shares or (None,) * len(order)
+        n = len(splits.train) if size == "all" else sum(class_take(size, len(o), sh) for o, sh in zip(order, shares))
         if n not in seen:
             seen.add(n)
             kept.append(size)

@@ -1,10 +1,20 @@
 """The advice, computed from the pilot's numbers and nothing else.
 
 Per strategy (every frozen head and layer, the simple baselines; the majority class is left out): the
-learning curve of its score (:mod:`featx.strategy.curves`) over training items, its prediction and interval
+learning curve of its score (:mod:`featx.strategy.curves`, fitted on the upper part of the measured sizes)
+over training items, its prediction and interval
 at the full size and at 2x and 5x as many labels, and its measured costs at the largest size measured.
-The recommendation is the highest predicted score at the full size; it is called *undecided* when the
-runner-up's interval reaches the recommendation's prediction (the pilot cannot separate them).
+
+A fine-tuning pilot, measured at one size only, has no curve of its own: its prediction is the *reference*
+curve (the frozen probe measured best at that size) plus the gap measured there, an assumption the advice
+states (the gap is held constant as labels grow). Its interval is the reference's, widened by the larger of
+the two standard deviations over seeds at that size.
+
+The recommendation is the highest predicted score at the full size among the strategies measured on two
+seeds or more where it matters (a fine-tuning pilot run once is *unconfirmed*: fine-tuning varies from seed
+to seed, and the advice names it with what would settle it); it is called *undecided* when the runner-up's
+interval reaches the recommendation's prediction (the pilot cannot separate them). A prediction
+more than :data:`FAR` times beyond the largest size measured is said to be a far extrapolation.
 """
 
 from __future__ import annotations
@@ -14,13 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FeatxError
-from .curves import MIN_SIZES, fit_curve
+from .curves import MIN_SIZES, Curve, fit_curve, upper_range
 from .pilot import Pilot
 
 #: The rows the advice leaves out: the majority class (a floor, not a strategy) and the bench's "best by CV"
 #: summaries (the individual heads and layers they choose from are there).
 LEFT_OUT = ("majority class", "frozen: best by CV", "frozen: best layer by CV")
 MULTIPLIERS = (1, 2, 5)
+#: A prediction this many times beyond the largest size measured is called a far extrapolation.
+FAR = 5.0
 
 
 @dataclass
@@ -35,6 +47,8 @@ class Forecast:
     fit_s: float  # training cost at the largest measured size (mean over seeds)
     predict_ms_per_item: float
     error: str | None = None
+    extrapolation: float = 1.0  # the full size over the largest size measured
+    steps_wanted: int | None = None  # a fine-tuning pilot cut at its step cap: the most steps a seed wanted
 
     def at(self, key: str = "1x") -> float:
         return self.predicted[key]["score"] if key in self.predicted else -np.inf
@@ -67,7 +81,7 @@ def forecasts(pilot: Pilot, *, n_boot: int = 200) -> list[Forecast]:
     for row in pilot.rows:
         if row.strategy not in LEFT_OUT:
             by_strategy.setdefault(row.strategy, []).append(row)
-    out = []
+    out, curves, single = [], {}, []
     for strategy, rows in by_strategy.items():
         n = np.array([r.n_train for r in rows], dtype=float)
         y = np.array([getattr(r, pilot.metric) for r in rows], dtype=float)
@@ -81,23 +95,56 @@ def forecasts(pilot: Pilot, *, n_boot: int = 200) -> list[Forecast]:
         last = [r for r in rows if r.size == top]
         fc = Forecast(strategy, rows[0].family, measured, None, {},
                       fit_s=float(np.mean([r.extract_s + r.fit_s + r.finetune_s for r in last])),
-                      predict_ms_per_item=float(np.mean([r.predict_ms_per_item or 0.0 for r in last])))
+                      predict_ms_per_item=float(np.mean([r.predict_ms_per_item or 0.0 for r in last])),
+                      extrapolation=pilot.n_full / max(n.max(), 1.0))
+        capped = [r.params.get("steps_wanted", 0) for r in last if r.params.get("hit_cap")]
+        fc.steps_wanted = max(capped) if capped else None
+        out.append(fc)
         if len(np.unique(n)) < MIN_SIZES:
             fc.error = f"measured at {len(np.unique(n))} size(s) only: no curve"
-        else:
-            try:
-                curve = fit_curve(n, y, n_boot=n_boot)
-            except (FeatxError, RuntimeError, ValueError) as e:
-                fc.error = f"no curve: {e}"
-            else:
-                fc.curve = curve.to_dict()
-                for m in MULTIPLIERS:
-                    target = pilot.n_full * m
-                    low, high = curve.interval(target)
-                    fc.predicted[f"{m}x"] = {"n_train": target, "score": curve.predict(target), "low": low,
-                                             "high": high}
-        out.append(fc)
+            single.append(fc)
+            continue
+        upper = upper_range(n)
+        try:
+            curve = fit_curve(n[upper], y[upper], n_boot=n_boot)
+        except (FeatxError, RuntimeError, ValueError) as e:
+            fc.error = f"no curve: {e}"
+            continue
+        curves[strategy] = curve
+        fc.curve = {**curve.to_dict(), "fitted_from_n": float(n[upper].min())}
+        fc.predicted = {key: _point(curve, target) for key, target in _targets(pilot)}
+    for fc in single:
+        if fc.family == "finetune":
+            _gap_forecast(fc, [f for f in out if f.strategy in curves and f.family == "frozen"], curves, pilot)
     return out
+
+
+def _targets(pilot: Pilot):
+    return [(f"{m}x", pilot.n_full * m) for m in MULTIPLIERS]
+
+
+def _point(curve: Curve, target: float, offset: float = 0.0, spread: float = 0.0) -> dict:
+    low, high = curve.interval(target)
+    score = curve.predict(target)
+    low, high = min(low, score), max(high, score)  # the fit's own prediction lies inside its interval
+    clip = lambda v: float(np.clip(v, 0.0, 1.0))  # noqa: E731
+    return {"n_train": target, "score": clip(score + offset), "low": clip(low + offset - spread),
+            "high": clip(high + offset + spread)}
+
+
+def _gap_forecast(fc: Forecast, frozen: list[Forecast], curves: dict, pilot: Pilot) -> None:
+    """A fine-tuning pilot measured at one size: the best frozen probe's curve there, plus the measured gap."""
+    size, point = next(iter(fc.measured.items()))
+    refs = [f for f in frozen if size in f.measured]
+    if len(fc.measured) != 1 or not refs:
+        return
+    ref = max(refs, key=lambda f: f.measured[size]["mean"])
+    gap = point["mean"] - ref.measured[size]["mean"]
+    spread = max(point["std"], ref.measured[size]["std"])
+    curve = curves[ref.strategy]
+    fc.curve = {**ref.curve, "offset": gap, "reference": ref.strategy, "at_size": size}
+    fc.predicted = {key: _point(curve, target, gap, spread) for key, target in _targets(pilot)}
+    fc.error = None
 
 
 def _pct(x: float) -> str:
@@ -112,16 +159,25 @@ def decide(pilot: Pilot, data: str, *, n_boot: int = 200) -> Advice:
     if not fitted:
         raise FeatxError(f"{data}: no strategy was measured at {MIN_SIZES} sizes within the budget "
                          f"({pilot.budget_s:.0f} s; sizes done {pilot.sizes}): give a larger --budget")
-    best = fitted[0]
+    confirmed = [f for f in fitted if not unconfirmed(f)] or fitted
+    best = confirmed[0]
     p = best.predicted["1x"]
-    s = [f"Scored by {metric_name}: {pilot.metric_reason}."]
+    reason = pilot.metric_reason
+    s = [reason[0].upper() + reason[1:] + "."]
     s.append(f"Recommended: {best.strategy}, expected {metric_name} {_pct(p['score'])} "
              f"(90% interval {_pct(p['low'])}-{_pct(p['high'])}) with all {pilot.n_full} labelled items; "
              f"training {best.fit_s:.1f} s, prediction {best.predict_ms_per_item:.2f} ms/item on the pilot's "
              f"largest size.")
+    for f in fitted[:fitted.index(best)]:  # predicted higher, measured on one seed
+        a = f.predicted["1x"]
+        gain = (a["score"] - p["score"]) * 100
+        s.append(f"Unconfirmed: {f.strategy} is predicted at {_pct(a['score'])} ({gain:+.1f} points) from one "
+                 f"fine-tuning run; fine-tuning varies from seed to seed, so one run does not "
+                 f"carry a recommendation. What would settle it: a second seed (about {f.fit_s:.0f} s more "
+                 f"budget).")
     decided = True
-    if len(fitted) > 1:
-        second = fitted[1]
+    if len(confirmed) > 1:
+        second = confirmed[1]
         q = second.predicted["1x"]
         if q["high"] >= p["score"]:
             decided = False
@@ -129,7 +185,7 @@ def decide(pilot: Pilot, data: str, *, n_boot: int = 200) -> Advice:
                      f"{_pct(q['low'])}-{_pct(q['high'])}) reaches the recommendation's prediction. What would settle "
                      f"it: more seeds or a larger test set (now {pilot.test_items} items), or both measured at "
                      f"a larger size.")
-    for alt in fitted[1:4]:
+    for alt in [f for f in fitted if f is not best][:3]:
         a = alt.predicted["1x"]
         s.append(f"Alternative {alt.strategy}: {_pct(a['score'])} ({(a['score'] - p['score']) * 100:+.1f} points), "
                  f"training {alt.fit_s:.1f} s, prediction {alt.predict_ms_per_item:.2f} ms/item.")
@@ -137,6 +193,11 @@ def decide(pilot: Pilot, data: str, *, n_boot: int = 200) -> Advice:
         q = best.predicted[f"{m}x"]
         s.append(f"With {m}x the labels ({q['n_train']} items) {best.strategy} is predicted at {_pct(q['score'])} "
                  f"({(q['score'] - p['score']) * 100:+.1f} points, interval {_pct(q['low'])}-{_pct(q['high'])}).")
+    if best.extrapolation > FAR:
+        s.append(f"Far extrapolation: the full size is {best.extrapolation:.0f}x the largest size {best.strategy} "
+                 f"was measured at; read its prediction as a trend, not a measurement (a larger --budget measures "
+                 f"closer to it).")
+    s.extend(finetune_sentences(fitted, pilot))
     s.extend(signals(fitted, pilot))
     if pilot.skipped:
         s.append(f"The budget ({pilot.budget_s:.0f} s) left out sizes {pilot.skipped} per class; the curves "
@@ -146,7 +207,47 @@ def decide(pilot: Pilot, data: str, *, n_boot: int = 200) -> Advice:
                   interval=(p["low"], p["high"]), decided=decided, forecasts=fcs, sentences=s,
                   pilot={"sizes": pilot.sizes, "skipped": pilot.skipped, "class_counts": pilot.class_counts,
                          "test_items": pilot.test_items, "budget_s": pilot.budget_s, "seconds": pilot.seconds,
-                         "rows": len(pilot.rows)})
+                         "rows": len(pilot.rows), "finetune": pilot.finetune})
+
+
+def unconfirmed(forecast: Forecast) -> bool:
+    """A fine-tuning pilot measured on one seed at its size: no recommendation rests on one training run
+    (frozen probes and baselines are deterministic given their subset; their seeds vary the subset)."""
+    return forecast.family == "finetune" and max(v["seeds"] for v in forecast.measured.values()) < 2
+
+
+def finetune_sentences(fitted: list[Forecast], pilot: Pilot) -> list[str]:
+    """What the fine-tuning pilots measured, the assumption behind their predictions, and whether more labels
+    would pay more than fine-tuning."""
+    tuned = [f for f in fitted if f.family == "finetune" and f.curve and "offset" in f.curve]
+    frozen = [f for f in fitted if f.family == "frozen"]
+    ft = pilot.finetune or {}
+    out = []
+    if ft.get("skipped"):
+        out.append(f"Fine-tuning pilots the budget left out: {', '.join(ft['skipped'])}.")
+    if not tuned or not frozen:
+        return out
+    top = max(tuned, key=lambda f: f.at())
+    size = top.curve["at_size"]
+    out.append(f"Fine-tuning pilots at {size}/class (at most {ft.get('steps_cap')} steps, epochs chosen on a "
+               f"validation split): " + "; ".join(
+                   f"{f.strategy} {f.curve['offset'] * 100:+.1f} points over {f.curve['reference']}" for f in
+                   sorted(tuned, key=lambda f: -f.curve["offset"])) +
+               ". Their predictions assume that gap holds at the full size.")
+    capped = [f for f in tuned if f.steps_wanted]
+    if capped:
+        wanted = ", ".join(f"{f.strategy} wanted {f.steps_wanted}" for f in capped)
+        out.append(f"Cut at the pilot's step cap ({wanted}" +
+                   f" steps, the cap is {ft.get('steps_cap')}): their scores are lower bounds; a larger "
+                   "--finetune-steps (and budget) trains them as their validation split asked.")
+    probe = max(frozen, key=lambda f: f.at())
+    more = (probe.at("2x") - probe.at()) * 100
+    tune = (top.at() - probe.at()) * 100
+    verdict = "more labels pay more" if more > tune else "fine-tuning pays more"
+    out.append(f"Labels or fine-tuning: 2x the labels gives {probe.strategy} {more:+.1f} points; {top.strategy} "
+               f"gives {tune:+.1f} points over it with today's labels ({top.fit_s:.0f} s of training against "
+               f"{probe.fit_s:.1f} s): {verdict}.")
+    return out
 
 
 def signals(fitted: list[Forecast], pilot: Pilot) -> list[str]:

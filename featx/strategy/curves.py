@@ -1,5 +1,5 @@
-"""Learning curves: a saturating power law ``score(n) = a - b * n**-c`` fitted to measured points,
-with bootstrap intervals on its predictions.
+"""Learning curves: a saturating power law ``score(n) = a - b * n**-c`` fitted to measured points (the
+upper part of the measured range: :func:`upper_range`), with bootstrap intervals on its predictions.
 
 The fit is :func:`scipy.optimize.curve_fit` (bounded: ``0 <= a <= 1``, ``b >= 0``,
 ``0.05 <= c <= 2``); the interval resamples the measured points (one point per size and seed) with
@@ -35,6 +35,38 @@ BOUNDS = ([0.0, 0.0, 0.05], [1.0, 5.0, 2.0])
 def power_law(n, a, b, c):
     """``a - b * n**-c``: rises towards ``a`` as ``n`` grows."""
     return a - b * np.power(np.asarray(n, dtype=float), -c)
+
+
+def upper_range(n) -> np.ndarray:
+    """Which points a curve is fitted on: the sizes at or above the geometric middle of the measured range
+    (at least the :data:`MIN_SIZES` largest). Small subsets sit near chance, in a regime that does not follow
+    the power law, and would pull the fit's exponent down (learning curves' "small-data region", Hestness
+    et al. 2017); the prediction is about large sizes, so the fit reads the upper part of the curve.
+
+    Examples
+    --------
+    >>> upper_range([2, 2, 5, 10, 20, 50, 100, 200]).tolist()
+    [False, False, False, False, True, True, True, True]
+    >>> upper_range([2, 5, 10]).tolist()
+    [True, True, True]
+    """
+    n = np.asarray(n, dtype=float)
+    sizes = np.unique(n)
+    floor = min(np.sqrt(sizes[0] * sizes[-1]), sizes[-min(MIN_SIZES, len(sizes))])
+    return n >= floor
+
+
+def curve_value(curve: dict, n) -> np.ndarray:
+    """A saved curve's score at ``n`` (:meth:`Curve.to_dict`, or a fine-tuning pilot's reference curve plus
+    its measured ``offset``), clipped to [0, 1].
+
+    Examples
+    --------
+    >>> float(curve_value({"a": 0.9, "b": 0.5, "c": 1.0, "offset": 0.05}, 10))
+    0.9
+    """
+    value = power_law(n, curve["a"], curve["b"], curve["c"]) + curve.get("offset", 0.0)
+    return np.clip(value, 0.0, 1.0)
 
 
 def _fit(n: np.ndarray, y: np.ndarray) -> np.ndarray:

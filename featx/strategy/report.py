@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..extras import require
 from ..files import write_atomically
-from .advice import Advice
-from .curves import power_law
+from .advice import Advice, Forecast
+from .curves import curve_value
 
 SCHEMA = "featx-advise/1"
 
@@ -22,6 +23,16 @@ def to_dict(advice: Advice) -> dict:
     doc = {"schema": SCHEMA, **dataclasses.asdict(advice)}
     doc["interval"] = list(advice.interval)
     return json.loads(json.dumps(doc, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def from_dict(doc: dict) -> Advice:
+    """The :class:`Advice` a JSON document (:func:`to_dict`) holds, to render it again."""
+    if doc.get("schema") != SCHEMA:
+        raise ParameterError(f"not a featx advice document (schema {doc.get('schema')!r}, expected {SCHEMA!r})")
+    values = {f.name: doc[f.name] for f in dataclasses.fields(Advice) if f.name in doc}
+    values["forecasts"] = [Forecast(**f) for f in doc["forecasts"]]
+    values["interval"] = tuple(doc["interval"])
+    return Advice(**values)
 
 
 def summary_text(advice: Advice) -> str:
@@ -83,8 +94,7 @@ def plot(advice: Advice, path, top: int = 6) -> Path:
         ax.errorbar(xs, [100 * v["mean"] for v in f.measured.values()], [100 * v["std"] for v in f.measured.values()],
                     fmt="o", color=color, label=f.strategy, capsize=3)
         grid = np.geomspace(min(xs), f.predicted["5x"]["n_train"], 60)
-        c = f.curve
-        ax.plot(grid, 100 * power_law(grid, c["a"], c["b"], c["c"]), color=color, lw=1)
+        ax.plot(grid, 100 * curve_value(f.curve, grid), color=color, lw=1, ls="--" if "offset" in f.curve else "-")
         keys = ("1x", "2x", "5x")
         ax.fill_between([f.predicted[k]["n_train"] for k in keys], [100 * f.predicted[k]["low"] for k in keys],
                         [100 * f.predicted[k]["high"] for k in keys], color=color, alpha=0.15)
