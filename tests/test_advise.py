@@ -92,7 +92,7 @@ def test_a_second_run_reuses_the_cache_and_a_tiny_budget_stops_early(digits_advi
         advise("builtin:digits", model=str(tiny_image_onnx), budget_s=0.001, per_class=10, seeds=2,
                heads=("logreg",), test_size=60, layers=(), cache=str(cache), threads=1, n_boot=10,
                progress=lines.append)
-    assert any("past the budget" in line for line in lines)
+    assert any("of the budget" in line and line.endswith("stopping here") for line in lines)
     assert any("0 embedded" in line for line in lines)  # features came from the cache
 
 
