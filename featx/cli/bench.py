@@ -67,8 +67,9 @@ def register(sub) -> None:
                    help="fine-tuning batch (default 32 images, 16 texts)")
     p.add_argument("--cv", type=folds, default=None, help="cross-validation folds for heads and baselines (default 5)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch / ONNX Runtime threads (default 2)")
-    p.add_argument("--cache", default=None, help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>, plus a hash of its "
-                        "path when it is not a builtin)")
+    p.add_argument("--cache", default=None,
+                   help="feature cache folder (default $FEATX_HOME/bench-cache/<dataset>, plus a hash of its path "
+                        "when it is not a builtin)")
     p.add_argument("--layers", default=None, metavar="L1,L2",
                    help="intermediate layers of the frozen rows, a logreg on each and the layer chosen by CV "
                         "(default: Lite0 block2,block4,block7,block10,block14; MiniLM layer1..layer5; 'none')")
