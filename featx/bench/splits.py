@@ -26,7 +26,7 @@ class Splits:
     test_note: str
     orders: dict  # seed -> list (per class) of positions in train, shuffled
     classes: tuple[str, ...]
-    shares: tuple | None = None  # proportional subsets: each class's size over the largest class's (in order)
+    shares: dict | None = None  # proportional subsets: class -> its size over the largest class's
 
 
 @dataclass
@@ -84,9 +84,32 @@ def load_splits(config: BenchConfig) -> Splits:
     for seed in sorted(set(config.seeds) | set(config.finetune_seeds or ())):
         rng = np.random.default_rng(seed)
         orders[seed] = [list(np.asarray(by_class[c])[rng.permutation(len(by_class[c]))]) for c in train.classes]
-    largest = max(len(by_class[c]) for c in train.classes)
-    shares = tuple(len(by_class[c]) / largest for c in train.classes) if config.proportional else None
+    shares = class_shares({c: len(by_class[c]) for c in train.classes}) if config.proportional else None
     return Splits(train, test, note, orders, tuple(train.classes), shares)
+
+
+def class_shares(counts: dict) -> dict:
+    """Each class's size over the largest class's: what a proportional subset takes of it.
+
+    Examples
+    --------
+    >>> class_shares({"great": 600, "other": 300})
+    {'great': 1.0, 'other': 0.5}
+    """
+    largest = max(counts.values())
+    return {c: n / largest for c, n in counts.items()}
+
+
+def subset_size(counts: dict, size, shares: dict | None = None) -> int:
+    """Items in the subset of ``size`` of classes of ``counts`` items (per class, or with ``shares``).
+
+    Examples
+    --------
+    >>> subset_size({"great": 600, "other": 300}, 10), subset_size({"great": 600, "other": 300}, 10, {"other": 0.5})
+    (20, 15)
+    """
+    shares = shares or {}
+    return sum(class_take(size, n, shares.get(c)) for c, n in counts.items())
 
 
 def class_take(size, available: int, share: float | None = None) -> int:
@@ -109,9 +132,9 @@ def train_positions(splits: Splits, seed: int, size) -> list[int]:
     the first :func:`class_take` of each)."""
     if size == "all":
         return list(range(len(splits.train)))
-    shares = splits.shares or (None,) * len(splits.orders[seed])
-    return sorted(int(p) for order, share in zip(splits.orders[seed], shares)
-                  for p in order[:class_take(size, len(order), share)])
+    shares = splits.shares or {}
+    return sorted(int(p) for c, order in zip(splits.classes, splits.orders[seed])
+                  for p in order[:class_take(size, len(order), shares.get(c))])
 
 
 def training_subset(splits: Splits, seed: int, size) -> Subset:
@@ -133,8 +156,8 @@ def resolve_sizes(splits: Splits, sizes: Sequence) -> list:
     kept, seen = [], set()
     order = splits.orders[min(splits.orders)]
     for size in sorted(set(sizes), key=size_key):
-        shares = splits.shares or (None,) * len(order)
-        n = len(splits.train) if size == "all" else sum(class_take(size, len(o), sh) for o, sh in zip(order, shares))
+        n = len(splits.train) if size == "all" else subset_size(
+            {c: len(o) for c, o in zip(splits.classes, order)}, size, splits.shares)
         if n not in seen:
             seen.add(n)
             kept.append(size)

@@ -147,7 +147,7 @@ def run_pilot(data: str, *, model=None, budget_s: float = 600.0, test: str | Non
     Parameters are those of :func:`featx.strategy.advise`.
     """
     from ..bench import load_splits, preset, run_benchmark
-    from ..bench.splits import class_counts, class_take
+    from ..bench.splits import class_counts, class_shares, subset_size
 
     say = say or (lambda message: None)
     if budget_s <= 0:
@@ -177,10 +177,10 @@ def run_pilot(data: str, *, model=None, budget_s: float = 600.0, test: str | Non
         reason = f"the test set's {reason}"
     # imbalanced training data, all of it advised on: every subset keeps its class proportions, so the curves
     # measure the data the user will train on (balanced subsets would predict a balanced training set)
-    shares = dict.fromkeys(counts)  # None: per class
+    shares = None  # per class
     if not per_class and choose_metric(counts)[0] != "accuracy":
         config = dataclasses.replace(config, proportional=True)
-        shares = {c: n / max(counts.values()) for c, n in counts.items()}
+        shares = class_shares(counts)
     say(f"advise: {data}, {len(splits.train)} training items ({n_full} advised on), test {len(splits.test)} items; "
         f"sizes {sizes} x {seeds} seeds; budget {budget_s:.0f} s")
     rows, done, skipped, last, costs = [], [], [], None, []
@@ -188,8 +188,7 @@ def run_pilot(data: str, *, model=None, budget_s: float = 600.0, test: str | Non
     backbone = ""
     for size in sizes:
         elapsed = time.perf_counter() - t0
-        n_size = n_full if size == "all" or size == sizes[-1] else sum(
-            class_take(size, n, shares[c]) for c, n in train_counts.items())
+        n_size = n_full if size == "all" or size == sizes[-1] else subset_size(train_counts, size, shares)
         if last is not None:
             seconds, n_last = last
             # the rows' cost scales with the items; the extraction is paid once per new item (the test
